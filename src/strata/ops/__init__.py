@@ -1,0 +1,1 @@
+"""Ops: pure functions on media values, one module per layer. Importing a module registers its nodes."""
