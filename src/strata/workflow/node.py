@@ -38,12 +38,17 @@ LAYERS = ("io", "generate", "select", "edit", "composite", "enhance", "sound", "
 INJECTED = ("progress", "model")
 
 
-class InputFile(str):
-    """Marker type for a param naming a file the node reads.
+class _FileMarker:
+    """Metadata marking a str param as a path to a file the node reads."""
 
-    Validation checks that the file exists; the cache key includes the file's content hash,
-    so editing the file reruns the node.
-    """
+    def __repr__(self) -> str:
+        return "InputFile"
+
+
+# A param naming a file the node reads: validation checks that the file exists, relative paths
+# resolve against the workflow file's folder, and the cache key includes the file's content
+# hash, so editing the file reruns the node. Use as ``path: InputFile`` (or inside Annotated).
+InputFile = typing.Annotated[str, pydantic.Field(json_schema_extra={"format": "path"}), _FileMarker()]
 
 
 @dataclass(frozen=True)
@@ -131,11 +136,8 @@ def _default_output_name(tp: Any) -> str:
 
 
 def _is_file_param(annotation: Any) -> bool:
-    base = annotation
-    if get_origin(base) is typing.Annotated:
-        base = get_args(base)[0]
-    base, _ = _strip_optional(base)
-    return base is InputFile
+    base, _ = _strip_optional(annotation)
+    return get_origin(base) is typing.Annotated and any(isinstance(m, _FileMarker) for m in base.__metadata__)
 
 
 def node(

@@ -1,0 +1,137 @@
+"""The model registry: models are reached by capability ("text-to-image", "upscale", ...).
+
+Entries are declared with a capability, an id, the weights file(s) and a loader. The registry
+hashes weights once (the hash is part of cache keys and provenance), loads lazily, keeps an
+LRU of loaded models within a memory budget, and refuses pickled checkpoints: only
+safetensors are loaded from files.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from strata.errors import ModelError
+from strata.store.blobs import sha256_file
+from strata.workflow.executor import ModelInfo
+
+PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle"}
+DEFAULT_BUDGET_BYTES = int(float(os.environ.get("STRATA_MODEL_BUDGET_GB", "8")) * 2**30)
+
+
+@dataclass
+class ModelEntry:
+    """A model the registry can provide.
+
+    Args:
+        id: stable name (``strata-emoji-64``).
+        capabilities: what it can do (``{"text-to-image"}``).
+        files: weight files; their content hashes identify the model.
+        loader: builds the model object from ``files`` (called lazily, once while cached).
+        size_bytes: estimated memory when loaded (default: the files' size).
+    """
+
+    id: str
+    capabilities: set[str]
+    files: list[Path]
+    loader: Callable[[list[Path]], Any]
+    size_bytes: int | None = None
+    _hash: str | None = field(default=None, repr=False)
+
+    def weights_hash(self) -> str:
+        if self._hash is None:
+            import hashlib
+
+            for f in self.files:
+                if not f.is_file():
+                    raise ModelError(f"model '{self.id}': weights file {f} is missing; reinstall strata or "
+                                     "re-export the weights (`strata train image --export`)")
+                if f.suffix.lower() in PICKLE_SUFFIXES:
+                    raise ModelError(f"model '{self.id}': {f.name} is a pickled checkpoint, which can run arbitrary "
+                                     "code when loaded; convert it to .safetensors")
+            h = hashlib.sha256()
+            for f in sorted(self.files):
+                h.update(sha256_file(f).encode())
+            self._hash = h.hexdigest()
+        return self._hash
+
+    def memory_bytes(self) -> int:
+        return self.size_bytes if self.size_bytes is not None else sum(f.stat().st_size for f in self.files)
+
+
+class ModelRegistry:
+    """Capability → model entries, with a lazily-loaded LRU under a memory budget."""
+
+    def __init__(self, *, budget_bytes: int = DEFAULT_BUDGET_BYTES):
+        self.entries: dict[str, ModelEntry] = {}
+        self.budget_bytes = budget_bytes
+        self._loaded: OrderedDict[str, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def add(self, entry: ModelEntry) -> None:
+        self.entries[entry.id] = entry
+
+    def find(self, capability: str, model_id: str | None = None) -> ModelEntry:
+        """The entry for ``model_id``, or the first one offering ``capability``."""
+        if model_id:
+            entry = self.entries.get(model_id)
+            if entry is None:
+                raise ModelError(f"unknown model '{model_id}'; known: {', '.join(self.entries) or 'none'}")
+            if capability not in entry.capabilities:
+                raise ModelError(f"model '{model_id}' cannot do {capability} (it can: {', '.join(sorted(entry.capabilities))})")
+            return entry
+        for entry in self.entries.values():
+            if capability in entry.capabilities:
+                return entry
+        raise ModelError(f"no installed model can do '{capability}'; `strata models` lists what is installed")
+
+    def identify(self, capability: str, params: dict[str, Any]) -> ModelInfo:
+        entry = self.find(capability, params.get("model"))
+        return ModelInfo(entry.id, entry.weights_hash())
+
+    def load(self, capability: str, params: dict[str, Any]) -> Any:
+        entry = self.find(capability, params.get("model"))
+        with self._lock:
+            if entry.id in self._loaded:
+                self._loaded.move_to_end(entry.id)
+                return self._loaded[entry.id]
+            need = entry.memory_bytes()
+            if need > self.budget_bytes:
+                raise ModelError(f"model '{entry.id}' needs ~{need / 2**30:.1f} GB, over the memory budget of "
+                                 f"{self.budget_bytes / 2**30:.1f} GB; raise STRATA_MODEL_BUDGET_GB if the machine has room")
+            while self._loaded and self._used() + need > self.budget_bytes:
+                self._loaded.popitem(last=False)  # least recently used goes first
+            entry.weights_hash()  # refuses pickles and missing files before any loading
+            model = entry.loader(entry.files)
+            self._loaded[entry.id] = model
+            return model
+
+    def _used(self) -> int:
+        return sum(self.entries[i].memory_bytes() for i in self._loaded)
+
+
+_DEFAULT: ModelRegistry | None = None
+
+
+def default_registry() -> ModelRegistry:
+    """The process-wide registry with strata's built-in models (those whose weights exist)."""
+    global _DEFAULT
+    if _DEFAULT is None:
+        _DEFAULT = ModelRegistry()
+        for register in _BUILTIN_REGISTRARS:
+            register(_DEFAULT)
+    return _DEFAULT
+
+
+# Functions that add built-in model entries; model modules append to this.
+_BUILTIN_REGISTRARS: list[Callable[[ModelRegistry], None]] = []
+
+
+def builtin(register: Callable[[ModelRegistry], None]) -> Callable[[ModelRegistry], None]:
+    """Decorator for a function that adds built-in entries to the default registry."""
+    _BUILTIN_REGISTRARS.append(register)
+    return register

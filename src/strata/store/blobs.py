@@ -1,0 +1,110 @@
+"""Content-addressed blobs on disk: a blob's id is the sha256 of its bytes.
+
+Layout: ``ROOT/blobs/ab/cdef…``. Writes go to a temp file in ``ROOT/tmp``, are fsynced and
+then renamed into place, so a blob file either exists whole or not at all — an interrupted
+write leaves only a temp file, which ``gc`` removes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from strata.errors import StoreError
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | Path, *, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temp file in the same folder, fsync, rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+class BlobStore:
+    """Immutable content-addressed byte storage under ``root``."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.blob_dir = self.root / "blobs"
+        self.tmp_dir = self.root / "tmp"
+        self.blob_dir.mkdir(parents=True, exist_ok=True)
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+
+    def path(self, blob_id: str) -> Path:
+        return self.blob_dir / blob_id[:2] / blob_id[2:]
+
+    def has(self, blob_id: str) -> bool:
+        return self.path(blob_id).is_file()
+
+    def put(self, data: bytes) -> str:
+        """Store ``data``; returns its id. Storing the same bytes twice is a no-op."""
+        blob_id = sha256_bytes(data)
+        target = self.path(blob_id)
+        if target.is_file():
+            return blob_id
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix="blob-", dir=self.tmp_dir)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+        return blob_id
+
+    def get(self, blob_id: str) -> bytes:
+        try:
+            return self.path(blob_id).read_bytes()
+        except FileNotFoundError:
+            raise StoreError(
+                f"asset {blob_id[:12]}… is missing from {self.blob_dir}; the store was edited by hand "
+                "or garbage-collected — rerun with --no-cache to rebuild it"
+            ) from None
+
+    def ids(self) -> Iterator[str]:
+        for sub in self.blob_dir.iterdir():
+            if sub.is_dir():
+                for f in sub.iterdir():
+                    yield sub.name + f.name
+
+    def remove(self, blob_id: str) -> int:
+        p = self.path(blob_id)
+        size = p.stat().st_size
+        p.unlink()
+        return size
+
+    def temp_files(self) -> list[Path]:
+        return list(self.tmp_dir.iterdir())

@@ -1,0 +1,195 @@
+"""The history database: SQLite in WAL mode, beside the blobs.
+
+Tables
+    runs       one row per run: workflow JSON, status, timings, parent run (for reruns)
+    nodes      one row per (run, node): op, version, params, cache key, status, timing, error
+    assets     one row per stored value: id (= blob sha256), kind, size
+    cache      cache key → output asset ids (JSON), the op that produced them
+    edges      lineage: (run, node) consumed / produced asset, by port
+    exports    files written for users: path, file sha256, the asset and node they came from
+
+A row in ``cache`` or ``assets`` is only inserted after its blob is on disk, so the database
+never points at a blob that is not there (an interruption can leave an orphan blob, never a
+dangling row; ``gc`` removes orphans).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    created REAL NOT NULL,
+    finished REAL,
+    status TEXT NOT NULL,
+    workflow TEXT NOT NULL,
+    workflow_hash TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    parent TEXT,
+    note TEXT
+);
+CREATE TABLE IF NOT EXISTS nodes (
+    run_id TEXT NOT NULL REFERENCES runs(id),
+    node_id TEXT NOT NULL,
+    op TEXT NOT NULL,
+    op_version INTEGER NOT NULL,
+    params TEXT NOT NULL,
+    cache_key TEXT,
+    status TEXT NOT NULL,
+    started REAL,
+    duration_s REAL,
+    error TEXT,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (run_id, node_id)
+);
+CREATE TABLE IF NOT EXISTS assets (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cache (
+    key TEXT PRIMARY KEY,
+    op TEXT NOT NULL,
+    outputs TEXT NOT NULL,
+    created REAL NOT NULL,
+    duration_s REAL
+);
+CREATE TABLE IF NOT EXISTS edges (
+    run_id TEXT NOT NULL,
+    node_id TEXT NOT NULL,
+    role TEXT NOT NULL CHECK (role IN ('input', 'output')),
+    port TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    asset_id TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS edges_asset ON edges(asset_id);
+CREATE INDEX IF NOT EXISTS edges_node ON edges(run_id, node_id);
+CREATE TABLE IF NOT EXISTS exports (
+    path TEXT NOT NULL,
+    file_sha256 TEXT NOT NULL,
+    asset_id TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    node_id TEXT NOT NULL,
+    output TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS exports_sha ON exports(file_sha256);
+"""
+
+
+class HistoryDB:
+    """Thin typed access to the history tables. One connection per thread."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._local = threading.local()
+        with self.tx() as c:
+            c.executescript(SCHEMA)
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            # NORMAL is durable across application crashes in WAL mode; FULL only adds
+            # protection against power loss at a large cost per commit.
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._local.conn = conn
+        return conn
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    class _Tx:
+        def __init__(self, conn: sqlite3.Connection):
+            self.conn = conn
+
+        def __enter__(self) -> sqlite3.Connection:
+            self.conn.execute("BEGIN IMMEDIATE")
+            return self.conn
+
+        def __exit__(self, exc_type: Any, *_: Any) -> None:
+            self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+
+    def tx(self) -> "HistoryDB._Tx":
+        """``with db.tx() as c:`` — one atomic transaction."""
+        return HistoryDB._Tx(self.conn)
+
+    def query(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        return self.conn.execute(sql, args).fetchall()
+
+    # -- runs ---------------------------------------------------------------------------
+    def insert_run(self, run_id: str, name: str, workflow: dict[str, Any], workflow_hash: str, seed: int,
+                   parent: str | None) -> None:
+        with self.tx() as c:
+            c.execute(
+                "INSERT INTO runs (id, name, created, status, workflow, workflow_hash, seed, parent) VALUES (?,?,?,?,?,?,?,?)",
+                (run_id, name, time.time(), "running", json.dumps(workflow, sort_keys=True), workflow_hash, seed, parent),
+            )
+
+    def finish_run(self, run_id: str, status: str) -> None:
+        with self.tx() as c:
+            c.execute("UPDATE runs SET status=?, finished=? WHERE id=?", (status, time.time(), run_id))
+
+    def upsert_node(self, run_id: str, node_id: str, *, op: str, op_version: int, params: dict[str, Any],
+                    cache_key: str | None, status: str, seq: int, started: float | None = None,
+                    duration_s: float | None = None, error: str | None = None) -> None:
+        with self.tx() as c:
+            c.execute(
+                "INSERT OR REPLACE INTO nodes (run_id, node_id, op, op_version, params, cache_key, status, started, "
+                "duration_s, error, seq) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (run_id, node_id, op, op_version, json.dumps(params, sort_keys=True), cache_key, status, started,
+                 duration_s, error, seq),
+            )
+
+    # -- cache + assets -----------------------------------------------------------------
+    def cache_get(self, key: str) -> dict[str, Any] | None:
+        row = self.conn.execute("SELECT outputs FROM cache WHERE key=?", (key,)).fetchone()
+        return None if row is None else json.loads(row["outputs"])
+
+    def cache_put(self, key: str, op: str, outputs: dict[str, Any], assets: list[tuple[str, str, int]],
+                  duration_s: float | None) -> None:
+        """Record assets (id, kind, size) and the cache entry that points at them, atomically."""
+        now = time.time()
+        with self.tx() as c:
+            c.executemany("INSERT OR IGNORE INTO assets (id, kind, size, created) VALUES (?,?,?,?)",
+                          [(a, k, s, now) for a, k, s in assets])
+            c.execute("INSERT OR REPLACE INTO cache (key, op, outputs, created, duration_s) VALUES (?,?,?,?,?)",
+                      (key, op, json.dumps(outputs, sort_keys=True), now, duration_s))
+
+    def asset_kind(self, asset_id: str) -> str | None:
+        row = self.conn.execute("SELECT kind FROM assets WHERE id=?", (asset_id,)).fetchone()
+        return None if row is None else row["kind"]
+
+    def add_edges(self, run_id: str, node_id: str, rows: list[tuple[str, str, int, str]]) -> None:
+        """rows: (role, port, idx, asset_id)."""
+        with self.tx() as c:
+            c.execute("DELETE FROM edges WHERE run_id=? AND node_id=?", (run_id, node_id))
+            c.executemany("INSERT INTO edges (run_id, node_id, role, port, idx, asset_id) VALUES (?,?,?,?,?,?)",
+                          [(run_id, node_id, *r) for r in rows])
+
+    def add_export(self, path: str, file_sha256: str, asset_id: str, run_id: str, node_id: str, output: str) -> None:
+        with self.tx() as c:
+            c.execute("INSERT INTO exports (path, file_sha256, asset_id, run_id, node_id, output, created) "
+                      "VALUES (?,?,?,?,?,?,?)", (path, file_sha256, asset_id, run_id, node_id, output, time.time()))
+
+    def referenced_blob_ids(self) -> Iterator[str]:
+        for row in self.conn.execute("SELECT id FROM assets"):
+            yield row["id"]
+
+    def integrity_check(self) -> str:
+        return self.conn.execute("PRAGMA integrity_check").fetchone()[0]

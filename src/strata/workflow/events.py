@@ -1,0 +1,145 @@
+"""The one event stream: typed events from the executor to pluggable sinks.
+
+A sink is any callable taking an :class:`Event`. The CLI's progress display, ``--json``
+lines, the run log and (later) the server's websocket are all sinks of the same stream.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, TextIO
+
+
+@dataclass(frozen=True)
+class Event:
+    """Base event; ``kind`` names the subclass in serialized form."""
+
+    run_id: str
+
+    @property
+    def kind(self) -> str:
+        return _KINDS[type(self)]
+
+    def to_json(self) -> dict[str, Any]:
+        data = {k: v for k, v in asdict(self).items() if k != "preview"}
+        return {"event": self.kind, "time": time.time(), **data}
+
+
+@dataclass(frozen=True)
+class RunStarted(Event):
+    workflow: str
+    nodes: int
+
+
+@dataclass(frozen=True)
+class NodeCached(Event):
+    node: str
+    op: str
+    cache_key: str
+
+
+@dataclass(frozen=True)
+class NodeStarted(Event):
+    node: str
+    op: str
+    cache_key: str
+
+
+@dataclass(frozen=True)
+class NodeProgress(Event):
+    node: str
+    step: int
+    total: int
+    # Optional preview image (strata.media.Image); sinks that serialize drop it.
+    preview: Any = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class NodeFinished(Event):
+    node: str
+    op: str
+    duration_s: float
+    outputs: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class NodeFailed(Event):
+    node: str
+    op: str
+    error: str
+
+
+@dataclass(frozen=True)
+class NodeSkipped(Event):
+    node: str
+    op: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class OutputWritten(Event):
+    path: str
+    node: str
+    output: str
+
+
+@dataclass(frozen=True)
+class RunFinished(Event):
+    status: str  # "ok" | "failed" | "interrupted"
+    duration_s: float
+    executed: list[str]
+    cached: list[str]
+    failed: list[str]
+    skipped: list[str]
+
+
+_KINDS = {
+    RunStarted: "run_started",
+    NodeCached: "node_cached",
+    NodeStarted: "node_started",
+    NodeProgress: "node_progress",
+    NodeFinished: "node_finished",
+    NodeFailed: "node_failed",
+    NodeSkipped: "node_skipped",
+    OutputWritten: "output_written",
+    RunFinished: "run_finished",
+}
+
+Sink = Callable[[Event], None]
+
+
+class EventBus:
+    """Fans events out to sinks. A sink that raises is reported once and then dropped,
+    so a broken display can never fail a run."""
+
+    def __init__(self, sinks: list[Sink] | None = None):
+        self.sinks: list[Sink] = list(sinks or [])
+
+    def emit(self, event: Event) -> None:
+        for sink in list(self.sinks):
+            try:
+                sink(event)
+            except Exception as exc:  # noqa: BLE001 - isolating sinks is the point
+                self.sinks.remove(sink)
+                print(f"strata: event sink {sink!r} failed and was removed: {exc}", file=sys.stderr)
+
+
+class JsonLinesSink:
+    """Writes one JSON object per event (``strata run --json``)."""
+
+    def __init__(self, stream: TextIO | None = None):
+        self.stream = stream or sys.stdout
+
+    def __call__(self, event: Event) -> None:
+        self.stream.write(json.dumps(event.to_json(), default=str) + "\n")
+        self.stream.flush()
+
+
+class CollectSink(list):
+    """Keeps every event in a list (tests, benchmarks)."""
+
+    def __call__(self, event: Event) -> None:
+        self.append(event)

@@ -1,0 +1,280 @@
+"""The executor: runs a validated :class:`Plan` in topological order, reusing stored results.
+
+A node's cache key is the sha256 of (op id, op version, normalized params — which include the
+seed for ops that take one —, the asset ids of its inputs, the content hashes of files it
+reads, and the weights hash of the model it uses). Because input asset ids are hashes of the
+upstream *values*, a change upstream changes exactly the keys downstream of it, and an
+upstream change that happens to produce the same value reruns nothing further.
+
+Failure isolation: a failing node marks only its descendants as skipped; independent branches
+still run. Ctrl-C / SIGTERM stop after recording what finished; rerunning resumes from there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import threading
+import time
+import traceback
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Protocol
+
+from strata.errors import OpError, RunInterrupted, StrataError
+from strata.store import Store, new_run_id, sha256_file
+from strata.store.store import AssetRef
+from strata.workflow.events import (
+    EventBus, NodeCached, NodeFailed, NodeFinished, NodeProgress, NodeSkipped, NodeStarted, RunFinished, RunStarted, Sink,
+)
+from strata.workflow.spec import Workflow
+from strata.workflow.validate import Plan, PlannedNode, Source, validate
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Identity of a model as the cache key and provenance see it."""
+
+    id: str
+    weights_hash: str
+
+
+class ModelResolver(Protocol):
+    """What the executor needs from the model registry."""
+
+    def identify(self, capability: str, params: dict[str, Any]) -> ModelInfo: ...
+
+    def load(self, capability: str, params: dict[str, Any]) -> Any: ...
+
+
+@dataclass
+class RunResult:
+    """What happened in a run."""
+
+    run_id: str
+    status: str  # "ok" | "failed" | "interrupted"
+    executed: list[str] = field(default_factory=list)
+    cached: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+    outputs: dict[str, list[Path]] = field(default_factory=dict)
+    refs: dict[str, dict[str, AssetRef]] = field(default_factory=dict)
+    duration_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+def canonical_hash(payload: Any) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
+
+
+def cache_key(pn: PlannedNode, input_refs: dict[str, AssetRef], model: ModelInfo | None) -> str:
+    """The node's cache key (see the module docstring)."""
+    files = {name: sha256_file(pn.params[name]) for name in pn.spec.file_params if pn.params.get(name)}
+    return canonical_hash({
+        "op": pn.spec.op,
+        "version": pn.spec.version,
+        "params": pn.params,
+        "inputs": input_refs,
+        "files": files,
+        "model": model.weights_hash if model else None,
+    })
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into KeyboardInterrupt for the run's duration (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class Executor:
+    """Runs workflows against one store, emitting events to ``sinks``."""
+
+    def __init__(self, store: Store, *, sinks: list[Sink] | None = None, models: ModelResolver | None = None):
+        self.store = store
+        self.bus = EventBus(sinks)
+        self.models = models
+
+    def run(self, workflow: Workflow | Plan, *, no_cache: bool = False, out_dir: str | Path | None = None,
+            parent_run: str | None = None, run_id: str | None = None) -> RunResult:
+        """Validate (if needed) and run ``workflow``; write its outputs into ``out_dir`` if given.
+
+        Raises:
+            WorkflowError: the workflow is invalid (nothing ran).
+            RunInterrupted: Ctrl-C / SIGTERM; finished nodes are stored, rerun to resume.
+        """
+        plan = workflow if isinstance(workflow, Plan) else validate(workflow)
+        wf = plan.workflow
+        run_id = run_id or new_run_id()
+        result = RunResult(run_id, "ok")
+        t0 = time.perf_counter()
+        self.store.db.insert_run(run_id, wf.name, wf.to_dict(), wf.content_hash(), wf.seed, parent_run)
+        self.bus.emit(RunStarted(run_id, wf.name, len(plan.nodes)))
+        refs: dict[str, dict[str, AssetRef]] = {}
+        models: dict[str, ModelInfo | None] = {}
+        broken: set[str] = set()
+        try:
+            with _sigterm_as_interrupt():
+                for seq, pn in enumerate(plan.nodes):
+                    self._run_node(plan, pn, seq, run_id, refs, models, broken, result, no_cache)
+                if out_dir is not None and plan.outputs:
+                    from strata.workflow.outputs import write_outputs
+
+                    result.outputs = write_outputs(plan, refs, models, self.store, Path(out_dir), run_id, self.bus)
+        except KeyboardInterrupt:
+            result.status = "interrupted"
+            self._finish(result, t0)
+            raise RunInterrupted(
+                f"run {run_id} interrupted; {len(result.executed) + len(result.cached)} finished node(s) are stored — "
+                "run the same workflow again to resume from them"
+            ) from None
+        if result.failed:
+            result.status = "failed"
+        result.refs = refs
+        self._finish(result, t0)
+        return result
+
+    def _finish(self, result: RunResult, t0: float) -> None:
+        result.duration_s = time.perf_counter() - t0
+        self.store.db.finish_run(result.run_id, result.status)
+        self.bus.emit(RunFinished(result.run_id, result.status, result.duration_s, list(result.executed),
+                                  list(result.cached), list(result.failed), list(result.skipped)))
+
+    def _inputs_of(self, pn: PlannedNode, refs: dict[str, dict[str, AssetRef]]) -> dict[str, AssetRef]:
+        def one(src: Source) -> AssetRef:
+            return refs[src.node][src.output]
+
+        out: dict[str, AssetRef] = {}
+        for name, src in pn.inputs.items():
+            if isinstance(src, list):
+                flat: list[str] = []
+                for s in src:
+                    r = one(s)
+                    flat.extend(r if isinstance(r, list) else [r])
+                out[name] = flat
+            else:
+                out[name] = one(src)
+        return out
+
+    def _run_node(self, plan: Plan, pn: PlannedNode, seq: int, run_id: str, refs: dict[str, dict[str, AssetRef]],
+                  models: dict[str, ModelInfo | None], broken: set[str], result: RunResult, no_cache: bool) -> None:
+        nid, op, db = pn.node.id, pn.spec.op, self.store.db
+        upstream_broken = {s.node for s in pn.sources()} & broken
+        if upstream_broken:
+            broken.add(nid)
+            reason = f"upstream node(s) {', '.join(sorted(upstream_broken))} did not finish"
+            result.skipped.append(nid)
+            db.upsert_node(run_id, nid, op=op, op_version=pn.spec.version, params=pn.params, cache_key=None,
+                           status="skipped", seq=seq, error=reason)
+            self.bus.emit(NodeSkipped(run_id, nid, op, reason))
+            return
+        try:
+            model = None
+            if pn.spec.model_capability:
+                if self.models is None:
+                    raise StrataError(f"op {op} needs a '{pn.spec.model_capability}' model, but no model registry is configured")
+                model = self.models.identify(pn.spec.model_capability, pn.params)
+            models[nid] = model
+            input_refs = self._inputs_of(pn, refs)
+            key = cache_key(pn, input_refs, model)
+        except StrataError as exc:
+            self._fail(run_id, pn, seq, None, str(exc), broken, result)
+            return
+
+        stored = None if (no_cache or not pn.node.cache) else self.store.cache_lookup(key)
+        if stored is not None:
+            refs[nid] = stored
+            result.cached.append(nid)
+            db.upsert_node(run_id, nid, op=op, op_version=pn.spec.version, params=pn.params, cache_key=key,
+                           status="cached", seq=seq)
+            self._edges(run_id, nid, input_refs, stored)
+            self.bus.emit(NodeCached(run_id, nid, op, key))
+            return
+
+        started = time.time()
+        db.upsert_node(run_id, nid, op=op, op_version=pn.spec.version, params=pn.params, cache_key=key,
+                       status="running", seq=seq, started=started)
+        self.bus.emit(NodeStarted(run_id, nid, op, key))
+        t = time.perf_counter()
+        try:
+            values = self._call(pn, input_refs, run_id)
+            duration = time.perf_counter() - t
+            stored = self.store.cache_record(key, op, values, duration)
+        except KeyboardInterrupt:
+            db.upsert_node(run_id, nid, op=op, op_version=pn.spec.version, params=pn.params, cache_key=key,
+                           status="interrupted", seq=seq, started=started)
+            raise
+        except OpError as exc:
+            self._fail(run_id, pn, seq, key, str(exc.at_node(nid)), broken, result)
+            return
+        except StrataError as exc:
+            self._fail(run_id, pn, seq, key, f"node '{nid}': {exc}", broken, result)
+            return
+        except Exception as exc:  # noqa: BLE001 - a bug in one op must not take down the run
+            detail = "".join(traceback.format_exception(exc)[-3:]).strip()
+            self._fail(run_id, pn, seq, key, f"node '{nid}' ({op}) crashed: {type(exc).__name__}: {exc}\n{detail}",
+                       broken, result)
+            return
+        refs[nid] = stored
+        result.executed.append(nid)
+        db.upsert_node(run_id, nid, op=op, op_version=pn.spec.version, params=pn.params, cache_key=key,
+                       status="executed", seq=seq, started=started, duration_s=duration)
+        self._edges(run_id, nid, input_refs, stored)
+        self.bus.emit(NodeFinished(run_id, nid, op, duration, stored))
+
+    def _call(self, pn: PlannedNode, input_refs: dict[str, AssetRef], run_id: str) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {name: self.store.get_value(ref) for name, ref in input_refs.items()}
+        kwargs.update(pn.params)
+        if pn.spec.wants_progress:
+            nid = pn.node.id
+
+            def progress(step: int, total: int, preview: Any = None) -> None:
+                self.bus.emit(NodeProgress(run_id, nid, step, total, preview))
+
+            kwargs["progress"] = progress
+        if pn.spec.model_capability:
+            kwargs["model"] = self.models.load(pn.spec.model_capability, pn.params)  # type: ignore[union-attr]
+        value = pn.spec.fn(**kwargs)
+        if len(pn.spec.outputs) == 1 and not (isinstance(value, dict) and set(value) == {pn.spec.outputs[0].name}):
+            return {pn.spec.outputs[0].name: value}
+        if not isinstance(value, dict) or set(value) != {o.name for o in pn.spec.outputs}:
+            raise StrataError(f"op {pn.spec.op} returned {type(value).__name__}, expected a dict with "
+                              f"{', '.join(o.name for o in pn.spec.outputs)}")
+        return value
+
+    def _edges(self, run_id: str, nid: str, inputs: dict[str, AssetRef], outputs: dict[str, AssetRef]) -> None:
+        rows: list[tuple[str, str, int, str]] = []
+        for role, mapping in (("input", inputs), ("output", outputs)):
+            for port, ref in mapping.items():
+                for i, a in enumerate(ref if isinstance(ref, list) else [ref]):
+                    rows.append((role, port, i, a))
+        self.store.db.add_edges(run_id, nid, rows)
+
+    def _fail(self, run_id: str, pn: PlannedNode, seq: int, key: str | None, message: str, broken: set[str],
+              result: RunResult) -> None:
+        nid = pn.node.id
+        broken.add(nid)
+        result.failed[nid] = message
+        self.store.db.upsert_node(run_id, nid, op=pn.spec.op, op_version=pn.spec.version, params=pn.params,
+                                  cache_key=key, status="failed", seq=seq, error=message)
+        self.bus.emit(NodeFailed(run_id, nid, pn.spec.op, message))
+
+
+def run(workflow: Workflow, *, store: Store | None = None, sinks: list[Sink] | None = None, **kwargs: Any) -> RunResult:
+    """Convenience: run ``workflow`` against ``store`` (default: the default store)."""
+    return Executor(store or Store(), sinks=sinks).run(workflow, **kwargs)

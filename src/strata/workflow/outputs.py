@@ -1,0 +1,136 @@
+"""Writing a run's outputs as user files, each carrying its provenance.
+
+The embedded provenance is deterministic — workflow, node, params, seed, models and their
+hashes, the output's asset id — and holds no timestamps or run ids, so the same workflow and
+seed give the same file bytes. That also lets the encoded file be cached: an unchanged rerun
+copies stored bytes instead of encoding again.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from strata import __version__
+from strata.store import Store, atomic_write_bytes, sha256_bytes, sha256_file
+from strata.store.store import AssetRef
+from strata.workflow.events import EventBus, OutputWritten
+from strata.workflow.executor import ModelInfo, canonical_hash
+from strata.workflow.validate import Plan, Source
+
+FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp", ".tif": "tiff", ".tiff": "tiff"}
+# Params that A1111-style metadata surfaces when a generative node is upstream.
+GENERATION_FIELDS = ("prompt", "negative", "steps", "sampler", "guidance", "width", "height")
+
+
+def ancestors(plan: Plan, node_id: str) -> list[str]:
+    """``node_id`` and every node it (transitively) depends on, in plan order."""
+    wanted = {node_id}
+    for pn in reversed(plan.nodes):
+        if pn.node.id in wanted:
+            wanted.update(s.node for s in pn.sources())
+    return [pn.node.id for pn in plan.nodes if pn.node.id in wanted]
+
+
+def build_provenance(plan: Plan, src: Source, asset_id: str, models: dict[str, ModelInfo | None]) -> Any:
+    """The provenance record embedded in the file made from ``src``'s output ``asset_id``."""
+    from strata.provenance.metadata import Provenance
+
+    chain = ancestors(plan, src.node)
+    used = [{"node": n, "id": m.id, "hash": m.weights_hash} for n in chain if (m := models.get(n)) is not None]
+    pn = plan.node(src.node)
+    generation: dict[str, Any] = {}
+    for n in chain:  # nearest generative ancestor wins: later in plan order overrides
+        if models.get(n) is not None:
+            params = plan.node(n).params
+            generation = {k: params[k] for k in GENERATION_FIELDS if k in params}
+            if "seed" in params:
+                generation["seed"] = params["seed"]
+    return Provenance(
+        strata_version=__version__,
+        ai_generated=bool(used),
+        workflow=plan.workflow.to_dict(),
+        node_id=src.node,
+        op=pn.spec.op,
+        output=src.output,
+        params=pn.params,
+        seed=plan.workflow.seed,
+        models=used,
+        asset_id=asset_id,
+        **generation,
+    )
+
+
+def _write_one(store: Store, plan: Plan, src: Source, asset_id: str, path: Path,
+               models: dict[str, ModelInfo | None]) -> Path:
+    from strata.media.image_io import encode_image
+
+    fmt = FORMATS[path.suffix.lower()]
+    prov = build_provenance(plan, src, asset_id, models)
+    key = canonical_hash({"export": asset_id, "format": fmt, "provenance": prov.model_dump(mode="json")})
+    cached = store.cache_lookup(key)
+    if cached is not None:
+        data = store.blobs.get(cached["file"])  # type: ignore[arg-type]
+    else:
+        data = encode_image(store.get_value(asset_id), fmt, metadata=prov)
+        store.put_file_bytes(key, data, f"file/{fmt}")
+    digest = sha256_bytes(data)
+    # Leave an identical file alone (cheap unchanged reruns; no needless mtime churn).
+    if not (path.is_file() and path.stat().st_size == len(data) and sha256_file(path) == digest):
+        atomic_write_bytes(path, data)
+    return path
+
+
+def write_outputs(plan: Plan, refs: dict[str, dict[str, AssetRef]], models: dict[str, ModelInfo | None], store: Store,
+                  out_dir: Path, run_id: str, bus: EventBus | None = None) -> dict[str, list[Path]]:
+    """Write every ``outputs:`` entry whose node finished; list outputs become ``name_0.png``, ...
+
+    Returns: output name → written paths.
+    """
+    written: dict[str, list[Path]] = {}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for filename, src in plan.outputs.items():
+        ref = refs.get(src.node, {}).get(src.output)
+        if ref is None:  # the node failed or was skipped; the run report says so
+            continue
+        name = Path(filename)
+        items = ref if isinstance(ref, list) else [ref]
+        paths = [out_dir / filename] if not isinstance(ref, list) else [
+            out_dir / f"{name.stem}_{i}{name.suffix}" for i in range(len(items))]
+        written[filename] = []
+        for asset_id, path in zip(items, paths):
+            _write_one(store, plan, src, asset_id, path, models)
+            store.db.add_export(str(path.resolve()), sha256_file(path), asset_id, run_id, src.node, src.output)
+            written[filename].append(path)
+            if bus is not None:
+                bus.emit(OutputWritten(run_id, str(path), src.node, src.output))
+    return written
+
+
+def export_run(store: Store, run: str, dest: str | Path) -> list[Path]:
+    """Write a recorded run's outputs and its ``workflow.yaml`` into ``dest``."""
+    from strata.models.registry import default_registry
+    from strata.store.history import resolve_run, run_nodes, run_workflow_dict
+    from strata.workflow.spec import parse_workflow
+    from strata.workflow.validate import validate
+
+    run_id = resolve_run(store, run)
+    plan = validate(parse_workflow(run_workflow_dict(store, run_id)))
+    refs: dict[str, dict[str, AssetRef]] = {}
+    for rec in run_nodes(store, run_id):
+        out_types = {o.name: o for o in plan.node(rec.node_id).spec.outputs}
+        refs[rec.node_id] = {
+            k: (v if "list" in out_types[k].type_name else v[0]) for k, v in rec.outputs.items() if k in out_types
+        }
+    registry = default_registry()
+    models: dict[str, ModelInfo | None] = {
+        pn.node.id: registry.identify(pn.spec.model_capability, pn.params) if pn.spec.model_capability else None
+        for pn in plan.nodes
+    }
+    dest = Path(dest)
+    written = write_outputs(plan, refs, models, store, dest, run_id)
+    wf_path = dest / "workflow.yaml"
+    atomic_write_bytes(wf_path, yaml.safe_dump(plan.workflow.to_dict(), sort_keys=False).encode())
+    return [p for ps in written.values() for p in ps] + [wf_path]
