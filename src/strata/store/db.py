@@ -91,8 +91,9 @@ class HistoryDB:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self._local = threading.local()
-        with self.tx() as c:
-            c.executescript(SCHEMA)
+        # executescript manages its own transaction (it commits first), so no tx() here;
+        # every statement is idempotent.
+        self.conn.executescript(SCHEMA)
 
     @property
     def conn(self) -> sqlite3.Connection:

@@ -209,9 +209,9 @@ class Executor:
         started = time.time()
         db.upsert_node(run_id, nid, op=op, op_version=pn.spec.version, params=pn.params, cache_key=key,
                        status="running", seq=seq, started=started)
-        self.bus.emit(NodeStarted(run_id, nid, op, key))
         t = time.perf_counter()
         try:
+            self.bus.emit(NodeStarted(run_id, nid, op, key))
             values = self._call(pn, input_refs, run_id)
             duration = time.perf_counter() - t
             stored = self.store.cache_record(key, op, values, duration)

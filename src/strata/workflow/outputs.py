@@ -22,7 +22,8 @@ from strata.workflow.validate import Plan, Source
 
 FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp", ".tif": "tiff", ".tiff": "tiff"}
 # Params that A1111-style metadata surfaces when a generative node is upstream.
-GENERATION_FIELDS = ("prompt", "negative", "steps", "sampler", "guidance", "width", "height")
+GENERATION_FIELDS = {"prompt": "prompt", "negative": "negative_prompt", "steps": "steps", "sampler": "sampler",
+                     "guidance": "guidance", "width": "width", "height": "height"}
 
 
 def ancestors(plan: Plan, node_id: str) -> list[str]:
@@ -34,42 +35,53 @@ def ancestors(plan: Plan, node_id: str) -> list[str]:
     return [pn.node.id for pn in plan.nodes if pn.node.id in wanted]
 
 
-def build_provenance(plan: Plan, src: Source, asset_id: str, models: dict[str, ModelInfo | None]) -> Any:
-    """The provenance record embedded in the file made from ``src``'s output ``asset_id``."""
+def build_provenance(plan: Plan, src: Source, asset_id: str, input_assets: list[str],
+                     models: dict[str, ModelInfo | None]) -> Any:
+    """The provenance record embedded in the file made from ``src``'s output ``asset_id``.
+
+    The label considers the whole lineage: a crop of a generated image is still AI-generated.
+    """
     from strata.provenance.metadata import Provenance
 
     chain = ancestors(plan, src.node)
-    used = [{"node": n, "id": m.id, "hash": m.weights_hash} for n in chain if (m := models.get(n)) is not None]
+    used = [{"id": m.id, "hash": m.weights_hash} for n in chain if (m := models.get(n)) is not None]
     pn = plan.node(src.node)
     generation: dict[str, Any] = {}
-    for n in chain:  # nearest generative ancestor wins: later in plan order overrides
+    for n in chain:  # the nearest generative ancestor wins: later in plan order overrides
         if models.get(n) is not None:
             params = plan.node(n).params
-            generation = {k: params[k] for k in GENERATION_FIELDS if k in params}
-            if "seed" in params:
-                generation["seed"] = params["seed"]
+            generation = {GENERATION_FIELDS[k]: params[k] for k in GENERATION_FIELDS if k in params}
+    if models.get(src.node) is not None:
+        source = "generated"
+    elif used:
+        source = "ai-edited"
+    else:
+        source = "edited"
     return Provenance(
+        source=source,
         strata_version=__version__,
-        ai_generated=bool(used),
-        workflow=plan.workflow.to_dict(),
         node_id=src.node,
         op=pn.spec.op,
-        output=src.output,
         params=pn.params,
-        seed=plan.workflow.seed,
+        seed=pn.params.get("seed", plan.workflow.seed),
         models=used,
+        input_assets=input_assets,
         asset_id=asset_id,
+        workflow=plan.workflow.to_dict(),
         **generation,
     )
 
 
-def _write_one(store: Store, plan: Plan, src: Source, asset_id: str, path: Path,
+def _write_one(store: Store, plan: Plan, src: Source, asset_id: str, input_assets: list[str], path: Path,
                models: dict[str, ModelInfo | None]) -> Path:
     from strata.media.image_io import encode_image
 
     fmt = FORMATS[path.suffix.lower()]
-    prov = build_provenance(plan, src, asset_id, models)
-    key = canonical_hash({"export": asset_id, "format": fmt, "provenance": prov.model_dump(mode="json")})
+    prov = build_provenance(plan, src, asset_id, input_assets, models)
+    # "created" is left out of the key: the stored file keeps the time its pixels were first
+    # written out, and an unchanged rerun reuses those exact bytes.
+    key = canonical_hash({"export": asset_id, "format": fmt,
+                          "provenance": prov.model_dump(mode="json", exclude={"created"})})
     cached = store.cache_lookup(key)
     if cached is not None:
         data = store.blobs.get(cached["file"])  # type: ignore[arg-type]
@@ -100,8 +112,10 @@ def write_outputs(plan: Plan, refs: dict[str, dict[str, AssetRef]], models: dict
         paths = [out_dir / filename] if not isinstance(ref, list) else [
             out_dir / f"{name.stem}_{i}{name.suffix}" for i in range(len(items))]
         written[filename] = []
+        input_assets = [a for s in plan.node(src.node).sources() for r in [refs[s.node][s.output]]
+                        for a in (r if isinstance(r, list) else [r])]
         for asset_id, path in zip(items, paths):
-            _write_one(store, plan, src, asset_id, path, models)
+            _write_one(store, plan, src, asset_id, input_assets, path, models)
             store.db.add_export(str(path.resolve()), sha256_file(path), asset_id, run_id, src.node, src.output)
             written[filename].append(path)
             if bus is not None:
