@@ -219,15 +219,25 @@ def node(
     return register
 
 
+_builtins_loaded = False
+
+
 def load_builtin_ops() -> dict[str, NodeSpec]:
-    """Import every built-in op module so that their nodes are registered; return the registry."""
-    import importlib
-    import pkgutil
+    """Import every built-in op module so that their nodes are registered; return the registry.
 
-    import strata.ops
+    Cheap after the first call. Op modules keep heavy imports (torch, skimage) inside the
+    functions that need them, so listing or validating never pays for them.
+    """
+    global _builtins_loaded
+    if not _builtins_loaded:
+        import importlib
+        import pkgutil
 
-    for info in pkgutil.iter_modules(strata.ops.__path__):
-        importlib.import_module(f"strata.ops.{info.name}")
+        import strata.ops
+
+        for info in pkgutil.iter_modules(strata.ops.__path__):
+            importlib.import_module(f"strata.ops.{info.name}")
+        _builtins_loaded = True
     return REGISTRY
 
 

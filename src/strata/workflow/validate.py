@@ -239,8 +239,7 @@ def validate(workflow: Workflow) -> Plan:
     Raises:
         WorkflowError: with every issue found (not only the first).
     """
-    if not REGISTRY:
-        load_builtin_ops()
+    load_builtin_ops()
     issues: list[Issue] = []
     seen: set[str] = set()
     for nd in workflow.nodes:

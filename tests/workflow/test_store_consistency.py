@@ -1,0 +1,74 @@
+"""Bad files are refused with clear messages, and the store stays consistent."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image as PILImage
+
+from strata.store import Store
+from strata.workflow.executor import Executor
+from strata.workflow.spec import parse_workflow
+
+
+def png_bytes(w: int = 16, h: int = 16) -> bytes:
+    buf = io.BytesIO()
+    PILImage.fromarray(np.full((h, w, 3), 128, np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def load_then_scale(path) -> dict:
+    return {"nodes": [{"id": "load", "op": "io.load_image", "params": {"path": str(path)}},
+                      {"id": "half", "op": "edit.resize", "inputs": {"image": "load"},
+                       "params": {"width": 8, "height": 8}}],
+            "outputs": {"half.png": "half"}}
+
+
+def assert_consistent(store: Store) -> None:
+    assert store.db.integrity_check() == "ok"
+    assert store.blobs.temp_files() == []
+    referenced = set(store.db.referenced_blob_ids())
+    on_disk = set(store.blobs.ids())
+    assert on_disk == referenced  # no partial or orphan blobs, no dangling rows
+    for blob_id in on_disk:  # every blob's name is its content hash
+        import hashlib
+
+        assert hashlib.sha256(store.blobs.path(blob_id).read_bytes()).hexdigest() == blob_id
+
+
+@pytest.mark.parametrize("content, message", [
+    (png_bytes()[:60], "truncated"),
+    (b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, "png"),
+    (b"this is not an image at all", "supported formats are PNG, JPEG, WebP and TIFF"),
+])
+def test_bad_input_files_fail_their_node_and_leave_the_store_consistent(tmp_path, content, message):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(content)
+    store = Store(tmp_path / "store")
+    result = Executor(store).run(parse_workflow(load_then_scale(bad)), out_dir=tmp_path / "out")
+    assert result.status == "failed" and list(result.failed) == ["load"] and result.skipped == ["half"]
+    assert "node 'load'" in result.failed["load"] and str(bad) in result.failed["load"]
+    assert message.lower() in result.failed["load"].lower()
+    assert not (tmp_path / "out" / "half.png").exists()
+    assert_consistent(store)
+
+
+def test_oversized_image_is_refused_before_decoding(tmp_path, monkeypatch):
+    big = tmp_path / "big.png"
+    big.write_bytes(png_bytes(64, 64))
+    monkeypatch.setenv("STRATA_MAX_PIXELS", "1000")
+    store = Store(tmp_path / "store")
+    result = Executor(store).run(parse_workflow(load_then_scale(big)))
+    assert "64×64 = 4,096 pixels" in result.failed["load"] and "STRATA_MAX_PIXELS" in result.failed["load"]
+    assert_consistent(store)
+
+
+def test_good_file_runs_and_store_is_consistent(tmp_path):
+    good = tmp_path / "good.png"
+    good.write_bytes(png_bytes())
+    store = Store(tmp_path / "store")
+    result = Executor(store).run(parse_workflow(load_then_scale(good)), out_dir=tmp_path / "out")
+    assert result.ok and (tmp_path / "out" / "half.png").is_file()
+    assert_consistent(store)
