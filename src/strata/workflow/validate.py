@@ -104,7 +104,14 @@ def _compatible(out_tp: Any, in_tp: Any) -> bool:
     return out_tp == in_tp
 
 
+# "strata:luts/film_warm.cube" names a file shipped inside the package, so a workflow that uses
+# one runs from any folder (and from an image's embedded copy of the workflow).
+PACKAGE_SCHEME = "strata:"
+
+
 def _resolve_file(value: str, base_dir: str | None) -> Path:
+    if value.startswith(PACKAGE_SCHEME):
+        return Path(__file__).resolve().parents[1] / "assets" / value[len(PACKAGE_SCHEME):]
     p = Path(value).expanduser()
     if not p.is_absolute() and base_dir:
         p = Path(base_dir) / p
