@@ -108,7 +108,7 @@ class ImageInfo:
     Attributes:
         path: the file.
         format: "PNG", "JPEG", "WEBP" or "TIFF".
-        width, height: stored size in pixels (before EXIF orientation).
+        width, height: size in pixels as displayed (after EXIF orientation).
         mode: Pillow's name of the stored pixel layout ("RGB", "RGBA", "L", "LA", "P",
             "CMYK", "I;16", ...); 16-bit colour files report "RGB"/"RGBA" with bit_depth 16.
         bit_depth: bits per channel as stored (1, 8 or 16).
@@ -226,6 +226,9 @@ def _open(path: str | os.PathLike[str]) -> tuple[bytes, PIL.Image.Image, ImageIn
         orientation = int(im.getexif().get(0x0112, 1))
     except Exception:  # a damaged EXIF block must not make the pixels unreadable
         orientation = 1
+    orientation = orientation if orientation in _ORIENT else 1
+    if orientation >= 5 and fmt != "TIFF":  # Pillow already reports a TIFF's upright size
+        width, height = height, width
     info = ImageInfo(
         path=p,
         format=fmt,
@@ -234,7 +237,7 @@ def _open(path: str | os.PathLike[str]) -> tuple[bytes, PIL.Image.Image, ImageIn
         mode=mode,
         bit_depth=_bit_depth(fmt, im, data),
         has_alpha=mode in _ALPHA_MODES or "transparency" in im.info,
-        orientation=orientation if orientation in _ORIENT else 1,
+        orientation=orientation,
         metadata=dict(im.info),
         file_size=len(data),
     )
@@ -274,9 +277,9 @@ def _decode_cv2(data: bytes, info: ImageInfo) -> np.ndarray:
         a, err = None, e
     else:
         err = None
-    if a is None or a.dtype != np.uint16:
+    if a is None or (info.bit_depth == 16 and a.dtype != np.uint16):
         raise MediaError(
-            f"{info.path}: the 16-bit {info.format} pixel data is corrupt, truncated or in a layout OpenCV "
+            f"{info.path}: the {info.bit_depth}-bit {info.format} pixel data is corrupt, truncated or in a layout OpenCV "
             f"cannot read{f' ({err})' if err else ''}; re-export the file"
         )
     if a.ndim == 3 and a.shape[2] in (3, 4):
@@ -316,15 +319,16 @@ def _decode_pillow(im: PIL.Image.Image, info: ImageInfo) -> np.ndarray:
 
 
 def _decode(path: str | os.PathLike[str], max_pixels: int | None) -> tuple[np.ndarray, ImageInfo]:
-    """Decode a file into a uint8/uint16 array (H, W[, C]) with C ∈ {2, 3, 4}, upright."""
+    """Decode a file into an upright uint8/uint16 array (H, W[, C]) with C ∈ {2, 3, 4}."""
     data, im, info = _open(path)
     _check_size(info, max_pixels)
     # Pillow keeps 16-bit gray ("I;16") but reduces 16-bit colour and gray+alpha to 8 bits.
-    if info.bit_depth == 16 and info.format in ("PNG", "TIFF") and not im.mode.startswith("I;16"):
-        a = _decode_cv2(data, info)
-    else:
-        a = _decode_pillow(im, info)
-    if info.orientation != 1:
+    wide = info.bit_depth == 16 and info.format in ("PNG", "TIFF") and not im.mode.startswith("I;16")
+    # Pillow (13) scrambles uncompressed TIFFs whose orientation swaps width and height.
+    tiff_swap = info.format == "TIFF" and info.orientation >= 5 and im.tag_v2.get(259, 1) == 1  # type: ignore[attr-defined]
+    a = _decode_cv2(data, info) if wide or tiff_swap else _decode_pillow(im, info)
+    # Both decoders apply a TIFF's orientation themselves; for other formats it is ours to do.
+    if info.orientation != 1 and info.format != "TIFF":
         a = _ORIENT[info.orientation](a)
     return np.ascontiguousarray(a), info
 
