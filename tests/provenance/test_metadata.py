@@ -41,6 +41,7 @@ def generated(**overrides) -> Provenance:
         source="generated",
         created=datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc),
         run_id="run-1",
+        asset_id="9f" * 32,
         node_id="gen",
         op="generate.text_to_image",
         params={"prompt": "a red apple, on a table", "steps": 20},
@@ -158,6 +159,14 @@ def test_label_and_digital_source_type_follow_the_source(tmp_path: Path, source:
     assert (prov.label, prov.digital_source_type) == (label, IPTC + iptc)
     info = describe(save_image(picture(), tmp_path / "a.jpg", metadata=prov))
     assert (info["label"], info["digital_source_type"]) == (label, IPTC + iptc)
+
+
+def test_without_a_timestamp_files_are_byte_identical_across_runs(tmp_path: Path) -> None:
+    prov = generated(created=None)
+    data = encode_image(picture(), "JPEG", metadata=prov)
+    assert b"CreateDate" not in data
+    assert data == encode_image(picture(), "JPEG", metadata=generated(created=None))
+    assert read_provenance(save_image(picture(), tmp_path / "a.jpg", metadata=prov)) == prov
 
 
 def test_a_prompt_cannot_be_labelled_edited() -> None:

@@ -27,7 +27,6 @@ import io
 import os
 import secrets
 import struct
-import warnings
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -210,9 +209,7 @@ def _open(path: str | os.PathLike[str]) -> tuple[bytes, PIL.Image.Image, ImageIn
         if w == 0 or h == 0:
             raise MediaError(f"{p}: image has zero size ({w}×{h}); the file is empty of pixels — export it again")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Pillow warns about odd chunks; we report errors only
-            im = _PLUGINS[fmt](io.BytesIO(data))
+        im = _PLUGINS[fmt](io.BytesIO(data))
         # Pillow defers some header checks; touching the size and mode runs them.
         width, height, mode = im.size[0], im.size[1], im.mode
     except Exception as e:  # decoders raise many types (SyntaxError, struct.error, ...) on bad data
@@ -289,9 +286,7 @@ def _decode_cv2(data: bytes, info: ImageInfo) -> np.ndarray:
 
 def _decode_pillow(im: PIL.Image.Image, info: ImageInfo) -> np.ndarray:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            im.load()
+        im.load()
     except Exception as e:
         raise MediaError(
             f"{info.path}: the {info.format} pixel data is corrupt or truncated ({type(e).__name__}: {e}); "

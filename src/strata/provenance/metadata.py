@@ -101,7 +101,8 @@ class Provenance(BaseModel):
         label: derived from ``source``: "AI-generated" or "edited with strata".
         digital_source_type: derived from ``source``: the IPTC digital source type URI.
         strata_version: version of strata that wrote the file (default: this one).
-        created: when the image was made (default: now, UTC).
+        created: when the image was made (default: now, UTC; None leaves it out).
+        asset_id: content id of this image's value in the store (``strata lineage FILE``).
         run_id, node_id, op: the run, the node in the workflow and its op id.
         params: the node's params (JSON values).
         seed: the seed the node used, if any.
@@ -117,7 +118,10 @@ class Provenance(BaseModel):
     schema_version: int = 1
     source: Source
     strata_version: str = Field(default_factory=lambda: strata.__version__)
-    created: datetime = Field(default_factory=lambda: datetime.now(timezone.utc).replace(microsecond=0))
+    # A timestamp makes two otherwise identical runs write different bytes; pass created=None
+    # where byte-identical files matter more than the date.
+    created: datetime | None = Field(default_factory=lambda: datetime.now(timezone.utc).replace(microsecond=0))
+    asset_id: str | None = None
     run_id: str | None = None
     node_id: str | None = None
     op: str | None = None
@@ -231,11 +235,12 @@ class Provenance(BaseModel):
         props = [
             f"<Iptc4xmpExt:DigitalSourceType>{escape(self.digital_source_type)}</Iptc4xmpExt:DigitalSourceType>",
             f"<xmp:CreatorTool>strata {escape(self.strata_version)}</xmp:CreatorTool>",
-            f"<xmp:CreateDate>{self.created.isoformat()}</xmp:CreateDate>",
             "<dc:description><rdf:Alt><rdf:li xml:lang=\"x-default\">"
             f"{escape(self.description())}</rdf:li></rdf:Alt></dc:description>",
             f"<strata:label>{escape(self.label)}</strata:label>",
         ]
+        if self.created is not None:
+            props.insert(2, f"<xmp:CreateDate>{self.created.isoformat()}</xmp:CreateDate>")
         if include_json:
             props.append(f"<strata:provenance>{escape(self.provenance_json())}</strata:provenance>")
             workflow = self.workflow_json()
@@ -391,7 +396,7 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
 
     Keys: path, format, width, height, mode, bit_depth, has_alpha, orientation, file_size,
     provenance ("strata", "a1111" or None), label, digital_source_type, description, and —
-    from strata provenance when present — strata_version, created, run_id, node_id, op,
+    from strata provenance when present — strata_version, created, asset_id, run_id, node_id, op,
     params, seed, models, input_assets, prompt, negative_prompt, steps, sampler, guidance,
     size, has_workflow; ``a1111`` holds parsed A1111 parameters when the file has them.
 
