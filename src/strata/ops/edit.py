@@ -185,7 +185,11 @@ def polygon_coverage(height: int, width: int, vertices: np.ndarray, *, param: st
     band = np.zeros_like(inside)
     cv2.polylines(band, fixed, True, 1, 3, cv2.LINE_8, 4)
     out = inside.astype(np.float32)
+    if not (inside.any() or band.any()):
+        raise OpError(f"the shape lies entirely outside the {width}×{height} image", param=param)
     ys, xs = np.nonzero(band)
+    if len(xs) == 0:  # the boundary is entirely off the image
+        return out
     a, b = v, np.roll(v, -1, axis=0)
     lo, hi = np.minimum(a, b), np.maximum(a, b)
     tiles = (ys // _TILE) * (width // _TILE + 1) + xs // _TILE
@@ -201,8 +205,6 @@ def polygon_coverage(height: int, width: int, vertices: np.ndarray, *, param: st
         distance = _point_segment_distance(px, py, a[near], b[near]).min(axis=1)
         odd = _crossings(px, py, a[ray], b[ray]) % 2 == 1
         out[y_idx, x_idx] = np.clip(0.5 + np.where(odd, distance, -distance), 0.0, 1.0)
-    if not out.any():
-        raise OpError(f"the shape lies entirely outside the {width}×{height} image", param=param)
     return out
 
 

@@ -193,11 +193,15 @@ def read_cube(path: str | Path) -> CubeLUT:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise MediaError(f"cannot read LUT {path}: {exc}") from exc
-    size, title, rows = None, "", []
+    size, title = None, ""
+    rows: list[tuple[int, list[str]]] = []  # (line number, fields) of the data rows
     domain = {"DOMAIN_MIN": np.zeros(3), "DOMAIN_MAX": np.ones(3)}
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.split("#", 1)[0].strip()
         if not line:
+            continue
+        if not line[0].isalpha():
+            rows.append((number, line.split()))
             continue
         key, _, rest = line.partition(" ")
         where = f"{path}, line {number}"
@@ -211,10 +215,7 @@ def read_cube(path: str | Path) -> CubeLUT:
             size = int(rest)
         elif key in domain:
             domain[key] = _numbers(rest.split(), where, key)
-        elif key[0].isalpha():
-            continue  # other keywords (e.g. LUT_3D_INPUT_RANGE from some tools) do not affect the table
-        else:
-            rows.append(_numbers(line.split(), where, "data row"))
+        # other keywords (e.g. LUT_3D_INPUT_RANGE from some tools) do not affect the table
     if size is None:
         raise MediaError(f"{path}: no LUT_3D_SIZE line; is this a .cube 3D LUT?")
     if len(rows) != size**3:
@@ -222,7 +223,15 @@ def read_cube(path: str | Path) -> CubeLUT:
                          "(truncated or corrupt file?)")
     if np.any(domain["DOMAIN_MAX"] <= domain["DOMAIN_MIN"]):
         raise MediaError(f"{path}: DOMAIN_MAX must exceed DOMAIN_MIN in every channel")
-    table = np.asarray(rows, np.float32).reshape(size, size, size, 3)
+    try:  # fast path: one vectorized conversion; on failure, find the bad row for the message
+        table = np.array([fields for _, fields in rows], dtype=np.float64)
+        if table.shape != (size**3, 3) or not np.all(np.isfinite(table)):
+            raise ValueError
+    except ValueError:
+        for number, fields in rows:
+            _numbers(fields, f"{path}, line {number}", "data row")
+        raise
+    table = table.astype(np.float32).reshape(size, size, size, 3)
     return CubeLUT(table, domain["DOMAIN_MIN"].astype(np.float32), domain["DOMAIN_MAX"].astype(np.float32), title)
 
 
