@@ -28,11 +28,16 @@ def sha256_file(path: str | Path, *, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temp file in the same folder, fsync, rename)."""
+def atomic_write_bytes(path: str | Path, data: bytes, *, tmp_dir: str | Path | None = None) -> Path:
+    """Write ``data`` to ``path`` atomically: readers see the old file or the whole new one.
+
+    The bytes go to a temp file (in ``tmp_dir``, default the target's folder; it must be on the
+    same filesystem so the rename is atomic), are fsynced, and ``os.replace`` moves them into
+    place; on any error the temp file is removed and ``path`` is untouched.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=tmp_dir or path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -45,6 +50,15 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         except FileNotFoundError:
             pass
         raise
+    try:  # make the rename itself durable; not every filesystem supports fsync on a folder
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass
+    return path
 
 
 class BlobStore:
@@ -67,22 +81,9 @@ class BlobStore:
         """Store ``data``; returns its id. Storing the same bytes twice is a no-op."""
         blob_id = sha256_bytes(data)
         target = self.path(blob_id)
-        if target.is_file():
-            return blob_id
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix="blob-", dir=self.tmp_dir)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+        if not target.is_file():
+            # Temp files live in ROOT/tmp, where gc finds what an interruption left behind.
+            atomic_write_bytes(target, data, tmp_dir=self.tmp_dir)
         return blob_id
 
     def get(self, blob_id: str) -> bytes:
