@@ -183,6 +183,8 @@ def test_exif_orientation_matches_pillow_exif_transpose(tmp_path: Path, orientat
     path = _pil_file(tmp_path, "o.png", PIL.Image.fromarray(stored), exif=exif.tobytes())
     expected = np.asarray(ImageOps.exif_transpose(PIL.Image.open(path)))
     np.testing.assert_array_equal(load_image(path).to_uint8()[:, :, :3], expected)
+    info = probe_image(path)
+    assert (info.height, info.width, info.orientation) == (*expected.shape[:2], orientation)
 
 
 def upright_reference(stored: np.ndarray, orientation: int) -> np.ndarray:

@@ -169,9 +169,19 @@ def test_without_a_timestamp_files_are_byte_identical_across_runs(tmp_path: Path
     assert read_provenance(save_image(picture(), tmp_path / "a.jpg", metadata=prov)) == prov
 
 
-def test_a_prompt_cannot_be_labelled_edited() -> None:
+def test_a_prompt_cannot_be_labelled_edited_and_typos_fail() -> None:
     with pytest.raises(ValidationError, match="a prompt means a generative model made the pixels"):
         Provenance(source="edited", prompt="a cat")
+    with pytest.raises(ValidationError, match="negative\n  Extra inputs are not permitted"):
+        Provenance(source="generated", prompt="a cat", negative="blurry")
+
+
+def test_files_from_newer_versions_with_unknown_fields_still_load(tmp_path: Path) -> None:
+    stored = json.loads(generated().provenance_json()) | {"watermark": {"bits": 32}}
+    pnginfo = PngImagePlugin.PngInfo()
+    pnginfo.add_itxt("strata:provenance", json.dumps(stored))
+    PIL.Image.new("RGB", (4, 4)).save(tmp_path / "new.png", pnginfo=pnginfo)
+    assert read_provenance(tmp_path / "new.png") == generated(workflow=None)
 
 
 def test_unicode_prompt_survives_every_format(tmp_path: Path) -> None:

@@ -113,7 +113,9 @@ class Provenance(BaseModel):
             of generative nodes (guidance = classifier-free guidance scale).
     """
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    # forbid: a misspelt field must fail where the record is built, not vanish from the file.
+    # Reading files drops unknown keys first (see _provenance_from), so newer files still load.
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     schema_version: int = 1
     source: Source
@@ -368,11 +370,13 @@ def _provenance_from(fields: dict[str, str], path: os.PathLike[str] | str) -> Pr
     if "provenance" not in fields:
         return None
     try:
-        data = json.loads(fields["provenance"])
+        stored = json.loads(fields["provenance"])
+        # Keep known fields only: computed ones (label, ...) and those of newer strata versions go.
+        data = {k: v for k, v in stored.items() if k in Provenance.model_fields}
         if "workflow" in fields:
             data["workflow"] = json.loads(fields["workflow"])
         return Provenance.model_validate(data)
-    except (json.JSONDecodeError, ValidationError, TypeError) as e:
+    except (json.JSONDecodeError, ValidationError, TypeError, AttributeError) as e:
         raise MediaError(f"{path}: the strata provenance metadata is damaged ({type(e).__name__}: {e}); it cannot be read") from e
 
 
