@@ -395,3 +395,19 @@ def test_pixel_limit_by_argument_and_environment(tmp_path: Path, monkeypatch: py
 def test_a_directory_is_not_an_image(tmp_path: Path) -> None:
     with pytest.raises(MediaError, match="is a directory or special file"):
         load_image(tmp_path)
+
+
+def test_floating_point_tiff_is_refused_with_the_fix(tmp_path: Path) -> None:
+    tifffile.imwrite(tmp_path / "f.tif", np.zeros((4, 4), np.float32))
+    with pytest.raises(MediaError, match=r"f\.tif: floating-point pixels are not supported; save the image with 8 or 16 bits"):
+        load_image(tmp_path / "f.tif")
+
+
+def test_webp_bomb_is_refused_as_too_large(tmp_path: Path) -> None:
+    data = bytearray(encode_image(Image.solid(4, 4, (1.0, 0.0, 0.0, 1.0)), "WEBP", lossless=True))
+    header = data.index(b"VP8L") + 9  # after the chunk header and the 0x2f signature byte
+    bits = int.from_bytes(data[header : header + 4], "little") & ~((1 << 28) - 1)
+    data[header : header + 4] = (bits | 16382 | 16382 << 14).to_bytes(4, "little")  # claim 16383×16383
+    (tmp_path / "bomb.webp").write_bytes(bytes(data))
+    with pytest.raises(MediaError, match=r"bomb\.webp: image is (16383×16383|too large to open safely)"):
+        load_image(tmp_path / "bomb.webp")

@@ -212,6 +212,11 @@ def _open(path: str | os.PathLike[str]) -> tuple[bytes, PIL.Image.Image, ImageIn
         im = _PLUGINS[fmt](io.BytesIO(data))
         # Pillow defers some header checks; touching the size and mode runs them.
         width, height, mode = im.size[0], im.size[1], im.mode
+    except PIL.Image.DecompressionBombError as e:
+        # Pillow's WebP reader applies Pillow's own global limit (~179 MP) while opening.
+        raise MediaError(
+            f"{p}: image is too large to open safely ({e}); strata refuses it as a likely decompression bomb"
+        ) from e
     except Exception as e:  # decoders raise many types (SyntaxError, struct.error, ...) on bad data
         raise MediaError(
             f"{p}: the {fmt} header is corrupt or truncated ({type(e).__name__}: {e}); re-export or re-download the file"
@@ -285,6 +290,11 @@ def _decode_cv2(data: bytes, info: ImageInfo) -> np.ndarray:
 
 
 def _decode_pillow(im: PIL.Image.Image, info: ImageInfo) -> np.ndarray:
+    if im.mode in ("I", "F"):  # refused before decoding: no point spending the time
+        raise MediaError(
+            f"{info.path}: {'32-bit integer' if im.mode == 'I' else 'floating-point'} pixels are not supported; "
+            "save the image with 8 or 16 bits per channel"
+        )
     try:
         im.load()
     except Exception as e:
@@ -295,11 +305,6 @@ def _decode_pillow(im: PIL.Image.Image, info: ImageInfo) -> np.ndarray:
     mode = im.mode
     if mode.startswith("I;16"):
         return np.asarray(im).astype(np.uint16)
-    if mode in ("I", "F"):
-        raise MediaError(
-            f"{info.path}: {'32-bit integer' if mode == 'I' else 'floating-point'} pixels are not supported; "
-            "save the image with 8 or 16 bits per channel"
-        )
     if "transparency" in im.info and mode in ("L", "RGB", "P"):
         im = im.convert("LA" if mode == "L" else "RGBA")
     elif mode == "1":
