@@ -79,7 +79,7 @@ def schema(out: Optional[Path] = typer.Option(None, "--out", help="write to this
     data = {op: spec.json_schema() for op, spec in sorted(load_builtin_ops().items())}
     text = json.dumps(data, indent=2)
     if out:
-        from strata.store import atomic_write_bytes
+        from strata.files import atomic_write_bytes
 
         atomic_write_bytes(out, text.encode())
         console.print(f"wrote {len(data)} op schemas to {out}")

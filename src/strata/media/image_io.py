@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import io
 import os
-import secrets
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ import PIL.Image
 from PIL import JpegImagePlugin, PngImagePlugin, TiffImagePlugin, WebPImagePlugin
 
 from strata.errors import MediaError
+from strata.files import atomic_write_bytes
 from strata.media.image import Image, Mask
 
 if TYPE_CHECKING:
@@ -598,30 +598,10 @@ def write_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
     p = Path(path)
     if not p.parent.is_dir():
         raise MediaError(f"{p}: the directory {p.parent} does not exist; create it first")
-    tmp = p.parent / f".{p.name}.{secrets.token_hex(6)}.tmp"
     try:
-        # O_EXCL: never reuse someone else's file; mode 0o666 lets the umask decide, as open() does.
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, p)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        return atomic_write_bytes(p, data)
     except OSError as e:
         raise MediaError(f"{p}: cannot write the file ({e.strerror or e}); check the directory's permissions and free space") from e
-    try:  # make the rename itself durable
-        dir_fd = os.open(p.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass  # not supported on every platform/filesystem; the data itself is already synced
-    return p
 
 
 def save_image(

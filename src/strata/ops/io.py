@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import Field, PlainValidator, WithJsonSchema
+from pydantic import Field
 
 from strata.errors import OpError
 from strata.media import image_io
@@ -17,19 +17,7 @@ from strata.media.image import Image, Mask
 from strata.workflow.node import InputFile, node
 
 
-def _as_input_file(value: Any) -> InputFile:
-    if not isinstance(value, str) or not value:
-        raise ValueError("must be a file path (a non-empty string)")
-    return InputFile(value)
-
-
-# InputFile (a str subclass) carries no pydantic schema of its own yet, so params say how to
-# validate it and how it appears in the JSON Schema; node() still sees the InputFile marker.
-InputPath = Annotated[
-    InputFile,
-    PlainValidator(_as_input_file),
-    WithJsonSchema({"type": "string", "format": "path", "description": "path of the file to read"}),
-]
+InputPath = Annotated[InputFile, Field(min_length=1, description="path of the file to read")]
 MaxPixels = Annotated[
     int | None,
     Field(ge=1, description="refuse images with more pixels than this (default: STRATA_MAX_PIXELS or 8192×8192)"),

@@ -8,12 +8,11 @@ write leaves only a temp file, which ``gc`` removes.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 from typing import Iterator
 
 from strata.errors import StoreError
+from strata.files import atomic_write_bytes
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -26,39 +25,6 @@ def sha256_file(path: str | Path, *, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
-
-
-def atomic_write_bytes(path: str | Path, data: bytes, *, tmp_dir: str | Path | None = None) -> Path:
-    """Write ``data`` to ``path`` atomically: readers see the old file or the whole new one.
-
-    The bytes go to a temp file (in ``tmp_dir``, default the target's folder; it must be on the
-    same filesystem so the rename is atomic), are fsynced, and ``os.replace`` moves them into
-    place; on any error the temp file is removed and ``path`` is untouched.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=tmp_dir or path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:  # make the rename itself durable; not every filesystem supports fsync on a folder
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
-    return path
 
 
 class BlobStore:

@@ -14,7 +14,8 @@ from typing import Any
 import yaml
 
 from strata import __version__
-from strata.store import Store, atomic_write_bytes, sha256_bytes, sha256_file
+from strata.files import atomic_write_bytes
+from strata.store import Store, sha256_bytes, sha256_file
 from strata.store.store import AssetRef
 from strata.workflow.events import EventBus, OutputWritten
 from strata.workflow.executor import ModelInfo, canonical_hash
@@ -68,6 +69,7 @@ def build_provenance(plan: Plan, src: Source, asset_id: str, input_assets: list[
         input_assets=input_assets,
         asset_id=asset_id,
         workflow=plan.workflow.to_dict(),
+        created=None,  # no timestamp: the same workflow and seed give the same file bytes
         **generation,
     )
 
@@ -78,10 +80,7 @@ def _write_one(store: Store, plan: Plan, src: Source, asset_id: str, input_asset
 
     fmt = FORMATS[path.suffix.lower()]
     prov = build_provenance(plan, src, asset_id, input_assets, models)
-    # "created" is left out of the key: the stored file keeps the time its pixels were first
-    # written out, and an unchanged rerun reuses those exact bytes.
-    key = canonical_hash({"export": asset_id, "format": fmt,
-                          "provenance": prov.model_dump(mode="json", exclude={"created"})})
+    key = canonical_hash({"export": asset_id, "format": fmt, "provenance": prov.model_dump(mode="json")})
     cached = store.cache_lookup(key)
     if cached is not None:
         data = store.blobs.get(cached["file"])  # type: ignore[arg-type]

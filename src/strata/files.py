@@ -1,0 +1,43 @@
+"""Atomic file writes: the one way strata writes a file a reader might see half-written."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, tmp_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Write ``data`` to ``path`` atomically: a reader sees the old file or the whole new one.
+
+    The bytes go to a temp file (in ``tmp_dir``, default the target's folder — it must be on
+    the same filesystem so the rename is atomic), are fsynced, then ``os.replace`` moves them
+    over ``path``; on any error the temp file is removed and ``path`` is untouched. Missing
+    parent folders are created. The file gets ordinary permissions (0o666 less the umask).
+
+    Raises:
+        OSError: the folder is not writable, the disk is full, ...
+    """
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tmp_dir or p.parent) / f".{p.name}.{secrets.token_hex(6)}.tmp"
+    # O_EXCL: never reuse someone else's file; 0o666 lets the umask decide, as open() does.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    try:  # make the rename itself durable; not every filesystem supports fsync on a folder
+        dir_fd = os.open(p.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass
+    return p
