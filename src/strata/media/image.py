@@ -52,26 +52,23 @@ class Image:
         Missing alpha becomes fully opaque.
         """
         a = np.asarray(array)
-        if a.dtype == np.uint8:
-            a = a.astype(np.float32) / 255.0
-        elif a.dtype == np.uint16:
-            a = a.astype(np.float32) / 65535.0
-        elif a.dtype == bool:
-            a = a.astype(np.float32)
-        else:
-            a = a.astype(np.float32, copy=False)
         if a.ndim == 2:
             a = a[:, :, None]
         if a.ndim != 3 or a.shape[2] not in (1, 2, 3, 4):
             raise MediaError(f"cannot make an image from an array of shape {a.shape}")
+        scale = {np.dtype(np.uint8): 1 / 255.0, np.dtype(np.uint16): 1 / 65535.0}.get(a.dtype)
         h, w, c = a.shape
-        if c == 1:
-            a = np.concatenate([a, a, a, np.ones((h, w, 1), np.float32)], axis=2)
-        elif c == 2:  # gray + alpha
-            a = np.concatenate([a[:, :, :1]] * 3 + [a[:, :, 1:2]], axis=2)
-        elif c == 3:
-            a = np.concatenate([a, np.ones((h, w, 1), np.float32)], axis=2)
-        return cls(a)
+        # Fill one preallocated array: at 4096² concatenating channel copies costs seconds.
+        out = np.empty((h, w, 4), np.float32)
+        color = a[:, :, :1] if c in (1, 2) else a[:, :, :3]
+        alpha = a[:, :, c - 1 : c] if c in (2, 4) else None
+        # One pass per part: cast and scale together (gray broadcasts to three channels).
+        np.multiply(color, np.float32(scale or 1.0), out=out[:, :, :3], casting="unsafe")
+        if alpha is None:
+            out[:, :, 3] = 1.0
+        else:
+            np.multiply(alpha, np.float32(scale or 1.0), out=out[:, :, 3:], casting="unsafe")
+        return cls(out)
 
     @classmethod
     def solid(cls, width: int, height: int, rgba: tuple[float, float, float, float]) -> "Image":
