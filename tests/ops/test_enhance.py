@@ -140,20 +140,27 @@ def _trilinear_reference(table: np.ndarray, rgb: np.ndarray) -> np.ndarray:
     return out
 
 
+def _lookup(lut: enhance.CubeLUT, rgb: np.ndarray) -> np.ndarray:
+    rgba = np.concatenate([rgb, np.full(rgb.shape[:-1] + (1,), 0.5, np.float32)], axis=-1)
+    out = enhance.apply_lut(rgba, lut)
+    np.testing.assert_array_equal(out[..., 3], 0.5)  # alpha passes through
+    return out[..., :3]
+
+
 def test_trilinear_at_grid_points_midpoints_and_anywhere(tmp_path: Path) -> None:
     n = 5
     table = np.random.default_rng(3).random((n, n, n, 3)).astype(np.float32)
     lut = enhance.read_cube(_cube(tmp_path, table))
     np.testing.assert_allclose(lut.table, table, atol=1e-6)  # written with 6 decimals
     grid = enhance.identity_table(n)  # grid[b, g, r] = (r, g, b): LUT lookup there = the table entry
-    np.testing.assert_allclose(enhance.apply_lut(grid.reshape(n * n, n, 3), lut), lut.table.reshape(n * n, n, 3),
+    np.testing.assert_allclose(_lookup(lut, grid.reshape(n * n, n, 3)), lut.table.reshape(n * n, n, 3),
                                atol=1e-5)
     mid = (grid[:-1, :-1, :-1] + 0.5 / (n - 1)).reshape(-1, 1, 3)  # cell centers: mean of 8 corners
     t = lut.table
     corners = [t[b:b + n - 1, g:g + n - 1, r:r + n - 1] for b in (0, 1) for g in (0, 1) for r in (0, 1)]
-    np.testing.assert_allclose(enhance.apply_lut(mid, lut), np.mean(corners, axis=0).reshape(-1, 1, 3), atol=1e-5)
+    np.testing.assert_allclose(_lookup(lut, mid), np.mean(corners, axis=0).reshape(-1, 1, 3), atol=1e-5)
     anywhere = np.random.default_rng(4).random((30, 1, 3)).astype(np.float32)
-    np.testing.assert_allclose(enhance.apply_lut(anywhere, lut), _trilinear_reference(lut.table, anywhere), atol=1e-5)
+    np.testing.assert_allclose(_lookup(lut, anywhere), _trilinear_reference(lut.table, anywhere), atol=1e-5)
 
 
 def test_lut_domain_and_strength(tmp_path: Path) -> None:
@@ -188,6 +195,7 @@ def test_shipped_luts_parse_and_change_color() -> None:
         ("LUT_3D_SIZE 300\n", "line 1: LUT_3D_SIZE must be an integer in 2..256, got '300'"),
         ("LUT_1D_SIZE 16\n", "1D LUTs are not supported"),
         ("LUT_3D_SIZE 2\nDOMAIN_MAX 0 1 1\n" + "0 0 0\n" * 8, "DOMAIN_MAX must exceed DOMAIN_MIN"),
+        ("LUT_3D_SIZE 2\n" + "0 0 0\n" * 8 + "TITLE late\n", "line 10: keyword 'TITLE' after the data rows"),
     ],
 )
 def test_corrupt_cube_files_are_refused(tmp_path: Path, text: str, message: str) -> None:
@@ -195,6 +203,16 @@ def test_corrupt_cube_files_are_refused(tmp_path: Path, text: str, message: str)
     path.write_text(text)
     with pytest.raises(MediaError, match=message):
         enhance.lut(_image(), path=str(path))
+
+
+def test_cube_comments_and_blank_lines_are_allowed(tmp_path: Path) -> None:
+    rows = [" ".join(map(str, row)) for row in enhance.identity_table(2).reshape(-1, 3)]
+    path = tmp_path / "commented.cube"
+    path.write_text("# made by hand\nTITLE \"id\"\n\nLUT_3D_SIZE 2\n" + rows[0] + "  # black\n\n"
+                    + "\n".join(rows[1:]) + "\n")
+    lut = enhance.read_cube(path)
+    assert lut.title == "id"
+    np.testing.assert_allclose(lut.table, enhance.identity_table(2))
 
 
 def test_unreadable_cube_file(tmp_path: Path) -> None:

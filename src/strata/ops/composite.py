@@ -105,29 +105,31 @@ def composite_over(base: np.ndarray, top: np.ndarray, mode: str, coverage: np.nd
     """
     if mode not in BLEND_FUNCTIONS:
         raise OpError(f"unknown blend mode {mode!r}; choose one of {', '.join(BLEND_FUNCTIONS)}", param="mode")
-    cb, cs = base[:, :, :3], top[:, :, :3]
-    a_s = top[:, :, 3] if np.isscalar(coverage) and coverage == 1.0 else top[:, :, 3] * coverage
-    mixed = BLEND_FUNCTIONS[mode](cb, cs)
-    out = np.empty_like(base)
-    if base[:, :, 3].min() >= 1.0:
-        # Opaque backdrop (the common case): cs' = B and ao = 1, so co = cb + (B - cb)·as.
-        if a_s.min() >= 1.0:
-            out[:, :, :3] = mixed
-        else:
-            np.subtract(mixed, cb, out=out[:, :, :3])
-            out[:, :, :3] *= a_s[:, :, None]
-            out[:, :, :3] += cb
+    # The blend function runs on whole contiguous RGBA arrays (several times faster in numpy
+    # than on strided RGB views); the alpha lane it computes is overwritten below.
+    mixed = BLEND_FUNCTIONS[mode](base, top)
+    cover = np.asarray(coverage, np.float32)
+    opaque_base = base[:, :, 3].min() >= 1.0
+    if opaque_base and cover.min() >= 1.0 and top[:, :, 3].min() >= 1.0:
+        out = mixed.copy() if mixed is top else mixed  # everything opaque: the result is B
+        out[:, :, 3] = 1.0
+        return out
+    a_s = top[:, :, 3:4] * (cover[:, :, None] if cover.ndim == 2 else cover)
+    if opaque_base:
+        # Opaque backdrop (the common case): cs' = B and ao = 1, so co = cb + (B − cb)·as.
+        out = mixed - base
+        out *= a_s
+        out += base
         out[:, :, 3] = 1.0
         return out
     a_b = base[:, :, 3:4]
-    a_s = np.broadcast_to(a_s, a_b.shape[:2])[:, :, None]
-    source = (1.0 - a_b) * cs + a_b * mixed  # cs', the general formula
-    out[:, :, :3] = source * a_s + cb * a_b * (1.0 - a_s)
-    out[:, :, 3:] = a_s + a_b * (1.0 - a_s)
-    alpha = out[:, :, 3:]
-    np.divide(out[:, :, :3], alpha, out=out[:, :, :3], where=alpha > 0)
-    out[:, :, :3] *= alpha > 0
-    return np.clip(out, 0.0, 1.0, out=out)
+    out = mixed - top  # cs' = cs + ab·(B − cs), the general formula
+    out *= a_b
+    out += top
+    out *= a_s  # co = cs'·as + cb·ab·(1 − as)
+    out += base * (a_b * (1.0 - a_s))
+    out[:, :, 3:4] = a_s + a_b * (1.0 - a_s)  # ao
+    return unpremultiply(out)
 
 
 def _top_coverage(opacity: float, mask: Mask | None, reference: Image, *, param: str) -> np.ndarray | float:
