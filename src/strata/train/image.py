@@ -1,0 +1,355 @@
+"""Train strata's built-in text-to-image model (read top to bottom).
+
+    config (YAML) ─► dataset (images.npz + manifest) ─► loop:
+        sample batch (weighted) → captions (cached text encodings, 10% dropped)
+        → latents → noise at random t → UNet predicts v → min-SNR-weighted MSE → AdamW → EMA
+    every few minutes: atomic checkpoint (model, EMA, optimizer, step, RNG states)
+    every N steps: sample grid PNG for fixed prompts × seeds;  always: log.jsonl
+
+A run lives in one directory outside the git tree; copying that directory to another machine
+and running with ``--resume`` continues exactly where it stopped. ``export`` writes the EMA
+weights (fp16 safetensors + config JSON) into ``weights/image/``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+
+from strata.errors import StrataError
+from strata.models.image_diffusion import (
+    ImageDiffusionConfig,
+    ImageDiffusionModel,
+    TextEncoder,
+    build_unet,
+    images_to_latents,
+    param_count,
+)
+from strata.train import data_emoji
+from strata.train.captions import caption_for
+
+DEFAULT_CONFIG = Path(__file__).parent / "configs" / "image.yaml"
+CHECKPOINT = "checkpoint.pt"
+REPO_WEIGHTS = Path(__file__).resolve().parents[3] / "weights" / "image"
+
+
+# ---- configuration --------------------------------------------------------------------------
+
+
+@dataclass
+class TrainConfig:
+    """The YAML file, parsed. See configs/image.yaml for each value's reason."""
+
+    model: ImageDiffusionConfig
+    data: dict
+    train: dict
+    run: dict
+    source: str = ""  # the YAML text, stored in checkpoints so a resumed run can be audited
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> "TrainConfig":
+        path = Path(path or DEFAULT_CONFIG)
+        if not path.is_file():
+            raise StrataError(f"training config {path} not found; pass --config with an existing YAML file")
+        text = path.read_text(encoding="utf-8")
+        raw = yaml.safe_load(text)
+        missing = {"model", "data", "train", "run"} - set(raw)
+        if missing:
+            raise StrataError(f"{path}: missing sections {sorted(missing)}; start from {DEFAULT_CONFIG}")
+        return cls(ImageDiffusionConfig.from_dict(raw["model"]), raw["data"], raw["train"], raw["run"], text)
+
+
+def train_dir(cfg: TrainConfig) -> Path:
+    """The run directory: config ``run.dir``, else ``$STRATA_TRAIN_DIR``, else ~/.cache/strata/train/image."""
+    if cfg.run.get("dir"):
+        return Path(cfg.run["dir"]).expanduser()
+    env = os.environ.get("STRATA_TRAIN_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "strata" / "train" / "image"
+
+
+# ---- data -----------------------------------------------------------------------------------
+
+
+@dataclass
+class CaptionBank:
+    """Text encodings of caption variants, computed on first use and kept in memory (fp16).
+
+    Captions are a pure function of (caption_seed, item, variant), so the cache never changes
+    results: a resumed run re-encodes what it needs and gets the same numbers.
+    """
+
+    rows: list[dict]
+    encoder: TextEncoder
+    seed: int
+    cache: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    empty: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def get(self, keys: list[tuple[int, int] | None]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Context and mask for each key; None means the empty prompt (guidance dropout)."""
+        todo = sorted({k for k in keys if k is not None and k not in self.cache})
+        if todo:
+            texts = [caption_for(self.rows[i], seed=self.seed, index=i, variant=v) for i, v in todo]
+            ctx, mask = self.encoder.encode(texts, warn_truncation=False)
+            for k, c, m in zip(todo, ctx.half(), mask.half()):
+                self.cache[k] = (c, m)
+        if self.empty is None:
+            c, m = self.encoder.encode([""])
+            self.empty = (c[0].half(), m[0].half())
+        pairs = [self.empty if k is None else self.cache[k] for k in keys]
+        return torch.stack([p[0] for p in pairs]).float(), torch.stack([p[1] for p in pairs]).float()
+
+
+def load_dataset(cfg: TrainConfig) -> tuple[torch.Tensor, list[dict], torch.Tensor]:
+    """(uint8 images (N, 4, 64, 64), manifest rows, sampling weights (N,))."""
+    images, rows = data_emoji.load(Path(cfg.data["dir"]) / "emoji" if cfg.data.get("dir") else None)
+    if images.shape[1:] != (cfg.model.image_size, cfg.model.image_size, 4):
+        raise StrataError(f"dataset images are {images.shape[1:]}, model expects {cfg.model.image_size}² RGBA")
+    weights = torch.tensor([float(r.get("weight", 1.0)) for r in rows], dtype=torch.float64)
+    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), rows, weights
+
+
+# ---- one training step ----------------------------------------------------------------------
+
+
+def training_step(unet, noise_sched, x0, context, mask, g: torch.Generator, min_snr_gamma: float) -> torch.Tensor:
+    """v-prediction loss for one batch (min-SNR-γ weighted, Hang et al. 2023, eq. 8 for v)."""
+    b = x0.shape[0]
+    t = torch.randint(0, noise_sched.config.num_train_timesteps, (b,), generator=g)
+    noise = torch.randn(x0.shape, generator=g)
+    x_t = noise_sched.add_noise(x0, noise, t)
+    target = noise_sched.get_velocity(x0, noise, t)
+    pred = unet(x_t, t, encoder_hidden_states=context, encoder_attention_mask=mask).sample
+    ab = noise_sched.alphas_cumprod[t]
+    snr = ab / (1 - ab)
+    # For v-targets the MSE already carries a factor (SNR + 1); min-SNR weight = min(SNR, γ) / (SNR + 1).
+    w = torch.clamp(snr, max=min_snr_gamma) / (snr + 1) if min_snr_gamma > 0 else torch.ones_like(snr)
+    per = F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))
+    return (w * per).mean()
+
+
+def lr_at(step: int, tc: dict) -> float:
+    """Linear warmup, then constant: the run is open-ended (resumed many times) and EMA averages."""
+    if step < tc["warmup_steps"]:
+        return tc["lr"] * (step + 1) / tc["warmup_steps"]
+    return tc["lr"]
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, step: int, decay: float) -> None:
+    """EMA with warmup: early on the average follows the model closely ((1+n)/(10+n))."""
+    d = min(decay, (1 + step) / (10 + step))
+    for pe, pm in zip(ema.parameters(), model.parameters()):
+        pe.lerp_(pm, 1 - d)
+
+
+# ---- checkpoints ----------------------------------------------------------------------------
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Write atomically: a kill mid-write leaves the previous checkpoint intact."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Load our own checkpoint; ``weights_only`` refuses arbitrary pickled objects."""
+    if not path.is_file():
+        raise StrataError(f"no checkpoint at {path}; start without --resume or point STRATA_TRAIN_DIR at the run")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+# ---- sample grids ---------------------------------------------------------------------------
+
+
+def sample_grid(model: ImageDiffusionModel, cfg: TrainConfig, out: Path) -> Path:
+    """Render fixed prompts (rows) × fixed seeds (columns) on a light gray checker, as PNG."""
+    from PIL import Image as PILImage
+
+    from strata.models.image_pipeline import generate
+
+    rc = cfg.run
+    prompts, n, s = rc["sample_prompts"], int(rc["sample_count"]), cfg.model.image_size
+    canvas = np.zeros((len(prompts) * s, n * s, 3), np.float32)
+    yy, xx = np.mgrid[0:s, 0:s]
+    checker = np.where(((yy // 8 + xx // 8) % 2)[..., None] == 0, 0.92, 0.78).astype(np.float32)
+    for r, prompt in enumerate(prompts):
+        result = generate(model, prompt, count=n, seed=int(rc["sample_seed"]), steps=rc["sample_steps"],
+                          guidance=rc["sample_guidance"])
+        for c, img in enumerate(result.images):
+            a = img.alpha[..., None]
+            canvas[r * s:(r + 1) * s, c * s:(c + 1) * s] = img.rgb * a + checker * (1 - a)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    PILImage.fromarray(np.clip(np.rint(canvas * 255), 0, 255).astype(np.uint8)).save(out)
+    return out
+
+
+# ---- the loop -------------------------------------------------------------------------------
+
+
+def train(
+    *,
+    config: Path | None = None,
+    resume: bool = False,
+    threads: int = 1,
+    max_minutes: float | None = None,
+    max_steps: int | None = None,
+    run_dir: Path | None = None,
+) -> Path:
+    """Train (or resume) the image model; returns the run directory.
+
+    Args:
+        config: YAML recipe; default configs/image.yaml. On resume the checkpoint's recipe wins.
+        resume: continue from ``run_dir/checkpoint.pt`` (error if absent).
+        threads: torch CPU threads (default 1, leaving the other core free).
+        max_minutes: stop (after a checkpoint) when this much wall time has passed; None = no limit.
+        max_steps: stop at this global step; None = no limit.
+        run_dir: overrides the config/env run directory.
+    """
+    torch.set_num_threads(threads)
+    cfg = TrainConfig.load(config)
+    rdir = Path(run_dir) if run_dir else train_dir(cfg)
+    ckpt_path = rdir / CHECKPOINT
+    if ckpt_path.exists() and not resume:
+        raise StrataError(f"{rdir} already holds a run; pass --resume to continue it or choose another run dir")
+    state = load_checkpoint(ckpt_path) if resume else None
+    if state is not None:
+        cfg = TrainConfig(ImageDiffusionConfig.from_dict(state["model_config"]), state["data"], state["train"],
+                          state["run"], state["config_source"])
+    rdir.mkdir(parents=True, exist_ok=True)
+    tc = cfg.train
+
+    images, rows, weights = load_dataset(cfg)
+    encoder = TextEncoder(cfg.model)
+    bank = CaptionBank(rows, encoder, seed=int(cfg.data["caption_seed"]))
+
+    from diffusers import DDPMScheduler
+
+    noise_sched = DDPMScheduler(num_train_timesteps=cfg.model.num_train_timesteps,
+                                beta_schedule=cfg.model.beta_schedule, prediction_type=cfg.model.prediction_type)
+    torch.manual_seed(tc["seed"])
+    unet = build_unet(cfg.model).train()
+    ema = build_unet(cfg.model).eval().requires_grad_(False)
+    ema.load_state_dict(unet.state_dict())
+    opt = torch.optim.AdamW(unet.parameters(), lr=tc["lr"], betas=tuple(tc["betas"]), weight_decay=tc["weight_decay"])
+    g = torch.Generator("cpu").manual_seed(tc["seed"])
+    step = 0
+    if state is not None:
+        unet.load_state_dict(state["unet"])
+        ema.load_state_dict(state["ema"])
+        opt.load_state_dict(state["optimizer"])
+        g.set_state(state["rng"]["generator"])
+        torch.set_rng_state(state["rng"]["torch"])
+        random.setstate(_tuple_state(state["rng"]["python"]))
+        step = int(state["step"])
+    sample_model = ImageDiffusionModel(cfg=cfg.model, unet=ema, text=encoder)
+    log_path = rdir / "log.jsonl"
+    print(f"run dir {rdir} | step {step} | UNet {param_count(unet) / 1e6:.1f} M params | {len(rows)} images | "
+          f"{threads} thread(s)", flush=True)
+
+    def checkpoint() -> None:
+        save_checkpoint(ckpt_path, {
+            "unet": unet.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(), "step": step,
+            "rng": {"generator": g.get_state(), "torch": torch.get_rng_state(), "python": _list_state(random.getstate())},
+            "model_config": json.loads(cfg.model.to_json()), "data": cfg.data, "train": tc, "run": cfg.run,
+            "config_source": cfg.source, "saved_at": time.time(),
+        })
+
+    stop = {"flag": False}
+
+    def on_signal(signum, frame):  # finish the current step, checkpoint, exit cleanly
+        stop["flag"] = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    n_variants, dropout = int(cfg.data["caption_variants"]), float(cfg.data["prompt_dropout"])
+    t_start = t_ckpt = time.time()
+    t_log, loss_acc, n_acc = time.time(), 0.0, 0
+    with open(log_path, "a", encoding="utf-8") as log:
+        while not stop["flag"]:
+            if max_steps is not None and step >= max_steps:
+                break
+            if max_minutes is not None and time.time() - t_start > max_minutes * 60:
+                break
+            # --- batch: weighted sampling, caption variant per sample, prompt dropout
+            idx = torch.multinomial(weights, tc["batch_size"], replacement=True, generator=g)
+            variant = torch.randint(0, n_variants, (len(idx),), generator=g)
+            drop = torch.rand(len(idx), generator=g) < dropout
+            keys = [None if d else (int(i), int(v)) for i, v, d in zip(idx, variant, drop)]
+            context, mask = bank.get(keys)
+            x0 = images_to_latents(images[idx].float() / 255.0, cfg.model)
+            # --- step
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, tc)
+            loss = training_step(unet, noise_sched, x0, context, mask, g, float(tc["min_snr_gamma"]))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(unet.parameters(), tc["grad_clip"])
+            opt.step()
+            ema_update(ema, unet, step, float(tc["ema_decay"]))
+            step += 1
+            loss_value = loss.item()
+            loss_acc, n_acc = loss_acc + loss_value, n_acc + 1
+            if not math.isfinite(loss_value):
+                raise StrataError(f"loss became {loss_value} at step {step}; lower train.lr and resume from the checkpoint")
+            # --- bookkeeping
+            if step % cfg.run["log_every"] == 0:
+                now = time.time()
+                rec = {"step": step, "loss": round(loss_acc / n_acc, 5), "it_s": round(n_acc / (now - t_log), 3),
+                       "lr": lr_at(step, tc), "cached_captions": len(bank.cache), "time": round(now)}
+                log.write(json.dumps(rec) + "\n")
+                log.flush()
+                print(f"step {step} loss {rec['loss']:.4f} {rec['it_s']:.2f} it/s lr {rec['lr']:.2e}", flush=True)
+                t_log, loss_acc, n_acc = now, 0.0, 0
+            if step % cfg.run["sample_every"] == 0:
+                grid = sample_grid(sample_model, cfg, rdir / "samples" / f"step{step:07d}.png")
+                print(f"sample grid {grid}", flush=True)
+                t_log = time.time()  # grid time is not training speed
+            if time.time() - t_ckpt > cfg.run["checkpoint_minutes"] * 60:
+                checkpoint()
+                t_ckpt = time.time()
+    checkpoint()
+    print(f"checkpoint at step {step} in {ckpt_path}", flush=True)
+    return rdir
+
+
+def _list_state(s):  # python RNG state → nested lists (torch.load weights_only accepts them)
+    return [s[0], list(s[1]), s[2]]
+
+
+def _tuple_state(s):
+    return (s[0], tuple(s[1]), s[2])
+
+
+def export(*, run_dir: Path | None = None, out_dir: Path = REPO_WEIGHTS, config: Path | None = None) -> Path:
+    """Write the run's EMA weights as fp16 safetensors + config.json into ``out_dir`` (default weights/image)."""
+    rdir = Path(run_dir) if run_dir else train_dir(TrainConfig.load(config))
+    state = load_checkpoint(rdir / CHECKPOINT)
+    mcfg = ImageDiffusionConfig.from_dict(state["model_config"])
+    unet = build_unet(mcfg)
+    unet.load_state_dict(state["ema"])
+    model = ImageDiffusionModel(cfg=mcfg, unet=unet)
+    extra = {"training": {"step": int(state["step"]), "data": state["data"], "train": state["train"],
+                          "exported_from": "EMA weights", "saved_at": state["saved_at"]}}
+    path = model.save_pretrained(Path(out_dir), dtype=torch.float16, extra=extra)
+    size_mb = path.stat().st_size / 1e6
+    if size_mb > 100:
+        raise StrataError(f"exported weights are {size_mb:.0f} MB, over the 100 MB budget; shrink model.block_channels")
+    return path
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("use: python -m strata.train.cli train image --help")
