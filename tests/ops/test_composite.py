@@ -158,6 +158,19 @@ def test_blend_opacity_and_mask() -> None:
     np.testing.assert_allclose(got[:, 6:], spec_composite(base, top, "multiply", 0.5)[:, 6:], atol=2e-6)
 
 
+def test_blend_large_image_in_strips_matches_formula() -> None:
+    rng = np.random.default_rng(9)
+    base, top = rng.random((2, 300, 1000, 4), dtype=np.float32)  # 300k px: several strips
+    mask = rng.random((300, 1000), dtype=np.float32)
+    got = composite.blend(Image(base), Image(top), Mask(mask), mode="screen", opacity=0.7).pixels
+    a_s = top[..., 3:] * mask[..., None] * 0.7
+    a_b = base[..., 3:]
+    mixed = base[..., :3] + top[..., :3] - base[..., :3] * top[..., :3]
+    co = ((1 - a_b) * top[..., :3] + a_b * mixed) * a_s + base[..., :3] * a_b * (1 - a_s)
+    ao = a_s + a_b * (1 - a_s)
+    np.testing.assert_allclose(got, np.concatenate([co / ao, ao], axis=2), atol=3e-6)
+
+
 def test_blend_errors_name_the_input() -> None:
     b = Image.solid(8, 8, (0, 0, 0, 1))
     with pytest.raises(OpError, match=r"'top': size 4×8 does not match the 8×8 image"):

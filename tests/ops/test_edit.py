@@ -97,6 +97,9 @@ def test_grow_and_shrink() -> None:
     dot[20, 20] = 1.0
     grown = edit.mask_grow(Mask(dot), radius_px=6).values
     assert grown.sum() == pytest.approx(math.pi * 6.5**2, rel=0.1)
+    large = edit.mask_grow(Mask(dot), radius_px=19).values  # runs as several smaller discs
+    assert large.sum() == pytest.approx(math.pi * 19.5**2, rel=0.05)  # a sum of discrete discs is a bit smaller
+    assert np.flatnonzero(large[20]).tolist() == list(range(1, 40))  # reaches exactly 19 px
     blob = _blob()
     assert edit.mask_grow(blob, radius_px=-3).values.sum() < blob.values.sum() < edit.mask_grow(blob).values.sum()
     np.testing.assert_array_equal(edit.mask_grow(blob, radius_px=0).values, blob.values)

@@ -43,6 +43,13 @@ def test_exposure_plus_one_stop_doubles_linear_light() -> None:
     np.testing.assert_array_equal(out.alpha, img.alpha)
 
 
+def test_large_images_run_in_strips_with_the_same_result(tmp_path: Path) -> None:
+    img = _image(low=0.0, high=0.7, size=(500, 700))  # 350k px: more than one 256k-px strip
+    np.testing.assert_allclose(_linear(enhance.exposure(img, stops=1.0).rgb), 2 * _linear(img.rgb), atol=2e-6)
+    out = enhance.lut(img, path=_cube(tmp_path, enhance.identity_table(9)))
+    assert np.abs(out.pixels - img.pixels).max() < 1e-5
+
+
 def test_contrast_and_saturation() -> None:
     img = _image()
     np.testing.assert_allclose(enhance.contrast(img, factor=1).pixels, img.pixels, atol=1e-7)

@@ -33,6 +33,7 @@ from strata.ops.edit import (
     Color,
     Coordinate,
     gaussian_blur,
+    in_strips,
     parse_color,
     place,
     require_same_size,
@@ -105,10 +106,13 @@ def composite_over(base: np.ndarray, top: np.ndarray, mode: str, coverage: np.nd
     """
     if mode not in BLEND_FUNCTIONS:
         raise OpError(f"unknown blend mode {mode!r}; choose one of {', '.join(BLEND_FUNCTIONS)}", param="mode")
+    return in_strips(_composite_strip, base, top, mode, np.asarray(coverage, np.float32))
+
+
+def _composite_strip(base: np.ndarray, top: np.ndarray, mode: str, cover: np.ndarray) -> np.ndarray:
     # The blend function runs on whole contiguous RGBA arrays (several times faster in numpy
     # than on strided RGB views); the alpha lane it computes is overwritten below.
     mixed = BLEND_FUNCTIONS[mode](base, top)
-    cover = np.asarray(coverage, np.float32)
     opaque_base = base[:, :, 3].min() >= 1.0
     if opaque_base and cover.min() >= 1.0 and top[:, :, 3].min() >= 1.0:
         out = mixed.copy() if mixed is top else mixed  # everything opaque: the result is B

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from concurrent.futures import ThreadPoolExecutor
-from typing import Annotated, Literal
+from typing import Annotated, Any, Callable, Literal
 
 import cv2
 import numpy as np
@@ -65,6 +65,34 @@ def require_same_size(value: Image | Mask, reference: Image | Mask, *, param: st
 # Numpy is several times slower on the strided RGB view of an (H, W, 4) array than on the
 # whole contiguous array, so these helpers work on all four lanes and then fix alpha, and
 # split/join color with OpenCV's vectorized channel copies.
+
+
+STRIP_PIXELS = 1 << 18
+
+
+def in_strips(fn: Callable[..., np.ndarray], *args: Any) -> np.ndarray:
+    """``fn(*args)`` computed on horizontal strips of ~256k pixels and stacked.
+
+    For pointwise ops on large images: a strip's temporaries stay in cache and their memory
+    is reused, instead of every temporary being a fresh full-size array whose pages must be
+    faulted in (at 4096² this makes a 3D LUT ~4× faster). Arguments that are arrays with
+    the first argument's height are cut into strips; others are passed as they are.
+    """
+    height, width = args[0].shape[:2]
+    rows = max(1, STRIP_PIXELS // width)
+
+    def cut(arg: Any, y: int) -> Any:
+        is_image_like = isinstance(arg, np.ndarray) and arg.ndim >= 2 and arg.shape[0] == height
+        return arg[y : y + rows] if is_image_like else arg
+
+    first = fn(*(cut(a, 0) for a in args))
+    if rows >= height:
+        return first
+    out = np.empty((height,) + first.shape[1:], first.dtype)
+    out[:rows] = first
+    for y in range(rows, height, rows):
+        out[y : y + rows] = fn(*(cut(a, y) for a in args))
+    return out
 
 
 def split_rgb(pixels: np.ndarray) -> np.ndarray:
@@ -326,6 +354,9 @@ def mask_color_range(
 # ---------------------------------------------------------------- mask operations
 
 
+_MAX_DISC = 8  # px, largest structuring element used in one morphology pass
+
+
 @node("edit.mask_grow", layer="edit", version=1)
 def mask_grow(
     mask: Mask,
@@ -337,12 +368,17 @@ def mask_grow(
     Args:
         radius_px: positive grows, negative shrinks, in px, [-1024, 1024] (default 4).
     """
-    if radius_px == 0:
-        return Mask(mask.values.copy())
-    r = abs(radius_px)
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
     morph = cv2.dilate if radius_px > 0 else cv2.erode
-    return Mask(morph(mask.values, kernel, borderType=cv2.BORDER_REPLICATE))
+    values = mask.values.copy()
+    # A disc of radius r is (very nearly) the Minkowski sum of discs whose radii add up to r,
+    # and morphology cost grows with the kernel's area: large radii run as several passes
+    # with discs of radius ≤ 8 (r = 100 on 1024² takes 0.8 s instead of 4.5 s).
+    steps = math.ceil(abs(radius_px) / _MAX_DISC)
+    for step in range(steps):
+        r = abs(radius_px) // steps + (step < abs(radius_px) % steps)
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+        values = morph(values, kernel, borderType=cv2.BORDER_REPLICATE)
+    return Mask(values)
 
 
 @node("edit.mask_feather", layer="edit", version=1)

@@ -19,7 +19,7 @@ from scipy.interpolate import PchipInterpolator
 
 from strata.errors import MediaError, OpError
 from strata.media.image import Image
-from strata.ops.edit import MAX_SIDE, gaussian_blur, join_alpha, resample, split_rgb
+from strata.ops.edit import MAX_SIDE, gaussian_blur, in_strips, join_alpha, resample, split_rgb
 from strata.workflow.node import InputFile, node
 
 Factor = Annotated[float, Field(ge=0, le=4, description="1 = unchanged, 0 = none, >1 = more")]
@@ -40,13 +40,18 @@ def linear_to_srgb(c: np.ndarray) -> np.ndarray:
     return np.where(c <= 0.0031308, c * 12.92, 1.055 * c ** (1.0 / 2.4) - 0.055).astype(np.float32)
 
 
-def _adjust_rgb(image: Image, adjust: Callable[[np.ndarray], np.ndarray]) -> Image:
+def _adjust_rgb(image: Image, adjust: Callable[[np.ndarray], np.ndarray], *, pointwise: bool = True) -> Image:
     """A new image whose color is ``adjust(rgb)`` clipped to [0, 1]; alpha unchanged.
 
-    ``adjust`` gets a contiguous (H, W, 3) float32 copy it may modify in place.
+    ``adjust`` gets a contiguous (H, W, 3) float32 copy it may modify in place. Pointwise
+    adjustments (each output pixel depends only on the same input pixel) run in strips.
     """
-    rgb = adjust(split_rgb(image.pixels))
-    return Image(join_alpha(np.clip(rgb, 0.0, 1.0, out=rgb), image.alpha))
+
+    def run(pixels: np.ndarray) -> np.ndarray:
+        rgb = adjust(split_rgb(pixels))
+        return join_alpha(np.clip(rgb, 0.0, 1.0, out=rgb), pixels[:, :, 3])
+
+    return Image(in_strips(run, image.pixels) if pointwise else run(image.pixels))
 
 
 # ---------------------------------------------------------------- tone and color
@@ -113,9 +118,9 @@ def white_balance(
             (default 0).
         tint: then multiply green by 2**(−tint/2), [-2, 2] (default 0).
     """
-    linear = srgb_to_linear(split_rgb(image.pixels))
     gains = np.array([2.0 ** (temperature / 2), 2.0 ** (-tint / 2), 2.0 ** (-temperature / 2)])
     if gray_world:
+        linear = srgb_to_linear(split_rgb(image.pixels))
         weight = image.alpha
         if weight.sum() <= 0:
             raise OpError("the image is fully transparent, so it has no average color", param="gray_world")
@@ -124,7 +129,8 @@ def white_balance(
             raise OpError(f"channel means {np.round(means, 4).tolist()} include 0; gray-world needs "
                           "some of every channel", param="gray_world")
         gains *= means.mean() / means
-    return _adjust_rgb(image, lambda _: linear_to_srgb(linear * gains.astype(np.float32)))
+    gains = gains.astype(np.float32)
+    return _adjust_rgb(image, lambda rgb: linear_to_srgb(srgb_to_linear(rgb) * gains))
 
 
 _CURVE_SAMPLES = 4096  # the curve is tabulated, then interpolated linearly: error < 1e-6
@@ -327,7 +333,7 @@ def lut(
         path: the ``.cube`` file (3D, size 2..256).
         strength: [0, 1] (default 1); 0.5 mixes the graded and original colors half and half.
     """
-    graded = apply_lut(image.pixels, read_cube(path))
+    graded = in_strips(apply_lut, image.pixels, read_cube(path))
     if strength < 1.0:
         graded -= image.pixels
         graded *= np.float32(strength)
@@ -360,7 +366,7 @@ def sharpen(
             detail *= np.abs(detail) >= threshold
         return rgb + detail * np.float32(amount)
 
-    return _adjust_rgb(image, adjust)
+    return _adjust_rgb(image, adjust, pointwise=False)
 
 
 @node("enhance.denoise", layer="enhance", version=1)
@@ -395,7 +401,7 @@ def denoise(
                                                 patch_px, search_px)
         return cv2.cvtColor(clean, cv2.COLOR_BGR2RGB).astype(np.float32) * np.float32(1.0 / 255.0)
 
-    return _adjust_rgb(image, adjust)
+    return _adjust_rgb(image, adjust, pointwise=False)
 
 
 @node("enhance.upscale_lanczos", layer="enhance", version=1)
