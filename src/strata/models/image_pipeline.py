@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from strata.errors import ModelError, StrataError
@@ -172,12 +173,9 @@ def generate(
 
 
 def on_background(image: Image, rgb: Sequence[float]) -> Image:
-    """Composite ``image`` over an opaque color ``rgb`` (three values in [0, 1])."""
+    """Composite ``image`` over an opaque color ``rgb`` (three values in [0, 1]); returns a new Image."""
     if len(rgb) != 3 or not all(0.0 <= c <= 1.0 for c in rgb):
         raise StrataError(f"background must be three values in [0, 1], got {list(rgb)}")
     a = image.alpha[..., None]
-    color = torch.tensor(rgb, dtype=torch.float32).numpy()
-    out = image.rgb * a + color * (1.0 - a)
-    import numpy as np
-
+    out = image.rgb * a + np.asarray(rgb, np.float32) * (1.0 - a)
     return Image(np.concatenate([out, np.ones_like(a)], axis=-1))

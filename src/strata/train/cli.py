@@ -16,6 +16,12 @@ data_app = typer.Typer(help="Build training datasets (build time only; needs net
 train_app = typer.Typer(help="Train strata's built-in models.", no_args_is_help=True)
 
 
+def _fail(exc: StrataError) -> typer.Exit:
+    """Print a StrataError as one readable line (no traceback) and return the exit to raise."""
+    typer.echo(f"error: {exc}", err=True)
+    return typer.Exit(code=1)
+
+
 @data_app.command("build")
 def data_build(
     out: Path = typer.Option(None, help="Output dir (default $STRATA_DATA_DIR/emoji or ~/.cache/strata/data/emoji)."),
@@ -32,7 +38,7 @@ def data_build(
             optout=data_emoji.OptOut.load(optout), include_skin_tones=skin_tones,
         )
     except StrataError as exc:
-        raise typer.BadParameter(str(exc)) from exc
+        raise _fail(exc) from exc
     typer.echo(f"{report.n_items} images {report.per_source} → {report.out_dir} "
                f"(opted out {len(report.opted_out)}; see card.md)")
 
@@ -50,7 +56,7 @@ def data_optout(
         try:
             check.add(e)
         except StrataError as exc:
-            raise typer.BadParameter(str(exc)) from exc
+            raise _fail(exc) from exc
     with open(file, "a", encoding="utf-8") as f:
         f.writelines(line + "\n" for line in check.entries())
     typer.echo(f"added {len(check.entries())} entries to {file}")
@@ -69,12 +75,15 @@ def train_image(
     """Train the text-to-image model (or, with --export, write its shipped weights)."""
     from strata.train import image
 
-    if export:
-        path = image.export(run_dir=run_dir, config=config)
-        typer.echo(f"exported {path} ({path.stat().st_size / 1e6:.1f} MB)")
-        return
-    image.train(config=config, resume=resume, threads=threads, max_minutes=max_minutes,
-                max_steps=max_steps, run_dir=run_dir)
+    try:
+        if export:
+            path = image.export(run_dir=run_dir, config=config)
+            typer.echo(f"exported {path} ({path.stat().st_size / 1e6:.1f} MB)")
+            return
+        image.train(config=config, resume=resume, threads=threads, max_minutes=max_minutes,
+                    max_steps=max_steps, run_dir=run_dir)
+    except StrataError as exc:
+        raise _fail(exc) from exc
 
 
 app = typer.Typer(no_args_is_help=True)

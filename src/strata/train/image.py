@@ -211,7 +211,8 @@ def train(
     """Train (or resume) the image model; returns the run directory.
 
     Args:
-        config: YAML recipe; default configs/image.yaml. On resume the checkpoint's recipe wins.
+        config: YAML recipe; default configs/image.yaml. On resume without it, the checkpoint's recipe
+            is used; with it, its data/train/run values apply (the model section must match).
         resume: continue from ``run_dir/checkpoint.pt`` (error if absent).
         threads: torch CPU threads (default 1, leaving the other core free).
         max_minutes: stop (after a checkpoint) when this much wall time has passed; None = no limit.
@@ -225,9 +226,14 @@ def train(
     if ckpt_path.exists() and not resume:
         raise StrataError(f"{rdir} already holds a run; pass --resume to continue it or choose another run dir")
     state = load_checkpoint(ckpt_path) if resume else None
-    if state is not None:
+    if state is not None and config is None:
+        # Resuming without --config continues the exact recipe stored in the checkpoint ...
         cfg = TrainConfig(ImageDiffusionConfig.from_dict(state["model_config"]), state["data"], state["train"],
                           state["run"], state["config_source"])
+    elif state is not None and ImageDiffusionConfig.from_dict(state["model_config"]) != cfg.model:
+        # ... with --config, train/run values may change (e.g. a lower lr later on), the model may not.
+        raise StrataError(f"{config}: its model section differs from the checkpoint's in {rdir}; "
+                          "only the data/train/run sections may change on resume")
     rdir.mkdir(parents=True, exist_ok=True)
     tc = cfg.train
 
@@ -278,6 +284,7 @@ def train(
     n_variants, dropout = int(cfg.data["caption_variants"]), float(cfg.data["prompt_dropout"])
     t_start = t_ckpt = time.time()
     t_log, loss_acc, n_acc = time.time(), 0.0, 0
+    bar = _progress_bar(step, max_steps)
     with open(log_path, "a", encoding="utf-8") as log:
         while not stop["flag"]:
             if max_steps is not None and step >= max_steps:
@@ -303,6 +310,9 @@ def train(
             step += 1
             loss_value = loss.item()
             loss_acc, n_acc = loss_acc + loss_value, n_acc + 1
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
             if not math.isfinite(loss_value):
                 raise StrataError(f"loss became {loss_value} at step {step}; lower train.lr and resume from the checkpoint")
             # --- bookkeeping
@@ -312,7 +322,8 @@ def train(
                        "lr": lr_at(step, tc), "cached_captions": len(bank.cache), "time": round(now)}
                 log.write(json.dumps(rec) + "\n")
                 log.flush()
-                print(f"step {step} loss {rec['loss']:.4f} {rec['it_s']:.2f} it/s lr {rec['lr']:.2e}", flush=True)
+                if bar is None:  # in the background (nohup) one line per log interval, no bar
+                    print(f"step {step} loss {rec['loss']:.4f} {rec['it_s']:.2f} it/s lr {rec['lr']:.2e}", flush=True)
                 t_log, loss_acc, n_acc = now, 0.0, 0
             if step % cfg.run["sample_every"] == 0:
                 grid = sample_grid(sample_model, cfg, rdir / "samples" / f"step{step:07d}.png")
@@ -324,6 +335,15 @@ def train(
     checkpoint()
     print(f"checkpoint at step {step} in {ckpt_path}", flush=True)
     return rdir
+
+
+def _progress_bar(step: int, max_steps: int | None):
+    """A tqdm bar (loss, it/s) when attached to a terminal; None in the background."""
+    if not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(initial=step, total=max_steps, unit="step", dynamic_ncols=True)
 
 
 def _list_state(s):  # python RNG state → nested lists (torch.load weights_only accepts them)

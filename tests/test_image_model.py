@@ -1,0 +1,171 @@
+"""The text-to-image pipeline with a tiny random UNet (fixed seed, 2 steps) and the real MiniLM."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from strata.errors import ModelError, StrataError
+from strata.media.image import Image
+from strata.models.image_diffusion import (
+    ImageDiffusionConfig,
+    ImageDiffusionModel,
+    TextEncoder,
+    images_to_latents,
+    latents_to_images,
+)
+from strata.models.image_pipeline import SAMPLERS, Progress, generate, on_background
+from strata.train.image import TrainConfig, ema_update, lr_at, training_step
+
+TINY = ImageDiffusionConfig(block_channels=(16, 32), attention_levels=(1,), attention_heads=2, text_tokens=8)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny tensors: one thread avoids OpenMP spin-waits that make them 10× slower on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def model(one_thread) -> ImageDiffusionModel:
+    return ImageDiffusionModel.random(TINY, seed=0, text=TextEncoder(TINY))
+
+
+def _bytes(result) -> list[bytes]:
+    return [im.to_uint8().tobytes() for im in result.images]
+
+
+def test_outputs_are_rgba_images_in_range(model: ImageDiffusionModel) -> None:
+    res = generate(model, "red apple", count=3, seed=5, steps=2)
+    assert res.seeds == [5, 6, 7]
+    assert len(res.images) == 3
+    for im in res.images:
+        assert isinstance(im, Image) and im.pixels.shape == (64, 64, 4)
+        assert im.pixels.min() >= 0.0 and im.pixels.max() <= 1.0
+
+
+def test_same_seed_same_bytes_different_seed_differs(model: ImageDiffusionModel) -> None:
+    a = generate(model, "red apple", count=2, seed=1, steps=2)
+    b = generate(model, "red apple", count=2, seed=1, steps=2)
+    assert _bytes(a) == _bytes(b)
+    assert _bytes(a)[0] != _bytes(a)[1]
+    # image i of a batch depends only on its own seed
+    alone = generate(model, "red apple", count=1, seed=2, steps=2)
+    np.testing.assert_allclose(alone.images[0].pixels, a.images[1].pixels, atol=2e-3)
+
+
+def test_guidance_and_negative_prompt_change_the_result(model: ImageDiffusionModel) -> None:
+    base = generate(model, "red apple", seed=0, steps=2, guidance=4.0)
+    no_cfg = generate(model, "red apple", seed=0, steps=2, guidance=1.0)
+    neg = generate(model, "red apple", negative_prompt="blue car", seed=0, steps=2, guidance=4.0)
+    assert _bytes(base) != _bytes(no_cfg)
+    assert _bytes(base) != _bytes(neg)
+
+
+@pytest.mark.parametrize("sampler", sorted(SAMPLERS))
+def test_every_sampler_runs_and_reports_progress(model: ImageDiffusionModel, sampler: str) -> None:
+    seen: list[Progress] = []
+    res = generate(model, "dog", seed=0, steps=2, sampler=sampler, callback=seen.append)
+    assert [p.step for p in seen] == [1, 2] and seen[-1].total == 2
+    assert np.isfinite(res.images[0].pixels).all()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"steps": 0}, "steps must be between 1 and 200, got 0"),
+        ({"guidance": -1.0}, "guidance must be between 0 and 30"),
+        ({"count": 0}, "count must be between 1 and 64, got 0"),
+        ({"size": 128}, "size must be 64"),
+        ({"sampler": "plms"}, "unknown sampler 'plms'"),
+        ({"seed": -3}, "seed must be ≥ 0, got -3"),
+    ],
+)
+def test_bad_input_is_refused_with_a_clear_message(model: ImageDiffusionModel, kwargs: dict, message: str) -> None:
+    with pytest.raises(StrataError, match=message):
+        generate(model, "apple", **kwargs)
+
+
+def test_long_prompt_is_truncated_with_a_warning(model: ImageDiffusionModel) -> None:
+    with pytest.warns(UserWarning, match="the text encoder keeps 6"):
+        generate(model, "a very long prompt about a red apple on a table in the morning sun", steps=1)
+
+
+def test_latent_round_trip_is_lossless_where_visible() -> None:
+    rng = np.random.default_rng(0)
+    rgba = torch.from_numpy(rng.random((2, 4, 64, 64), dtype=np.float32))
+    rgba[:, 3] = torch.where(rgba[:, 3] < 0.2, 0.0, rgba[:, 3])  # some fully transparent pixels
+    lat = images_to_latents(rgba, TINY)
+    assert lat.shape == (2, 64, 16, 16) and lat.min() >= -1 and lat.max() <= 1
+    back = latents_to_images(lat, TINY)
+    visible = rgba[:, 3:4] > 0
+    torch.testing.assert_close(back[:, 3], rgba[:, 3], atol=1e-6, rtol=0)
+    torch.testing.assert_close(back[:, :3][visible.expand(-1, 3, -1, -1)],
+                               rgba[:, :3][visible.expand(-1, 3, -1, -1)], atol=1e-4, rtol=0)
+    transparent = torch.zeros(1, 4, 64, 64)
+    assert torch.all(images_to_latents(transparent, TINY) == -1)  # clean background = exactly -1
+
+
+def test_save_load_round_trip(tmp_path, model: ImageDiffusionModel) -> None:
+    model.save_pretrained(tmp_path, dtype=torch.float32, extra={"training": {"step": 3}})
+    loaded = ImageDiffusionModel.from_pretrained(tmp_path, text=model.text)
+    assert loaded.cfg == TINY and loaded.extra["training"]["step"] == 3 and len(loaded.weights_sha256) == 64
+    assert _bytes(generate(loaded, "cat", steps=2)) == _bytes(generate(model, "cat", steps=2))
+    with pytest.raises(ModelError, match="no image model in"):
+        ImageDiffusionModel.from_pretrained(tmp_path / "missing")
+    with pytest.raises(ModelError, match="unknown image model config keys"):
+        ImageDiffusionConfig.from_dict({"channels": 3})
+
+
+def test_v_target_matches_the_formula() -> None:
+    """x0 = sqrt(ᾱ)·x_t − sqrt(1−ᾱ)·v (Salimans & Ho 2022, eq. after (1)) for the training targets."""
+    from diffusers import DDPMScheduler
+
+    sched = DDPMScheduler(beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction")
+    g = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(4, 64, 16, 16, generator=g), torch.randn(4, 64, 16, 16, generator=g)
+    t = torch.tensor([0, 10, 500, 999])
+    x_t, v = sched.add_noise(x0, noise, t), sched.get_velocity(x0, noise, t)
+    ab = sched.alphas_cumprod[t].view(-1, 1, 1, 1)
+    torch.testing.assert_close(ab.sqrt() * x_t - (1 - ab).sqrt() * v, x0, atol=1e-4, rtol=1e-4)
+
+
+def test_training_step_learns_a_tiny_batch(model: ImageDiffusionModel) -> None:
+    from diffusers import DDPMScheduler
+
+    torch.manual_seed(0)
+    unet = ImageDiffusionModel.random(TINY, seed=1).unet.train()
+    sched = DDPMScheduler(beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction")
+    x0 = images_to_latents(torch.rand(2, 4, 64, 64), TINY)
+    ctx, mask = model.text_encoder().encode(["a", "b"])
+    opt = torch.optim.AdamW(unet.parameters(), lr=3e-3)
+    losses = []
+    for i in range(8):
+        loss = training_step(unet, sched, x0, ctx, mask, torch.Generator().manual_seed(i % 2), 5.0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-2:]) < np.mean(losses[:2])
+
+
+def test_schedule_helpers_and_shipped_recipe() -> None:
+    cfg = TrainConfig.load()
+    assert lr_at(0, cfg.train) < lr_at(cfg.train["warmup_steps"], cfg.train) == cfg.train["lr"]
+    a, b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    before = a.weight.clone()
+    ema_update(a, b, step=0, decay=0.999)  # first update: decay (1+0)/(10+0) = 0.1
+    torch.testing.assert_close(a.weight, 0.1 * before + 0.9 * b.weight)
+    assert cfg.model.prediction_type == "v_prediction" and 0.05 <= cfg.data["prompt_dropout"] <= 0.2
+
+
+def test_on_background_composites_and_validates() -> None:
+    im = Image(np.array([[[1.0, 0.0, 0.0, 0.5]]], np.float32))
+    out = on_background(im, (0.0, 0.0, 1.0))
+    np.testing.assert_allclose(out.pixels[0, 0], [0.5, 0.0, 0.5, 1.0])
+    with pytest.raises(StrataError, match="three values in \\[0, 1\\]"):
+        on_background(im, (2.0, 0.0, 0.0))
