@@ -36,6 +36,7 @@ TEMPLATES: tuple[str, ...] = (
     "{name} ({topic})",
     "an emoji of {a_name}",
     "{name}, {style}, {style2}",
+    "{a_style} {name}, {style2}",
 )
 
 
