@@ -49,7 +49,9 @@ def _opaque(rng: np.random.Generator, side: int) -> Image:
     return Image(pixels)
 
 
-def _entry(strata_s: float, library_s: float, library: str, side: int, note: str = "") -> dict[str, Any]:
+def _entry(strata_s: float, library_s: float, library: str, side: int, *, note: str = "",
+           if_slower: str = "") -> dict[str, Any]:
+    """One op's result; ``if_slower`` explains the gap and is reported only over the target."""
     ratio = strata_s / library_s
     entry: dict[str, Any] = {
         "pixels": f"{side}x{side}",
@@ -59,8 +61,9 @@ def _entry(strata_s: float, library_s: float, library: str, side: int, note: str
         "library": library,
         "within_target": ratio <= TARGET_RATIO,
     }
-    if note:
-        entry["note"] = note
+    notes = [note] + ([if_slower] if ratio > TARGET_RATIO and if_slower else [])
+    if any(notes):
+        entry["note"] = " ".join(n for n in notes if n)
     return entry
 
 
@@ -77,6 +80,7 @@ def measure_ops(size: int = 4096, repeats: int = 3) -> dict[str, Any]:
         A JSON-serializable dict: per op ``strata_s``, ``library_s``, ``ratio``, what the
         library baseline is, and a ``note`` where the comparison needs one.
     """
+    load_before = os.getloadavg()[0]
     rng = np.random.default_rng(0)
     base, top = _opaque(rng, size), _opaque(rng, size)
     ops: dict[str, dict[str, Any]] = {}
@@ -87,6 +91,8 @@ def measure_ops(size: int = 4096, repeats: int = 3) -> dict[str, Any]:
         _median_seconds(lambda: composite.blend(base, top, mode="multiply"), repeats),
         _median_seconds(lambda: cv2.multiply(a, b), repeats),
         "cv2.multiply on the same float32 RGBA arrays", size,
+        if_slower="Slower because strata also reads both alpha channels to choose the opaque fast path "
+        "(cv2.multiply ignores alpha); the op is memory-bound, so each extra pass shows.",
     )
 
     # LUT: Pillow's Color3DLUT (trilinear, in C) exists only for 8-bit images.
@@ -98,8 +104,11 @@ def measure_ops(size: int = 4096, repeats: int = 3) -> dict[str, Any]:
         _median_seconds(lambda: enhance.lut(base, path=str(lut_path)), repeats),
         _median_seconds(lambda: rgb8.filter(pil_lut), repeats),
         "PIL ImageFilter.Color3DLUT on the 8-bit RGB image", size,
-        "strata interpolates in float32 (two OpenCV remaps on the LUT laid out as a 2D texture) and its time "
-        "includes parsing the 33³ .cube file (~0.04 s); Pillow works on 8-bit data with a prebuilt table",
+        note="No library offers a float 3D LUT, so the baseline is Pillow's 8-bit one (prebuilt table); "
+        "strata's time includes parsing the 33³ .cube file (~0.04 s).",
+        if_slower="Slower because strata reads and writes float32 RGBA (16 bytes/pixel, a 256 MB result at "
+        "4096²) and interpolates in float (two OpenCV remaps + a lerp), where Pillow's C loop moves 3 "
+        "bytes/pixel with 16-bit fixed-point weights; the gap grows when other processes load the CPU.",
     )
 
     # Resize: Pillow's Lanczos is antialiased when shrinking (OpenCV's INTER_LANCZOS4 is not).
@@ -112,8 +121,10 @@ def measure_ops(size: int = 4096, repeats: int = 3) -> dict[str, Any]:
         _median_seconds(lambda: [PILImage.fromarray(p, "F").resize(half, PILImage.Resampling.LANCZOS)
                                  for p in planes], repeats),
         "PIL Image.resize(LANCZOS) on the same float32 data ('F' mode, one image per color channel)", size,
-        "strata resizes the planes in parallel threads (Pillow releases the GIL); library_8bit_s is Pillow's "
-        "8-bit RGBA resize for reference (4 bytes per pixel instead of 12-16, lower precision)",
+        note="strata resizes the planes in parallel threads (Pillow releases the GIL); library_8bit_s is "
+        "Pillow's 8-bit RGBA resize for reference (4 bytes per pixel instead of 12-16, lower precision).",
+        if_slower="Slower because splitting and merging the planes adds passes, and with the CPU busy the "
+        "threads do not run in parallel.",
     )
     ops["resize_lanczos_half"]["library_8bit_s"] = round(
         _median_seconds(lambda: rgba8.resize(half, PILImage.Resampling.LANCZOS), repeats), 4)
@@ -126,8 +137,9 @@ def measure_ops(size: int = 4096, repeats: int = 3) -> dict[str, Any]:
         _median_seconds(lambda: enhance.denoise(crop, strength=0.04, color_strength=0.04), repeats),
         _median_seconds(lambda: cv2.fastNlMeansDenoisingColored(bgr8, None, 10.2, 10.2, 7, 21), repeats),
         "cv2.fastNlMeansDenoisingColored on the 8-bit BGR image", side,
-        f"measured on a {side}x{side} crop: NLM cost is linear in pixels and a {size}x{size} call takes minutes"
-        if side < size else "",
+        note=f"Measured on a {side}x{side} crop: NLM cost is linear in pixels and a {size}x{size} call takes "
+        "over a minute." if side < size else "",
+        if_slower="Slower because of the float32 ↔ 8-bit conversions around OpenCV's call.",
     )
 
     worst = max(ops, key=lambda k: ops[k]["ratio"])
@@ -139,6 +151,9 @@ def measure_ops(size: int = 4096, repeats: int = 3) -> dict[str, Any]:
         "worst_op": worst,
         "worst_ratio": ops[worst]["ratio"],
         "all_within_target": all(o["within_target"] for o in ops.values()),
+        # Other processes on the machine skew timings; these say how busy it was (1-min load).
+        "load_average_before": round(load_before, 2),
+        "load_average_after": round(os.getloadavg()[0], 2),
         "opencv_threads": cv2.getNumThreads(),
         "cpu_count": os.cpu_count(),
         "python": sys.version.split()[0],

@@ -6,6 +6,8 @@ import blend_modes
 import numpy as np
 import pydantic
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import ImageFont
 
 from strata.errors import OpError
@@ -99,6 +101,20 @@ def test_blend_matches_spec_formula(mode: str, opaque_base: bool) -> None:
     base, top = _pair(hash(mode) % 1000, opaque_base=opaque_base)
     got = composite.blend(Image(base), Image(top), mode=mode, opacity=0.8).pixels
     np.testing.assert_allclose(got, spec_composite(base, top, mode, 0.8), atol=2e-6)
+
+
+unit = st.floats(0.0, 1.0, width=32) | st.sampled_from([0.0, 0.25, 0.5, 1.0])
+
+
+@settings(max_examples=150, deadline=None)
+@given(mode=st.sampled_from(MODES), base=st.tuples(unit, unit, unit, unit), top=st.tuples(unit, unit, unit, unit),
+       opacity=unit)
+def test_blend_matches_spec_on_any_pixel(mode: str, base: tuple, top: tuple, opacity: float) -> None:
+    b = np.array(base, np.float32).reshape(1, 1, 4)
+    t = np.array(top, np.float32).reshape(1, 1, 4)
+    got = composite.blend(Image(b), Image(t), mode=mode, opacity=opacity).pixels
+    want = spec_composite(b, t, mode, opacity)
+    np.testing.assert_allclose(_premultiplied(got), _premultiplied(want), atol=2e-6)
 
 
 # blend-modes keeps the base's alpha instead of Porter-Duff source-over, so the two agree when

@@ -333,12 +333,17 @@ def lut(
         path: the ``.cube`` file (3D, size 2..256).
         strength: [0, 1] (default 1); 0.5 mixes the graded and original colors half and half.
     """
-    graded = in_strips(apply_lut, image.pixels, read_cube(path))
-    if strength < 1.0:
-        graded -= image.pixels
-        graded *= np.float32(strength)
-        graded += image.pixels
-    return Image(np.clip(graded, 0.0, 1.0, out=graded))
+    table = read_cube(path)
+
+    def grade(pixels: np.ndarray) -> np.ndarray:
+        graded = apply_lut(pixels, table)
+        if strength < 1.0:
+            graded -= pixels
+            graded *= np.float32(strength)
+            graded += pixels
+        return np.clip(graded, 0.0, 1.0, out=graded)
+
+    return Image(in_strips(grade, image.pixels))
 
 
 # ---------------------------------------------------------------- detail
