@@ -296,7 +296,7 @@ def text(
     x: Annotated[int, Field(ge=0, le=MAX_SIDE, description="left edge of the text box, px")] = 0,
     y: Annotated[int, Field(ge=0, le=MAX_SIDE, description="top edge of the text box, px")] = 0,
     box_width_px: Annotated[int, Field(ge=0, le=MAX_SIDE, description="wrap to this width, px (0 = no wrapping)")] = 0,
-    font: Annotated[InputFile | None, Field(description=".ttf/.otf file; empty = bundled Aileron")] = None,
+    font: Annotated[InputFile, Field(description=".ttf/.otf file; empty = bundled Aileron")] | None = None,
     size_px: Annotated[int, Field(ge=4, le=2048, description="font size, px")] = 48,
     color: Color = "#ffffff",
     stroke_width_px: Annotated[int, Field(ge=0, le=256, description="outline width, px")] = 0,

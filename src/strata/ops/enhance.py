@@ -15,7 +15,6 @@ from typing import Annotated, Any, Callable, Literal
 import cv2
 import numpy as np
 from pydantic import Field
-from scipy.interpolate import PchipInterpolator
 
 from strata.errors import MediaError, OpError
 from strata.media.image import Image
@@ -157,6 +156,8 @@ def curves(
             (default identity ``[[0, 0], [1, 1]]``).
         channel: ``rgb`` (all three), ``red``, ``green`` or ``blue`` (default rgb).
     """
+    from scipy.interpolate import PchipInterpolator  # scipy.interpolate takes ~0.5 s to import
+
     xs, ys = np.asarray(points, np.float64).T
     if np.any(np.diff(xs) <= 0):
         raise OpError(f"inputs {xs.tolist()} must be strictly increasing", param="points")
