@@ -299,6 +299,10 @@ def test_text_errors(tmp_path) -> None:
         composite.text(canvas, text="hi", font=str(bad_font))
     with pytest.raises(pydantic.ValidationError, match="at least 1 character"):
         REGISTRY["composite.text"].params_model(text="")
+    with pytest.raises(pydantic.ValidationError, match="String should match pattern"):
+        REGISTRY["composite.text"].params_model(text="hi", color="red")
+    with pytest.raises(OpError, match="'stroke_color': color 'red' is not #rrggbb or #rrggbbaa"):
+        composite.text(canvas, text="hi", stroke_color="red")
 
 
 def test_drop_shadow_sits_beneath_at_offset() -> None:

@@ -302,7 +302,7 @@ def text(
     stroke_width_px: Annotated[int, Field(ge=0, le=256, description="outline width, px")] = 0,
     stroke_color: Color = "#000000",
     align: Annotated[Literal["left", "center", "right"], Field(description="line alignment in the box")] = "left",
-    line_spacing: Annotated[float, Field(ge=0.5, le=4, description="line pitch as a multiple of the font height")] = 1.2,
+    line_spacing: Annotated[float, Field(ge=0.5, le=4, description="line pitch, multiple of the font height")] = 1.2,
     mode: Annotated[BlendMode, Field(description="W3C blend mode of the text layer")] = "normal",
     opacity: Opacity = 1.0,
 ) -> Image:
@@ -345,7 +345,7 @@ def text(
                                        stroke_width=stroke_width_px, stroke_fill=255)
     fill = np.asarray(fill_cov, np.float32)[:, :, None] / 255.0
     outer = np.maximum(np.asarray(outer_cov, np.float32)[:, :, None] / 255.0, fill)
-    fill_rgba, stroke_rgba = parse_color(color), parse_color(stroke_color)
+    fill_rgba, stroke_rgba = parse_color(color), parse_color(stroke_color, param="stroke_color")
     fill_alpha, ring_alpha = fill * fill_rgba[3], (outer - fill) * stroke_rgba[3]
     layer = np.concatenate([fill_alpha * fill_rgba[:3] + ring_alpha * stroke_rgba[:3], fill_alpha + ring_alpha], axis=2)
     layer = unpremultiply(layer.astype(np.float32))

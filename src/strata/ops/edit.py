@@ -43,11 +43,11 @@ Resample = Literal["lanczos", "bicubic", "nearest"]
 # ---------------------------------------------------------------- shared pixel helpers
 
 
-def parse_color(color: str) -> np.ndarray:
+def parse_color(color: str, *, param: str = "color") -> np.ndarray:
     """'#rrggbb' or '#rrggbbaa' → float32 RGBA in [0, 1] (alpha 1 when omitted)."""
     digits = color.lstrip("#")
     if len(digits) not in (6, 8) or any(c not in "0123456789abcdefABCDEF" for c in digits):
-        raise OpError(f"color {color!r} is not #rrggbb or #rrggbbaa", param="color")
+        raise OpError(f"color {color!r} is not #rrggbb or #rrggbbaa", param=param)
     values = [int(digits[i : i + 2], 16) / 255.0 for i in range(0, len(digits), 2)]
     return np.array(values + [1.0] * (4 - len(values)), np.float32)
 
@@ -555,7 +555,8 @@ def rotate(
     if expand:
         c, s = abs(math.cos(math.radians(angle_deg))), abs(math.sin(math.radians(angle_deg)))
         # Round before ceil so that float noise (e.g. 100.0000000001) does not add a pixel.
-        w, h = (math.ceil(round(v, 6)) for v in (image.width * c + image.height * s, image.width * s + image.height * c))
+        extent = (image.width * c + image.height * s, image.width * s + image.height * c)
+        w, h = (math.ceil(round(v, 6)) for v in extent)
     matrix = rotation_matrix(angle_deg, (image.width / 2, image.height / 2), (w / 2, h / 2))
     return Image(warp_affine(image.pixels, matrix, (w, h), method))
 

@@ -356,7 +356,7 @@ def sharpen(
     *,
     amount: Annotated[float, Field(ge=0, le=5, description="strength; 1 adds the detail once more")] = 1.0,
     sigma_px: Annotated[float, Field(gt=0, le=50, description="blur standard deviation: size of detail, px")] = 1.5,
-    threshold: Annotated[float, Field(ge=0, le=1, description="ignore detail smaller than this (keeps noise down)")] = 0.0,
+    threshold: Annotated[float, Field(ge=0, le=1, description="ignore detail below this (keeps noise down)")] = 0.0,
 ) -> Image:
     """Unsharp mask: ``c + amount·(c − blur(c))`` where ``|c − blur(c)| ≥ threshold``.
 
