@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 import stat
 
+import numpy as np
+
+from strata.media.image_io import load_image
 from strata.provenance.metadata import read_provenance
 from strata.store import Store
 from strata.workflow.executor import Executor
@@ -17,14 +20,24 @@ WF = {"name": "out", "seed": 5, "nodes": [
 ], "outputs": {"s.png": "s", "s.jpg": "s", "s.webp": "s", "s.tif": "s"}}
 
 
-def test_same_workflow_and_seed_give_identical_files_in_fresh_stores(tmp_path):
-    outs = []
-    for i in range(2):
-        out = tmp_path / f"out{i}"
-        Executor(Store(tmp_path / f"store{i}")).run(parse_workflow(WF), out_dir=out)
-        outs.append({p.name: p.read_bytes() for p in out.iterdir()})
-    assert outs[0].keys() == {"s.png", "s.jpg", "s.webp", "s.tif"}
-    assert outs[0] == outs[1]
+def test_same_workflow_and_seed_give_identical_files_in_fresh_stores(tmp_path, monkeypatch):
+    # Unsigned, the files are byte-identical. C2PA signatures are salted with random bytes, so
+    # signed files from two fresh stores share pixels and provenance, not bytes.
+    for sign in ("0", "1"):
+        monkeypatch.setenv("STRATA_SIGN", sign)
+        outs = []
+        for i in range(2):
+            out = tmp_path / f"out{sign}{i}"
+            Executor(Store(tmp_path / f"store{sign}{i}")).run(parse_workflow(WF), out_dir=out)
+            outs.append({p.name: p.read_bytes() for p in out.iterdir()})
+        assert outs[0].keys() == {"s.png", "s.jpg", "s.webp", "s.tif"}
+        if sign == "0":
+            assert outs[0] == outs[1]
+        else:
+            for name in outs[0]:
+                a, b = (tmp_path / f"out1{i}" / name for i in range(2))
+                assert np.array_equal(load_image(a).pixels, load_image(b).pixels)
+                assert read_provenance(a) == read_provenance(b)
 
 
 def test_files_get_ordinary_permissions(tmp_path):

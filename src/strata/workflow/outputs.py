@@ -4,6 +4,13 @@ The embedded provenance is deterministic — workflow, node, params, seed, model
 hashes, the output's asset id — and holds no timestamps or run ids, so the same workflow and
 seed give the same file bytes. That also lets the encoded file be cached: an unchanged rerun
 copies stored bytes instead of encoding again.
+
+Every file is then signed with content credentials (C2PA, :mod:`strata.provenance.credentials`;
+``STRATA_SIGN=0`` turns it off). A C2PA signature is not deterministic (c2pa salts each
+assertion with random bytes), so the *signed* file is cached too, under the unsigned file's key
+plus the signer's certificate: within one store an unchanged rerun gives the same signed bytes
+(and leaves the file alone); two fresh stores give the same pixels and provenance but
+different signatures.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from typing import Any
 import yaml
 
 from strata import __version__
+from strata.errors import MediaError
 from strata.files import atomic_write_bytes
 from strata.store import Store, sha256_bytes, sha256_file
 from strata.store.store import AssetRef
@@ -87,11 +95,55 @@ def _write_one(store: Store, plan: Plan, src: Source, asset_id: str, input_asset
     else:
         data = encode_image(store.get_value(asset_id), fmt, metadata=prov)
         store.put_file_bytes(key, data, f"file/{fmt}")
+    data = _sign(store, plan, src, key, data, fmt, prov, path.name)
     digest = sha256_bytes(data)
     # Leave an identical file alone (cheap unchanged reruns; no needless mtime churn).
     if not (path.is_file() and path.stat().st_size == len(data) and sha256_file(path) == digest):
         atomic_write_bytes(path, data)
     return path
+
+
+def _ingredient_files(plan: Plan, src: Source) -> list[Path]:
+    """Files the output was made from (``io.load_image`` ancestors): signed ones bring their
+    own credentials into the new manifest, so an edit chain across files stays visible."""
+    files = []
+    for n in ancestors(plan, src.node):
+        pn = plan.node(n)
+        path = pn.params.get("path") if pn.spec.op == "io.load_image" else None
+        if isinstance(path, str) and Path(path).is_file() and Path(path).stat().st_size <= 256 * 2**20:
+            files.append(Path(path))
+    return files
+
+
+def _sign(store: Store, plan: Plan, src: Source, key: str, data: bytes, fmt: str, prov: Any, title: str) -> bytes:
+    """``data`` with signed content credentials (cached per signer), or as it is when signing is off."""
+    from strata.provenance.credentials import Ingredient, MIME_TYPES, load_identity, sign_file_bytes, signing_enabled
+
+    if not signing_enabled():
+        return data
+    identity = load_identity()
+    files = _ingredient_files(plan, src)
+    blobs = [f.read_bytes() for f in files]
+    signed_key = canonical_hash({"signed": key, "by": identity.fingerprint, "title": title,
+                                 "ingredients": [sha256_bytes(b) for b in blobs]})
+    cached = store.cache_lookup(signed_key)
+    if cached is not None:
+        return store.blobs.get(cached["file"])  # type: ignore[arg-type]
+    relationship = "parentOf" if len(files) == 1 else "componentOf"
+    ingredients = []
+    for f, b in zip(files, blobs):
+        mime = MIME_TYPES.get(FORMATS.get(f.suffix.lower(), ""), "")
+        if mime:
+            ingredients.append(Ingredient(b, mime, f.name, relationship))  # type: ignore[arg-type]
+    try:
+        signed = sign_file_bytes(data, fmt, prov, identity=identity, title=title, ingredients=ingredients)
+    except MediaError:
+        if not ingredients:
+            raise
+        # an input file c2pa cannot parse: its id is still recorded as an asset ingredient
+        signed = sign_file_bytes(data, fmt, prov, identity=identity, title=title)
+    store.put_file_bytes(signed_key, signed, f"file/{fmt}+c2pa")
+    return signed
 
 
 def write_outputs(plan: Plan, refs: dict[str, dict[str, AssetRef]], models: dict[str, ModelInfo | None], store: Store,
