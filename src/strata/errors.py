@@ -9,6 +9,9 @@
     ├── ModelError                   a model is missing, unsafe or refuses to load
     └── RunInterrupted               a run was stopped by Ctrl-C / SIGTERM (resumable)
 
+    StrataWarning (UserWarning)      something a user should know that did not stop the work
+                                     (e.g. a truncated prompt); the engine turns it into an event
+
 Errors are values a user reads: each message says what is wrong and how to fix it.
 """
 
@@ -99,3 +102,7 @@ class ModelError(StrataError):
 
 class RunInterrupted(StrataError):
     """A run was interrupted (Ctrl-C or SIGTERM). Finished nodes are stored; rerun to resume."""
+
+
+class StrataWarning(UserWarning):
+    """A warning meant for the user (the executor forwards these as NodeWarning events)."""

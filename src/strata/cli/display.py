@@ -8,8 +8,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from strata.workflow.events import (
-    Event, NodeCached, NodeFailed, NodeFinished, NodeProgress, NodeSkipped, NodeStarted, OutputWritten, RunFinished,
-    RunStarted,
+    Event, NodeCached, NodeFailed, NodeFinished, NodeProgress, NodeSkipped, NodeStarted, NodeWarning, OutputWritten,
+    RunFinished, RunStarted,
 )
 
 
@@ -49,6 +49,8 @@ class ProgressDisplay:
         elif isinstance(event, NodeSkipped):
             c.print(f"[yellow]- {event.node:<16} {event.op:<28} skipped: {event.reason}[/]")
             p.advance(self.run_task)
+        elif isinstance(event, NodeWarning):
+            c.print(f"[yellow]! {event.node}: {event.message}[/]")
         elif isinstance(event, OutputWritten):
             c.print(f"  → {event.path}")
         elif isinstance(event, RunFinished):

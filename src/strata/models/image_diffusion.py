@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from strata.errors import ModelError
+from strata.errors import ModelError, StrataWarning
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "unet.safetensors"
@@ -169,6 +169,7 @@ class TextEncoder:
                 warnings.warn(
                     f"prompt {p[:60]!r}… has {n - 2} tokens; the text encoder keeps {T - 2}, the rest is ignored. "
                     "Shorten the prompt to use all of it.",
+                    StrataWarning,
                     stacklevel=2,
                 )
         states = self.model(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"]).last_hidden_state

@@ -117,10 +117,18 @@ class ModelRegistry:
 _DEFAULT: ModelRegistry | None = None
 
 
+def reset_default_registry() -> None:
+    """Forget the default registry (tests, or after installing new weights)."""
+    global _DEFAULT
+    _DEFAULT = None
+
+
 def default_registry() -> ModelRegistry:
     """The process-wide registry with strata's built-in models (those whose weights exist)."""
     global _DEFAULT
     if _DEFAULT is None:
+        import strata.models.builtin  # noqa: F401  (its @builtin functions register themselves)
+
         _DEFAULT = ModelRegistry()
         for register in _BUILTIN_REGISTRARS:
             register(_DEFAULT)

@@ -58,6 +58,14 @@ class NodeProgress(Event):
 
 
 @dataclass(frozen=True)
+class NodeWarning(Event):
+    """Something the user should know that did not stop the node (e.g. a truncated prompt)."""
+
+    node: str
+    message: str
+
+
+@dataclass(frozen=True)
 class NodeFinished(Event):
     node: str
     op: str
@@ -101,6 +109,7 @@ _KINDS = {
     NodeCached: "node_cached",
     NodeStarted: "node_started",
     NodeProgress: "node_progress",
+    NodeWarning: "node_warning",
     NodeFinished: "node_finished",
     NodeFailed: "node_failed",
     NodeSkipped: "node_skipped",

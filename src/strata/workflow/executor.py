@@ -18,16 +18,18 @@ import signal
 import threading
 import time
 import traceback
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Protocol
 
-from strata.errors import OpError, RunInterrupted, StrataError
+from strata.errors import OpError, RunInterrupted, StrataError, StrataWarning
 from strata.store import Store, new_run_id, sha256_file
 from strata.store.store import AssetRef
 from strata.workflow.events import (
-    EventBus, NodeCached, NodeFailed, NodeFinished, NodeProgress, NodeSkipped, NodeStarted, RunFinished, RunStarted, Sink,
+    EventBus, NodeCached, NodeFailed, NodeFinished, NodeProgress, NodeSkipped, NodeStarted, NodeWarning, RunFinished,
+    RunStarted, Sink,
 )
 from strata.workflow.spec import Workflow
 from strata.workflow.validate import Plan, PlannedNode, Source, validate
@@ -47,6 +49,12 @@ class ModelResolver(Protocol):
     def identify(self, capability: str, params: dict[str, Any]) -> ModelInfo: ...
 
     def load(self, capability: str, params: dict[str, Any]) -> Any: ...
+
+
+class CancelFlag(Protocol):
+    """What the executor polls to stop a run cooperatively (``threading.Event`` fits)."""
+
+    def is_set(self) -> bool: ...
 
 
 @dataclass
@@ -109,14 +117,19 @@ class Executor:
         self.store = store
         self.bus = EventBus(sinks)
         self.models = models
+        self._cancel: CancelFlag | None = None
 
     def run(self, workflow: Workflow | Plan, *, no_cache: bool = False, out_dir: str | Path | None = None,
-            parent_run: str | None = None, run_id: str | None = None) -> RunResult:
+            parent_run: str | None = None, run_id: str | None = None, cancel: CancelFlag | None = None) -> RunResult:
         """Validate (if needed) and run ``workflow``; write its outputs into ``out_dir`` if given.
+
+        ``cancel`` (e.g. a ``threading.Event``) stops the run cooperatively once set: it is
+        checked before each node and at each progress step of ops that report progress, and
+        the run then ends exactly as on Ctrl-C.
 
         Raises:
             WorkflowError: the workflow is invalid (nothing ran).
-            RunInterrupted: Ctrl-C / SIGTERM; finished nodes are stored, rerun to resume.
+            RunInterrupted: Ctrl-C / SIGTERM / ``cancel``; finished nodes are stored, rerun to resume.
         """
         plan = workflow if isinstance(workflow, Plan) else validate(workflow)
         wf = plan.workflow
@@ -128,9 +141,11 @@ class Executor:
         refs: dict[str, dict[str, AssetRef]] = {}
         models: dict[str, ModelInfo | None] = {}
         broken: set[str] = set()
+        self._cancel = cancel
         try:
             with _sigterm_as_interrupt():
                 for seq, pn in enumerate(plan.nodes):
+                    self._check_cancel()
                     self._run_node(plan, pn, seq, run_id, refs, models, broken, result, no_cache)
                 if out_dir is not None and plan.outputs:
                     from strata.workflow.outputs import write_outputs
@@ -143,11 +158,18 @@ class Executor:
                 f"run {run_id} interrupted; {len(result.executed) + len(result.cached)} finished node(s) are stored — "
                 "run the same workflow again to resume from them"
             ) from None
+        finally:
+            self._cancel = None
         if result.failed:
             result.status = "failed"
         result.refs = refs
         self._finish(result, t0)
         return result
+
+    def _check_cancel(self) -> None:
+        # Cancellation reuses the Ctrl-C path, so a cancelled run is recorded like an interrupted one.
+        if self._cancel is not None and self._cancel.is_set():
+            raise KeyboardInterrupt
 
     def _finish(self, result: RunResult, t0: float) -> None:
         result.duration_s = time.perf_counter() - t0
@@ -245,11 +267,20 @@ class Executor:
 
             def progress(step: int, total: int, preview: Any = None) -> None:
                 self.bus.emit(NodeProgress(run_id, nid, step, total, preview))
+                self._check_cancel()
 
             kwargs["progress"] = progress
         if pn.spec.model_capability:
-            kwargs["model"] = self.models.load(pn.spec.model_capability, pn.params)  # type: ignore[union-attr]
-        value = pn.spec.fn(**kwargs)
+            kwargs["loaded_model"] = self.models.load(pn.spec.model_capability, pn.params)  # type: ignore[union-attr]
+        # Warnings an op raises (truncated prompt, ...) reach the user through the event stream.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            value = pn.spec.fn(**kwargs)
+        for w in caught:
+            if issubclass(w.category, StrataWarning):
+                self.bus.emit(NodeWarning(run_id, pn.node.id, str(w.message)))
+            else:  # a library's warning: back to the normal warning filters
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         if len(pn.spec.outputs) == 1 and not (isinstance(value, dict) and set(value) == {pn.spec.outputs[0].name}):
             return {pn.spec.outputs[0].name: value}
         if not isinstance(value, dict) or set(value) != {o.name for o in pn.spec.outputs}:

@@ -15,8 +15,9 @@ An op is declared like this::
   ``outputs={name: type}`` with the op returning a dict.
 
 Two keyword names are *injected* by the engine and are not params: ``progress`` (a callable
-``progress(step, total, preview=None)``) and ``model`` (the model the registry resolves for
-the node's declared ``model=`` capability). The function stays a plain function that Python
+``progress(step, total, preview=None)``) and ``loaded_model`` (the model the registry resolves
+for the node's declared ``model=`` capability; an op may also declare a ``model: str | None``
+param naming which registered model to use). The function stays a plain function that Python
 code can call directly.
 
 The CLI, server and JSON Schema export all read these specs, so a param is declared once.
@@ -35,7 +36,7 @@ import pydantic
 from strata.errors import StrataError
 
 LAYERS = ("io", "generate", "select", "edit", "composite", "enhance", "sound", "motion", "video")
-INJECTED = ("progress", "model")
+INJECTED = ("progress", "loaded_model")
 
 
 class _FileMarker:

@@ -1,0 +1,37 @@
+"""strata's built-in models, registered with the default registry when their weights exist.
+
+The text-to-image model's weights ship in ``weights/image/`` (``unet.safetensors`` + its
+``config.json``); ``STRATA_IMAGE_MODEL=/path/to/dir`` points at another export (e.g. a newer
+training export, or a tiny model in tests).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from strata.models.registry import ModelEntry, ModelRegistry, builtin
+
+REPO_WEIGHTS = Path(__file__).resolve().parents[3] / "weights"
+IMAGE_MODEL_ID = "strata-emoji-64"
+
+
+def image_model_dir() -> Path:
+    return Path(os.environ.get("STRATA_IMAGE_MODEL", REPO_WEIGHTS / "image"))
+
+
+def _load_image_model(files: list[Path]) -> Any:
+    from strata.models.image_diffusion import ImageDiffusionModel
+
+    return ImageDiffusionModel.from_pretrained(files[0].parent)
+
+
+@builtin
+def register_image_model(registry: ModelRegistry) -> None:
+    directory = image_model_dir()
+    weights, config = directory / "unet.safetensors", directory / "config.json"
+    if weights.is_file() and config.is_file():
+        # The frozen MiniLM text encoder (~90 MB in memory) comes with the model.
+        registry.add(ModelEntry(IMAGE_MODEL_ID, {"text-to-image"}, [weights, config], _load_image_model,
+                                size_bytes=weights.stat().st_size * 2 + 100 * 2**20))
