@@ -176,7 +176,7 @@ def test_blend_opacity_and_mask() -> None:
 
 def test_blend_large_image_in_strips_matches_formula() -> None:
     rng = np.random.default_rng(9)
-    base, top = rng.random((2, 300, 1000, 4), dtype=np.float32)  # 300k px: several strips
+    base, top = rng.random((2, 300, 1000, 4), dtype=np.float32)  # 300k px: several 64k-px strips
     mask = rng.random((300, 1000), dtype=np.float32)
     got = composite.blend(Image(base), Image(top), Mask(mask), mode="screen", opacity=0.7).pixels
     a_s = top[..., 3:] * mask[..., None] * 0.7

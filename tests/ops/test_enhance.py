@@ -44,7 +44,7 @@ def test_exposure_plus_one_stop_doubles_linear_light() -> None:
 
 
 def test_large_images_run_in_strips_with_the_same_result(tmp_path: Path) -> None:
-    img = _image(low=0.0, high=0.7, size=(500, 700))  # 350k px: more than one 256k-px strip
+    img = _image(low=0.0, high=0.7, size=(500, 700))  # 350k px: several 64k-px strips
     np.testing.assert_allclose(_linear(enhance.exposure(img, stops=1.0).rgb), 2 * _linear(img.rgb), atol=2e-6)
     out = enhance.lut(img, path=_cube(tmp_path, enhance.identity_table(9)))
     assert np.abs(out.pixels - img.pixels).max() < 1e-5
