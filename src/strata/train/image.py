@@ -13,6 +13,7 @@ weights (fp16 safetensors + config JSON) into ``weights/image/``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -20,6 +21,7 @@ import random
 import signal
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -118,6 +120,14 @@ def load_dataset(cfg: TrainConfig) -> tuple[torch.Tensor, list[dict], torch.Tens
         raise StrataError(f"dataset images are {images.shape[1:]}, model expects {cfg.model.image_size}² RGBA")
     weights = torch.tensor([float(r.get("weight", 1.0)) for r in rows], dtype=torch.float64)
     return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), rows, weights
+
+
+def dataset_fingerprint(rows: list[dict]) -> str:
+    """sha256 over the items' (source, codepoint, image sha256), in order: identifies the training set."""
+    h = hashlib.sha256()
+    for r in rows:
+        h.update(f"{r['source']}|{r['codepoint']}|{r['sha256']}\n".encode())
+    return h.hexdigest()
 
 
 # ---- one training step ----------------------------------------------------------------------
@@ -260,6 +270,12 @@ def train(
         torch.set_rng_state(state["rng"]["torch"])
         random.setstate(_tuple_state(state["rng"]["python"]))
         step = int(state["step"])
+    fingerprint = dataset_fingerprint(rows)
+    if state is not None and state.get("dataset") not in (None, fingerprint):
+        # Same npm versions give the same manifest; a mismatch means a different dataset (or an
+        # opt-out), so "exactly where it stopped" no longer holds. Continue, but say so.
+        warnings.warn(f"the dataset differs from the one this run started with ({fingerprint[:12]} vs "
+                      f"{state['dataset'][:12]}); resuming anyway", stacklevel=2)
     sample_model = ImageDiffusionModel(cfg=cfg.model, unet=ema, text=encoder)
     log_path = rdir / "log.jsonl"
     print(f"run dir {rdir} | step {step} | UNet {param_count(unet) / 1e6:.1f} M params | {len(rows)} images | "
@@ -270,7 +286,7 @@ def train(
             "unet": unet.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(), "step": step,
             "rng": {"generator": g.get_state(), "torch": torch.get_rng_state(), "python": _list_state(random.getstate())},
             "model_config": json.loads(cfg.model.to_json()), "data": cfg.data, "train": tc, "run": cfg.run,
-            "config_source": cfg.source, "saved_at": time.time(),
+            "config_source": cfg.source, "saved_at": time.time(), "dataset": fingerprint,
         })
 
     stop = {"flag": False}
