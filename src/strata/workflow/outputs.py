@@ -86,16 +86,21 @@ def _write_one(store: Store, plan: Plan, src: Source, asset_id: str, input_asset
                models: dict[str, ModelInfo | None]) -> Path:
     from strata.media.image_io import encode_image
 
-    fmt = FORMATS[path.suffix.lower()]
+    from strata.media.writers import WRITERS, encode_file  # audio, video, subtitles
+
+    suffix = path.suffix.lower()
+    fmt = FORMATS[suffix] if suffix in FORMATS else WRITERS[suffix].format
     prov = build_provenance(plan, src, asset_id, input_assets, models)
     key = canonical_hash({"export": asset_id, "format": fmt, "provenance": prov.model_dump(mode="json")})
     cached = store.cache_lookup(key)
     if cached is not None:
         data = store.blobs.get(cached["file"])  # type: ignore[arg-type]
     else:
-        data = encode_image(store.get_value(asset_id), fmt, metadata=prov)
+        value = store.get_value(asset_id)
+        data = encode_image(value, fmt, metadata=prov) if suffix in FORMATS else encode_file(suffix, value, prov)
         store.put_file_bytes(key, data, f"file/{fmt}")
-    data = _sign(store, plan, src, key, data, fmt, prov, path.name)
+    if suffix in FORMATS or WRITERS[suffix].signable:  # C2PA has no place in .srt/.vtt text
+        data = _sign(store, plan, src, key, data, fmt, prov, path.name)
     digest = sha256_bytes(data)
     # Leave an identical file alone (cheap unchanged reruns; no needless mtime churn).
     if not (path.is_file() and path.stat().st_size == len(data) and sha256_file(path) == digest):

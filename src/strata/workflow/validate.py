@@ -25,7 +25,8 @@ from strata.workflow.node import REGISTRY, NodeSpec, PortSpec, load_builtin_ops,
 from strata.workflow.spec import NodeDef, Workflow, split_ref
 
 # Output file formats strata can write, by extension.
-OUTPUT_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff"}
+OUTPUT_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff",
+                     ".wav", ".mp4", ".srt", ".vtt"}  # the last four: strata.media.writers
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,520 @@
+"""Moving pictures: Clip (a lazily rendered timeline of shots) and Video (an encoded MP4).
+
+A :class:`Clip` is a *description*: shots (layers of still images, a camera path between two
+rectangles with an easing curve, parallax by depth), transitions between shots and optional
+captions. Frames are computed on demand by :meth:`Clip.frame`, one at a time, so rendering
+30 s of 720p never holds more than a frame or two in memory, and the store keeps the stills
+and the numbers, not the frames.
+
+A :class:`Video` is the encoded MP4 (H.264 + AAC) as bytes; the file writer adds provenance
+to the container metadata by remuxing (no re-encode).
+
+Coordinates: a shot's camera rectangle ``(x, y, w, h)`` is in pixels of its first (base)
+layer; the output frame shows that rectangle scaled to ``width × height``. A layer at
+``depth`` d moves by ``parallax_px / d`` output pixels over the shot (a pinhole camera
+translating sideways sees a point at distance Z move by f·T/Z).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import struct
+import tempfile
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import numpy as np
+
+from strata.errors import MediaError
+from strata.media.audio import Audio, resample, with_channels
+from strata.media.codec import decode_value, encode_value, register_codec
+from strata.media.image import Image
+from strata.media.timed_text import Subtitles
+
+Rect = tuple[float, float, float, float]
+Easing = Literal["linear", "ease_in", "ease_out", "ease_in_out", "smoothstep"]
+TransitionKind = Literal["cut", "crossfade", "wipe_left", "wipe_right", "wipe_up", "wipe_down", "fade_black"]
+
+# ---------------------------------------------------------------- easing curves (u in [0, 1])
+
+EASINGS: dict[str, Callable[[np.ndarray | float], Any]] = {
+    "linear": lambda u: u,
+    "ease_in": lambda u: u * u,  # quadratic: starts at rest
+    "ease_out": lambda u: 1 - (1 - u) * (1 - u),  # quadratic: ends at rest
+    "ease_in_out": lambda u: 0.5 - 0.5 * np.cos(np.pi * u),  # sine: rests at both ends
+    "smoothstep": lambda u: u * u * (3 - 2 * u),  # cubic Hermite, zero slope at both ends
+}
+
+
+def ease(kind: str, u: float) -> float:
+    """Eased progress for linear progress ``u`` (clamped to [0, 1])."""
+    return float(EASINGS[kind](min(1.0, max(0.0, u))))
+
+
+# ---------------------------------------------------------------- clip description
+
+
+@dataclass(frozen=True, eq=False)
+class Layer:
+    """A still in a shot: placed on the base at (x, y) (base px) with ``scale``, at ``depth``."""
+
+    image: Image
+    depth: float = 1.0
+    x: float = 0.0
+    y: float = 0.0
+    scale: float = 1.0
+
+
+@dataclass(frozen=True, eq=False)
+class Shot:
+    """One continuous camera move over layered stills."""
+
+    layers: tuple[Layer, ...]
+    duration_s: float
+    start: Rect
+    end: Rect
+    easing: str = "linear"
+    parallax_px: tuple[float, float] = (0.0, 0.0)
+
+    def rect_at(self, u: float) -> Rect:
+        """The camera rectangle at eased progress ``u``: linear interpolation of the corners."""
+        return tuple(a + (b - a) * u for a, b in zip(self.start, self.end))  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Transition:
+    kind: str = "cut"
+    duration_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class CaptionStyle:
+    size_px: int = 40
+    style: Literal["outline", "box"] = "outline"
+    color: tuple[int, int, int] = (255, 255, 255)
+    margin_frac: float = 0.08  # bottom margin; sides keep 5% (title-safe area)
+
+
+@dataclass(frozen=True, eq=False)
+class Clip:
+    """A timeline of shots joined by transitions, optionally captioned; frames on demand."""
+
+    width: int
+    height: int
+    fps: int
+    shots: tuple[Shot, ...]
+    transitions: tuple[Transition, ...] = ()
+    captions: Subtitles | None = None
+    caption_style: CaptionStyle = field(default_factory=CaptionStyle)
+
+    def __post_init__(self) -> None:
+        if self.width % 2 or self.height % 2 or self.width < 2 or self.height < 2:
+            raise MediaError(f"video size {self.width}×{self.height}: width and height must be even and ≥ 2 "
+                             "(H.264 in yuv420p halves the color resolution)")
+        if not self.shots:
+            raise MediaError("a clip needs at least one shot")
+        object.__setattr__(self, "shots", tuple(self.shots))
+        trans = tuple(self.transitions) or tuple(Transition() for _ in self.shots[1:])
+        if len(trans) != len(self.shots) - 1:
+            raise MediaError(f"{len(self.shots)} shots need {len(self.shots) - 1} transitions, got {len(trans)}")
+        for i, (t, a, b) in enumerate(zip(trans, self.shots, self.shots[1:])):
+            if t.duration_s > min(a.duration_s, b.duration_s) + 1e-9:
+                raise MediaError(f"transition {i} ({t.duration_s} s) is longer than the shots it joins "
+                                 f"({a.duration_s} s, {b.duration_s} s)")
+        object.__setattr__(self, "transitions", trans)
+
+    @property
+    def starts_s(self) -> list[float]:
+        """Start time of each shot; a transition of d seconds overlaps the two shots by d."""
+        t, out = 0.0, []
+        for i, s in enumerate(self.shots):
+            out.append(t)
+            t += s.duration_s - (self.transitions[i].duration_s if i < len(self.transitions) else 0.0)
+        return out
+
+    @property
+    def duration_s(self) -> float:
+        return self.starts_s[-1] + self.shots[-1].duration_s
+
+    @property
+    def num_frames(self) -> int:
+        return max(1, round(self.duration_s * self.fps))
+
+    def with_captions(self, captions: Subtitles | None, style: CaptionStyle) -> "Clip":
+        return Clip(self.width, self.height, self.fps, self.shots, self.transitions, captions, style)
+
+    def frame(self, t_s: float) -> np.ndarray:
+        """The RGB uint8 (H, W, 3) frame at time ``t_s`` (use a :class:`FrameRenderer` for many)."""
+        return FrameRenderer(self).frame(t_s)
+
+
+# ---------------------------------------------------------------- rendering
+
+
+class FrameRenderer:
+    """Renders a clip's frames; keeps each shot's stills as prepared uint8 arrays between frames."""
+
+    def __init__(self, clip: Clip):
+        import cv2
+
+        self.clip = clip
+        self.cv2 = cv2
+        self._prepared: dict[int, list[tuple[np.ndarray, Layer, float]]] = {}
+        self._caption_cache: dict[int, tuple[np.ndarray, int, int] | None] = {}
+
+    def _prepare(self, i: int) -> list[tuple[np.ndarray, Layer, float]]:
+        """Layers of shot ``i`` as uint8 arrays (base: RGB; others: premultiplied RGBA), prefiltered.
+
+        When the camera never shows the base at 1:1 or closer (every output pixel covers more
+        than one source pixel), the stills are first shrunk with area averaging so that the
+        per-frame bilinear warp does not alias; ``k`` is that shrink factor.
+        """
+        if i in self._prepared:
+            return self._prepared[i]
+        shot, (W, H) = self.clip.shots[i], (self.clip.width, self.clip.height)
+        min_src_per_px = min(min(r[2] / W, r[3] / H) for r in (shot.start, shot.end))
+        k = 1.0 / min_src_per_px if min_src_per_px > 1.25 else 1.0
+        out = []
+        for j, layer in enumerate(shot.layers):
+            px = layer.image.pixels
+            if k != 1.0:
+                h, w = px.shape[:2]
+                px = self.cv2.resize(px, (max(1, round(w * k)), max(1, round(h * k))), interpolation=self.cv2.INTER_AREA)
+            if j == 0:
+                arr = np.clip(np.rint(px[:, :, :3] * 255), 0, 255).astype(np.uint8)
+            else:  # premultiplied, so bilinear warping does not bleed color from transparent pixels
+                pre = np.concatenate([px[:, :, :3] * px[:, :, 3:], px[:, :, 3:]], axis=2)
+                arr = np.clip(np.rint(pre * 255), 0, 255).astype(np.uint8)
+            out.append((arr, layer, k))
+        # Shots render in order and at most two overlap (a transition): keep the last two.
+        self._prepared = {k: v for k, v in self._prepared.items() if k == i - 1}
+        self._prepared[i] = out
+        return out
+
+    def shot_frame(self, i: int, local_s: float) -> np.ndarray:
+        """Shot ``i`` at ``local_s`` seconds into it: RGB uint8 (H, W, 3)."""
+        cv2 = self.cv2
+        shot, (W, H) = self.clip.shots[i], (self.clip.width, self.clip.height)
+        u = ease(shot.easing, local_s / shot.duration_s if shot.duration_s > 0 else 1.0)
+        x, y, w, h = shot.rect_at(u)
+        frame: np.ndarray | None = None
+        acc: np.ndarray | None = None
+        for j, (arr, layer, k) in enumerate(self._prepare(i)):
+            # output px (X, Y) → base px: (x + (X − dx)·w/W, y + (Y − dy)·h/H) → layer px: (b − pos)/scale
+            dx = shot.parallax_px[0] * (u - 0.5) / layer.depth
+            dy = shot.parallax_px[1] * (u - 0.5) / layer.depth
+            sx, sy = w / W, h / H
+            s = layer.scale / k if j else 1.0 / k
+            m = np.array([[sx / s, 0, (x - dx * sx - (layer.x * k if j else 0)) / s],
+                          [0, sy / s, (y - dy * sy - (layer.y * k if j else 0)) / s]], np.float64)
+            if j == 0:
+                frame = cv2.warpAffine(arr, m, (W, H), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                       borderMode=cv2.BORDER_REPLICATE)
+            else:
+                warped = cv2.warpAffine(arr, m, (W, H), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                        borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0, 0))
+                if acc is None:
+                    acc = frame.astype(np.float32)  # type: ignore[union-attr]
+                a = warped[:, :, 3:].astype(np.float32) * np.float32(1 / 255)
+                acc = acc * (1 - a) + warped[:, :, :3]  # "over" with premultiplied color
+        if acc is not None:
+            frame = np.clip(acc + 0.5, 0, 255).astype(np.uint8)
+        assert frame is not None  # a shot always has a base layer (checked when built)
+        return frame
+
+    def frame(self, t_s: float) -> np.ndarray:
+        """The RGB uint8 (H, W, 3) frame at ``t_s``."""
+        clip = self.clip
+        starts = clip.starts_s
+        active = [i for i, (s0, sh) in enumerate(zip(starts, clip.shots)) if s0 - 1e-9 <= t_s < s0 + sh.duration_s]
+        if not active:  # at or past the end: the last shot's last moment
+            active = [len(clip.shots) - 1]
+            t_s = min(t_s, starts[-1] + clip.shots[-1].duration_s)
+        if len(active) == 1:
+            i = active[0]
+            out = self.shot_frame(i, t_s - starts[i])
+        else:
+            i, j = active[0], active[-1]
+            tr = clip.transitions[i]
+            p = (t_s - starts[j]) / tr.duration_s if tr.duration_s > 0 else 1.0
+            out = transition_mix(tr.kind, self.shot_frame(i, t_s - starts[i]), self.shot_frame(j, t_s - starts[j]), p)
+        if clip.captions is not None:
+            out = self._burn_caption(out, t_s)
+        return out
+
+    def _caption_overlay(self, index: int, text: str) -> tuple[np.ndarray, int, int]:
+        """Premultiplied float RGBA overlay for one cue, and its top-left corner (cached per cue)."""
+        if index in self._caption_cache:
+            return self._caption_cache[index]  # type: ignore[return-value]
+        from PIL import Image as PILImage, ImageDraw
+
+        from strata.ops.composite import load_font, wrap_lines
+
+        st, (W, H) = self.clip.caption_style, (self.clip.width, self.clip.height)
+        font = load_font(None, st.size_px)
+        safe_w = int(W * 0.9)  # title-safe area: 5% margin each side
+        pad = max(2, st.size_px // 4)
+        stroke = max(1, st.size_px // 14) if st.style == "outline" else 0
+        lines = wrap_lines(text, font, safe_w - 2 * pad - 2 * stroke)
+        asc, desc = font.getmetrics()
+        line_h = int((asc + desc) * 1.15)
+        box_w = min(safe_w, int(max(font.getlength(line) for line in lines)) + 2 * pad + 2 * stroke)
+        box_h = line_h * len(lines) + 2 * pad
+        img = PILImage.new("RGBA", (box_w, box_h), (0, 0, 0, 0))
+        draw = ImageDraw.Draw(img)
+        if st.style == "box":  # a translucent dark box keeps white text readable on any picture
+            draw.rounded_rectangle((0, 0, box_w - 1, box_h - 1), radius=pad, fill=(0, 0, 0, 170))
+        for n, line in enumerate(lines):
+            draw.text(((box_w - font.getlength(line)) / 2, pad + n * line_h), line, font=font, fill=(*st.color, 255),
+                      stroke_width=stroke, stroke_fill=(0, 0, 0, 255))
+        rgba = np.asarray(img, np.float32).copy()
+        rgba[:, :, :3] *= rgba[:, :, 3:] / 255
+        result = (rgba, (W - box_w) // 2, max(0, H - int(H * st.margin_frac) - box_h))
+        self._caption_cache[index] = result
+        return result
+
+    def _burn_caption(self, frame: np.ndarray, t_s: float) -> np.ndarray:
+        assert self.clip.captions is not None
+        cue_index = next((n for n, c in enumerate(self.clip.captions.cues) if c.start_s <= t_s < c.end_s), None)
+        if cue_index is None:
+            return frame
+        rgba, x0, y0 = self._caption_overlay(cue_index, self.clip.captions.cues[cue_index].text)
+        h, w = min(rgba.shape[0], frame.shape[0] - y0), min(rgba.shape[1], frame.shape[1] - x0)
+        region = frame[y0 : y0 + h, x0 : x0 + w].astype(np.float32)
+        a = rgba[:h, :w, 3:] / 255
+        frame = frame if frame.flags.writeable else frame.copy()
+        frame[y0 : y0 + h, x0 : x0 + w] = np.clip(region * (1 - a) + rgba[:h, :w, :3] + 0.5, 0, 255)
+        return frame
+
+
+def transition_mix(kind: str, a: np.ndarray, b: np.ndarray, p: float) -> np.ndarray:
+    """Frame ``p`` ∈ [0, 1] of the transition from uint8 frame ``a`` to uint8 frame ``b``."""
+    import cv2
+
+    p = min(1.0, max(0.0, p))
+    if kind == "crossfade":
+        return cv2.addWeighted(a, 1 - p, b, p, 0.0)  # (1 − p)·a + p·b, rounded, saturated
+    if kind == "fade_black":  # first half: a to black; second half: black to b
+        return cv2.convertScaleAbs(a, alpha=1 - 2 * p) if p < 0.5 else cv2.convertScaleAbs(b, alpha=2 * p - 1)
+    if kind.startswith("wipe_"):
+        h, w = a.shape[:2]
+        out = a.copy()
+        if kind == "wipe_right":  # the edge travels left → right, revealing b behind it
+            out[:, : round(p * w)] = b[:, : round(p * w)]
+        elif kind == "wipe_left":
+            out[:, w - round(p * w) :] = b[:, w - round(p * w) :]
+        elif kind == "wipe_down":
+            out[: round(p * h)] = b[: round(p * h)]
+        else:  # wipe_up
+            out[h - round(p * h) :] = b[h - round(p * h) :]
+        return out
+    return b if p >= 1.0 or kind == "cut" else a
+
+
+# ---------------------------------------------------------------- MP4 encoding (PyAV / FFmpeg)
+
+AudioOverrun = Literal["error", "trim", "hold"]
+AUDIO_RATE_HZ = 48000
+
+
+@dataclass(frozen=True, eq=False)
+class Video:
+    """An encoded MP4 (H.264 yuv420p + optional AAC), as bytes."""
+
+    data: bytes
+
+    def info(self) -> dict[str, Any]:
+        return probe_mp4(self.data)
+
+    def __repr__(self) -> str:
+        return f"Video({len(self.data)} bytes)"
+
+
+def _tmp_mp4() -> str:
+    fd, name = tempfile.mkstemp(suffix=".mp4", prefix="strata-")
+    os.close(fd)
+    return name
+
+
+def encode_mp4(clip: Clip, audio: Audio | None, *, crf: int = 20, preset: str = "veryfast",
+               audio_overrun: AudioOverrun = "error", audio_bitrate: int = 160_000,
+               progress: Callable[[int, int], None] | None = None) -> bytes:
+    """Encode ``clip`` (and ``audio``) to MP4 bytes: H.264 yuv420p BT.709, AAC, moov atom first.
+
+    Frames are rendered one at a time and handed to the encoder (constant memory). The audio
+    is made exactly as long as the video (N frames / fps, padded with silence), so the
+    streams end together; audio longer than the video follows ``audio_overrun``: "error"
+    (default), "trim" (cut it, with a 50 ms fade) or "hold" (hold the last frame until the
+    audio ends).
+    """
+    import av
+
+    n_frames = clip.num_frames
+    if audio is not None and audio.duration_s > n_frames / clip.fps + 0.5 / clip.fps:
+        if audio_overrun == "error":
+            raise MediaError(f"the audio ({audio.duration_s:.2f} s) is longer than the video "
+                             f"({n_frames / clip.fps:.2f} s); lengthen the scenes, or set audio_overrun to "
+                             "'trim' (cut the audio) or 'hold' (hold the last frame)")
+        if audio_overrun == "hold":
+            n_frames = int(np.ceil(audio.duration_s * clip.fps - 1e-9))
+    path = _tmp_mp4()
+    try:
+        with av.open(path, "w", format="mp4", options={"movflags": "+faststart"}) as out:
+            out.metadata["encoder"] = "strata"  # no FFmpeg version string: same bytes across builds
+            v = out.add_stream("libx264", rate=clip.fps)
+            v.width, v.height, v.pix_fmt = clip.width, clip.height, "yuv420p"
+            v.options = {"crf": str(crf), "preset": preset, "threads": "2"}
+            cc = v.codec_context
+            cc.color_primaries, cc.color_trc, cc.colorspace, cc.color_range = 1, 1, 1, 1  # BT.709, limited
+            a_stream = None
+            pcm = None
+            if audio is not None:
+                a_stream = out.add_stream("aac", rate=AUDIO_RATE_HZ)
+                a_stream.layout = "stereo" if audio.channels > 1 else "mono"
+                a_stream.bit_rate = audio_bitrate
+                x = resample(audio, AUDIO_RATE_HZ)
+                x = with_channels(x, 2 if audio.channels > 1 else 1).samples
+                total = round(n_frames * AUDIO_RATE_HZ / clip.fps)
+                pcm = np.zeros((x.shape[0], total), np.float32)
+                take = min(total, x.shape[1])
+                pcm[:, :take] = x[:, :take]
+                if x.shape[1] > total:  # trimmed: fade the cut so it does not click
+                    fade = min(take, AUDIO_RATE_HZ // 20)
+                    pcm[:, take - fade : take] *= np.linspace(1, 0, fade, dtype=np.float32)
+                pcm = np.clip(pcm, -1, 1)
+            renderer = FrameRenderer(clip)
+            a_pos, chunk = 0, 1024
+            for k in range(n_frames):
+                rgb = renderer.frame(min(k / clip.fps, clip.duration_s))
+                frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+                # explicit BT.709 matrix for HD (swscale's default is BT.601)
+                frame = frame.reformat(format="yuv420p", src_colorspace="ITU709", dst_colorspace="ITU709")
+                frame.pts = k
+                for packet in v.encode(frame):
+                    out.mux(packet)
+                if pcm is not None and a_stream is not None:  # keep the streams interleaved
+                    upto = min(pcm.shape[1], round((k + 1) * AUDIO_RATE_HZ / clip.fps))
+                    while a_pos + chunk <= upto or (k == n_frames - 1 and a_pos < pcm.shape[1]):
+                        block = pcm[:, a_pos : a_pos + chunk]
+                        af = av.AudioFrame.from_ndarray(np.ascontiguousarray(block), format="fltp",
+                                                        layout=a_stream.layout.name)
+                        af.sample_rate, af.pts = AUDIO_RATE_HZ, a_pos
+                        for packet in a_stream.encode(af):
+                            out.mux(packet)
+                        a_pos += block.shape[1]
+                if progress is not None:
+                    progress(k + 1, n_frames)
+            for packet in v.encode(None):
+                out.mux(packet)
+            if a_stream is not None:
+                for packet in a_stream.encode(None):
+                    out.mux(packet)
+        return Path(path).read_bytes()
+    finally:
+        Path(path).unlink(missing_ok=True)
+
+
+def remux_with_metadata(data: bytes, metadata: dict[str, str]) -> bytes:
+    """The same MP4 with container metadata set (streams copied, not re-encoded; moov first)."""
+    import av
+
+    src, dst = _tmp_mp4(), _tmp_mp4()
+    try:
+        Path(src).write_bytes(data)
+        with av.open(src) as inp, av.open(dst, "w", format="mp4", options={"movflags": "+faststart"}) as out:
+            out.metadata.update({"encoder": "strata", **metadata})
+            mapping = {}
+            for s in inp.streams:
+                mapping[s.index] = out.add_stream_from_template(s)
+            for packet in inp.demux():
+                if packet.dts is None:
+                    continue
+                packet.stream = mapping[packet.stream.index]
+                out.mux(packet)
+        return Path(dst).read_bytes()
+    finally:
+        Path(src).unlink(missing_ok=True)
+        Path(dst).unlink(missing_ok=True)
+
+
+def probe_mp4(source: bytes | str | os.PathLike[str]) -> dict[str, Any]:
+    """Streams, durations (s), size, frame count and container metadata of an MP4."""
+    import av
+
+    f: Any = io.BytesIO(source) if isinstance(source, bytes) else os.fspath(source)
+    with av.open(f) as c:
+        info: dict[str, Any] = {"metadata": dict(c.metadata), "streams": {}}
+        for s in c.streams:
+            d = float(s.duration * s.time_base) if s.duration is not None else None
+            entry: dict[str, Any] = {"codec": s.codec_context.name, "duration_s": d}
+            if s.type == "video":
+                entry.update(width=s.codec_context.width, height=s.codec_context.height, frames=s.frames,
+                             pix_fmt=s.codec_context.pix_fmt, fps=float(s.average_rate or 0))
+            elif s.type == "audio":
+                entry.update(sample_rate_hz=s.codec_context.sample_rate, channels=s.codec_context.channels)
+            info["streams"][s.type] = entry
+    return info
+
+
+# ---------------------------------------------------------------- store codecs
+#
+# A clip is b"STCL", a uint32 JSON length, the JSON (everything but pixels) and then the
+# stills as a list value (codec "list" of images): deterministic and lossless.
+
+_CLIP_MAGIC = b"STCL"
+
+
+def _encode_clip(clip: Clip) -> bytes:
+    images: list[Image] = []
+    shots = []
+    for s in clip.shots:
+        layers = []
+        for layer in s.layers:
+            layers.append({"image": len(images), "depth": layer.depth, "x": layer.x, "y": layer.y, "scale": layer.scale})
+            images.append(layer.image)
+        shots.append({"layers": layers, "duration_s": s.duration_s, "start": list(s.start), "end": list(s.end),
+                      "easing": s.easing, "parallax_px": list(s.parallax_px)})
+    st = clip.caption_style
+    meta = {
+        "width": clip.width, "height": clip.height, "fps": clip.fps, "shots": shots,
+        "transitions": [[t.kind, t.duration_s] for t in clip.transitions],
+        "captions": None if clip.captions is None else [[c.text, c.start_s, c.end_s] for c in clip.captions.cues],
+        "caption_style": [st.size_px, st.style, list(st.color), st.margin_frac],
+    }
+    js = json.dumps(meta, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    _, imgs = encode_value(images)
+    return _CLIP_MAGIC + struct.pack("<I", len(js)) + js + imgs
+
+
+def _decode_clip(data: bytes) -> Clip:
+    from strata.media.timed_text import TimedText
+
+    try:
+        if data[:4] != _CLIP_MAGIC:
+            raise ValueError("bad magic")
+        (n,) = struct.unpack_from("<I", data, 4)
+        meta = json.loads(data[8 : 8 + n])
+        images = decode_value("list", data[8 + n :])
+        shots = tuple(
+            Shot(tuple(Layer(images[la["image"]], la["depth"], la["x"], la["y"], la["scale"]) for la in s["layers"]),
+                 s["duration_s"], tuple(s["start"]), tuple(s["end"]), s["easing"], tuple(s["parallax_px"]))
+            for s in meta["shots"])
+        caps = meta["captions"]
+        size, style, color, margin = meta["caption_style"]
+        return Clip(meta["width"], meta["height"], meta["fps"], shots,
+                    tuple(Transition(k, d) for k, d in meta["transitions"]),
+                    None if caps is None else Subtitles(tuple(TimedText(*c) for c in caps)),
+                    CaptionStyle(size, style, tuple(color), margin))
+    except (ValueError, KeyError, TypeError, IndexError, struct.error) as e:
+        raise MediaError(f"stored clip is malformed ({e})") from e
+
+
+register_codec("clip", Clip, _encode_clip, _decode_clip)
+register_codec("video", Video, lambda v: v.data, lambda d: Video(bytes(d)))
+
+__all__ = ["CaptionStyle", "Clip", "EASINGS", "FrameRenderer", "Layer", "Shot", "Transition", "Video", "ease",
+           "encode_mp4", "probe_mp4", "remux_with_metadata", "transition_mix"]

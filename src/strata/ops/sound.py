@@ -1,0 +1,359 @@
+"""Sound layer: narration with word timings, subtitles from them, and mixing to a loudness target.
+
+- ``sound.speech``: text → Audio + Words (piper neural voice for English, espeak-ng for ~100
+  other languages and as the fallback; see :mod:`strata.models.speech`).
+- ``sound.subtitles``: Words → Subtitles (readable cues; written as .srt / .vtt).
+- ``sound.mix``: tracks with gain, offset and fades; music ducked under the voice by a
+  sidechain on the voice's envelope; integrated loudness normalized (ITU-R BS.1770-4 via
+  pyloudnorm) with a true-peak ceiling (4× oversampled peak, as BS.1770-4 Annex 2).
+- ``sound.load_audio``: a WAV/FLAC/OGG file as Audio.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from strata.errors import OpError
+from strata.media.audio import Audio, load_audio as _load_audio, resample, with_channels
+from strata.media.timed_text import Subtitles, TimedText, Words
+from strata.models import speech as _speech  # registers the piper voice with the model registry
+from strata.workflow.node import InputFile, node
+
+MAX_TEXT_CHARS = 20_000
+
+# ---------------------------------------------------------------- speech
+
+
+@node("sound.speech", layer="sound", version=1, model="speech", outputs={"audio": Audio, "words": Words})
+def speech(
+    *,
+    text: Annotated[str, Field(max_length=MAX_TEXT_CHARS, description="what to say")],
+    language: Annotated[str, Field(max_length=16, description="language code: en, en-us, de, fr, es, ...")] = "en-us",
+    rate: Annotated[float, Field(ge=0.5, le=2.0, description="speaking rate (1 = the voice's normal pace)")] = 1.0,
+    sentence_pause_s: Annotated[float, Field(ge=0, le=5, description="silence added between sentences, s")] = 0.35,
+    volume: Annotated[float, Field(ge=0, le=4, description="linear gain on the voice (1 = as synthesized)")] = 1.0,
+    variation: Annotated[float, Field(ge=0, le=1, description="piper's prosody noise (0 = reproducible)")] = 0.0,
+    model: Annotated[str | None, Field(description="voice: piper-joe-en_US-medium (default, English) or espeak-ng")] = None,
+    loaded_model: Any = None,
+) -> dict[str, Any]:
+    """Speak ``text``; return the audio and each word's start/end time.
+
+    Sentences are spoken one at a time and joined with ``sentence_pause_s`` of silence. Word
+    times come from the engine: piper's per-phoneme durations (its ONNX graph patched to
+    output them), espeak-ng's word and phoneme events.
+
+    Args:
+        text: what to say (1–20,000 characters; not only whitespace or punctuation).
+        language: language code (default "en-us"). The piper voice speaks English only;
+            espeak-ng knows ~100 languages (en, de, fr, es, it, pt, ja, zh, ...).
+        rate: speaking rate in [0.5, 2] (default 1).
+        sentence_pause_s: pause between sentences in [0, 5] s (default 0.35).
+        volume: gain in [0, 4] (default 1).
+        variation: [0, 1] (default 0): piper's trained prosody/duration noise, scaled. The
+            noise comes from onnxruntime's unseedable generator, so only 0 gives the same
+            bytes every run (strata's rule); 1 sounds a little livelier.
+        model: registered speech model id: "piper-joe-en_US-medium" (the default when
+            installed: neural, English) or "espeak-ng" (formant, many languages; the fallback).
+        loaded_model: injected by the engine (the voice the registry loaded for ``model``).
+    """
+    sentences = _speech.split_sentences(text)
+    if not sentences or not any(_speech.text_words(s) for s in sentences):
+        raise OpError("text is empty: give at least one word to speak", param="text")
+    engine = loaded_model if loaded_model is not None else _load_voice(model)
+    lang = language.strip().lower().replace("_", "-")
+    if not engine.speaks(lang):
+        if engine.engine == "piper":
+            raise OpError(f"the piper voice speaks English only, not {language!r}; set model: espeak-ng "
+                          "for other languages", param="language")
+        raise OpError(f"espeak-ng has no voice for language {language!r}; use a code such as en, en-us, de, fr, "
+                      f"es, it, pt, ja, zh ({len(engine.languages)} are available)", param="language")
+
+    pieces: list[np.ndarray] = []
+    words: list[TimedText] = []
+    t = 0.0
+    rate_hz = engine.sample_rate_hz
+    pause = np.zeros(round(sentence_pause_s * rate_hz), np.float32)
+    for i, sentence in enumerate(sentences):
+        if engine.engine == "piper":
+            utt = engine.speak(sentence, rate=rate, variation=variation)
+        else:
+            utt = engine.speak(sentence, language=lang, rate=rate)
+        words += [TimedText(w.text, t + w.start_s, t + w.end_s) for w in utt.words]
+        pieces.append(utt.samples)
+        t += len(utt.samples) / rate_hz
+        if i < len(sentences) - 1 and len(pause):
+            pieces.append(pause)
+            t += len(pause) / rate_hz
+    samples = np.concatenate(pieces) * np.float32(volume)
+    return {"audio": Audio.mono(samples, rate_hz), "words": Words(tuple(words))}
+
+
+def _load_voice(model: str | None) -> Any:
+    """The voice from the default registry (for calls from Python, outside the engine)."""
+    from strata.models.registry import default_registry
+
+    return default_registry().load("speech", {"model": model})
+
+
+# ---------------------------------------------------------------- subtitles
+
+
+@node("sound.subtitles", layer="sound", version=1)
+def subtitles(
+    words: Words,
+    *,
+    max_chars: Annotated[int, Field(ge=8, le=200, description="longest cue, characters")] = 42,
+    max_duration_s: Annotated[float, Field(gt=0.5, le=20, description="longest cue, s")] = 5.0,
+    max_gap_s: Annotated[float, Field(ge=0, le=10, description="a pause longer than this starts a new cue, s")] = 0.6,
+) -> Subtitles:
+    """Group word timings into subtitle cues.
+
+    A cue starts at its first word's start and ends at its last word's end (so cues match the
+    voice exactly); a new cue begins when adding a word would exceed ``max_chars`` or
+    ``max_duration_s``, after a sentence end, or after a pause longer than ``max_gap_s``.
+
+    Args:
+        words: word timings from ``sound.speech`` (or several joined).
+        max_chars: [8, 200] (default 42, the common broadcast line length).
+        max_duration_s: (0.5, 20] s (default 5).
+        max_gap_s: [0, 10] s (default 0.6).
+    """
+    if len(words) == 0:
+        raise OpError("there are no words to make subtitles from", param="words")
+    cues: list[TimedText] = []
+    group: list[TimedText] = []
+
+    def flush() -> None:
+        if group:
+            cues.append(TimedText(" ".join(w.text for w in group), group[0].start_s, group[-1].end_s))
+            group.clear()
+
+    for w in words.items:
+        if group:
+            text_len = len(" ".join(x.text for x in group)) + 1 + len(w.text)
+            if (text_len > max_chars or w.end_s - group[0].start_s > max_duration_s
+                    or w.start_s - group[-1].end_s > max_gap_s or group[-1].text[-1] in ".!?…"):
+                flush()
+        group.append(w)
+    flush()
+    return Subtitles(tuple(cues))
+
+
+@node("sound.load_audio", layer="io", version=1)
+def load_audio(*, path: InputFile) -> Audio:
+    """Load a WAV, FLAC or OGG file (anything libsndfile reads) as float32 audio.
+
+    Args:
+        path: the audio file.
+    """
+    return _load_audio(path)
+
+
+# ---------------------------------------------------------------- mixing
+
+
+class TrackSettings(BaseModel):
+    """Placement and level of one track of :func:`mix`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["voice", "music", "effect"] = Field(
+        "music", description="voice tracks drive the ducking; music tracks are ducked under them")
+    gain_db: float = Field(0.0, ge=-60, le=24, description="level change, dB")
+    offset_s: float = Field(0.0, ge=0, le=36_000, description="when the track starts in the mix, s")
+    fade_in_s: float = Field(0.0, ge=0, le=600, description="linear fade-in length, s")
+    fade_out_s: float = Field(0.0, ge=0, le=600, description="linear fade-out length, s")
+    loop: bool = Field(False, description="repeat the track until the end of the mix")
+
+
+def _fade(x: np.ndarray, rate: int, fade_in_s: float, fade_out_s: float) -> np.ndarray:
+    n = x.shape[1]
+    env = np.ones(n, np.float32)
+    fi, fo = min(n, round(fade_in_s * rate)), min(n, round(fade_out_s * rate))
+    if fi:
+        env[:fi] = np.linspace(0, 1, fi, endpoint=False, dtype=np.float32)
+    if fo:
+        env[n - fo :] *= np.linspace(1, 0, fo, dtype=np.float32)
+    return x * env
+
+
+def duck_gain(key: np.ndarray, rate: int, *, depth_db: float, threshold_db: float, attack_ms: float,
+              release_ms: float, hop_ms: float = 5.0) -> np.ndarray:
+    """Per-sample gain (linear) that lowers music by ``depth_db`` while the ``key`` (voice) is active.
+
+    The key's RMS is measured every ``hop_ms``; where it is above ``threshold_db`` (dBFS) the
+    target gain is ``depth_db``, else 0 dB. The gain moves toward the target with one-pole
+    time constants ``attack_ms`` (going down) and ``release_ms`` (coming back), and looks
+    ahead by ``attack_ms`` so the music is already down when the first word starts.
+    (pedalboard's Compressor has no sidechain input, hence this small follower.)
+    """
+    hop = max(1, round(rate * hop_ms / 1000))
+    n_hops = -(-len(key) // hop)
+    padded = np.zeros(n_hops * hop, np.float32)
+    padded[: len(key)] = key
+    rms = np.sqrt(np.mean(padded.reshape(n_hops, hop) ** 2, axis=1) + 1e-20)
+    active = 20 * np.log10(rms) > threshold_db
+    lookahead = round(attack_ms / hop_ms)
+    if lookahead:  # a voice onset at hop k starts the duck at hop k − lookahead
+        shifted = np.zeros_like(active)
+        shifted[: n_hops - lookahead] = active[lookahead:]
+        active = active | shifted
+    target = np.where(active, depth_db, 0.0)
+    a_att = np.exp(-hop_ms / max(attack_ms, 1e-3))
+    a_rel = np.exp(-hop_ms / max(release_ms, 1e-3))
+    g = np.empty(n_hops)
+    cur = 0.0
+    for k in range(n_hops):  # asymmetric one-pole smoothing needs the previous value: a loop over hops
+        a = a_att if target[k] < cur else a_rel
+        cur = a * cur + (1 - a) * target[k]
+        g[k] = cur
+    centers = (np.arange(n_hops) + 0.5) * hop
+    gain_db = np.interp(np.arange(len(key)), centers, g)
+    return (10 ** (gain_db / 20)).astype(np.float32)
+
+
+def measure_true_peak(samples: np.ndarray, rate: int) -> float:
+    """True peak in dBTP: the peak of the signal 4× oversampled (ITU-R BS.1770-4 Annex 2)."""
+    from scipy.signal import resample_poly
+
+    del rate  # the oversampling factor is what matters (4× covers rates up to 48 kHz)
+    peak = float(np.max(np.abs(resample_poly(samples, 4, 1, axis=-1)))) if samples.size else 0.0
+    return 20 * np.log10(max(peak, 1e-12))
+
+
+def integrated_lufs(samples: np.ndarray, rate: int) -> float:
+    """Integrated loudness in LUFS (ITU-R BS.1770-4 K-weighting and gating, via pyloudnorm)."""
+    import pyloudnorm
+
+    return float(pyloudnorm.Meter(rate).integrated_loudness(np.ascontiguousarray(samples.T, dtype=np.float64)))
+
+
+def limit_true_peak(samples: np.ndarray, ceiling_dbtp: float, *, lookahead_ms: float = 3.0,
+                    release_ms: float = 60.0, rate: int) -> np.ndarray:
+    """Lower the gain wherever the 4× oversampled peak would exceed ``ceiling_dbtp``.
+
+    Needed gain per sample = ceiling / oversampled peak (≤ 1). A minimum filter spreads each
+    reduction ``lookahead_ms`` before and ``release_ms`` after the peak; a moving average of
+    ``lookahead_ms`` then smooths it without ever exceeding the needed gain (every value in
+    the average's window is a minimum over a window containing the peak). Linked across
+    channels so the stereo image does not move.
+    """
+    from scipy.ndimage import minimum_filter1d, uniform_filter1d
+    from scipy.signal import resample_poly
+
+    n = samples.shape[1]
+    over = np.abs(resample_poly(samples, 4, 1, axis=1)).max(axis=0)[: 4 * n]
+    peak = np.maximum(over.reshape(n, 4).max(axis=1), np.abs(samples).max(axis=0))
+    need = np.minimum(1.0, 10 ** (ceiling_dbtp / 20) / np.maximum(peak, 1e-12))
+    la, rel = max(1, round(rate * lookahead_ms / 1000)), max(1, round(rate * release_ms / 1000))
+    # window [i − rel, i + 2·la]: origin shifts the window toward the future (lookahead)
+    size = rel + 2 * la + 1
+    held = minimum_filter1d(need, size=size, origin=(size // 2) - rel, mode="nearest")
+    smooth = uniform_filter1d(held, size=2 * la + 1, mode="nearest")
+    return (samples * np.minimum(smooth, need)).astype(np.float32)
+
+
+def normalize_loudness(samples: np.ndarray, rate: int, *, target_lufs: float, ceiling_dbtp: float,
+                       tolerance_lu: float = 0.1, max_passes: int = 8) -> np.ndarray:
+    """Gain to ``target_lufs`` and limit to ``ceiling_dbtp``, repeated until both hold.
+
+    Limiting lowers the loudness a little, so gain and limit alternate; each pass ends with the
+    limiter, so the true peak is always under the ceiling.
+    """
+    out = samples.astype(np.float32)
+    margin = 0.1  # dB under the ceiling: the 4× estimate can miss a sliver of the true peak
+    for _ in range(max_passes):
+        loud = integrated_lufs(out, rate)
+        if not np.isfinite(loud):
+            raise OpError("the mix is silent (or shorter than the 400 ms loudness window); "
+                          "nothing to normalize", param="target_lufs")
+        if abs(loud - target_lufs) <= tolerance_lu and measure_true_peak(out, rate) <= ceiling_dbtp:
+            return out
+        out = out * np.float32(10 ** ((target_lufs - loud) / 20))
+        if measure_true_peak(out, rate) > ceiling_dbtp - margin:
+            out = limit_true_peak(out, ceiling_dbtp - margin, rate=rate)
+    loud = integrated_lufs(out, rate)
+    if abs(loud - target_lufs) > 0.5:
+        raise OpError(f"cannot reach {target_lufs} LUFS under a {ceiling_dbtp} dBTP ceiling without heavy "
+                      f"limiting (got {loud:.1f} LUFS); lower target_lufs or raise true_peak_dbtp",
+                      param="target_lufs")
+    return out
+
+
+@node("sound.mix", layer="sound", version=1)
+def mix(
+    tracks: list[Audio],
+    *,
+    settings: Annotated[list[TrackSettings], Field(max_length=64, description="one entry per track (default: voice first, then music)")] = [],  # noqa: B006 (pydantic copies defaults)
+    duck_db: Annotated[float, Field(ge=-40, le=0, description="music level under the voice, dB (0 = no ducking)")] = -12.0,
+    duck_threshold_db: Annotated[float, Field(ge=-80, le=0, description="voice level that triggers ducking, dBFS")] = -40.0,
+    duck_attack_ms: Annotated[float, Field(ge=1, le=2000, description="how fast the music goes down, ms")] = 80.0,
+    duck_release_ms: Annotated[float, Field(ge=10, le=5000, description="how fast the music comes back, ms")] = 500.0,
+    target_lufs: Annotated[float | None, Field(ge=-40, le=-5, description="integrated loudness, LUFS; empty = no normalization")] = -14.0,
+    true_peak_dbtp: Annotated[float, Field(ge=-12, le=0, description="true-peak ceiling, dBTP")] = -1.0,
+    duration_s: Annotated[float | None, Field(gt=0, le=36_000, description="mix length, s; empty = until the last track ends")] = None,
+    sample_rate_hz: Annotated[Literal[44100, 48000], Field(description="output rate, Hz")] = 48000,
+    channels: Annotated[Literal[1, 2], Field(description="1 = mono, 2 = stereo")] = 2,
+) -> Audio:
+    """Mix tracks into one: place, fade, duck music under voice, normalize loudness, limit peaks.
+
+    Args:
+        tracks: the tracks, in the order of ``settings``; resampled to ``sample_rate_hz``.
+        settings: per track: role (voice/music/effect), gain_db, offset_s, fade_in_s,
+            fade_out_s, loop. Default: the first track is voice, the others music.
+        duck_db: [−40, 0] dB (default −12): music gain while the voice speaks.
+        duck_threshold_db: [−80, 0] dBFS (default −40): voice RMS (5 ms windows) that counts as speech.
+        duck_attack_ms / duck_release_ms: time constants of the ducking (default 80 / 500 ms).
+        target_lufs: [−40, −5] (default −14, the common streaming level); None skips it.
+        true_peak_dbtp: [−12, 0] (default −1): ceiling for the 4× oversampled peak.
+        duration_s: length of the mix (default: until the last track ends); tracks are cut there.
+        sample_rate_hz: 44100 or 48000 (default 48000, video's rate).
+        channels: 1 or 2 (default 2).
+    """
+    if not tracks:
+        raise OpError("connect at least one track", param="tracks")
+    if settings and len(settings) != len(tracks):
+        raise OpError(f"settings has {len(settings)} entries for {len(tracks)} tracks; give one per track",
+                      param="settings")
+    sets = [TrackSettings.model_validate(s) for s in settings] or [TrackSettings(role="voice" if i == 0 else "music") for i in range(len(tracks))]
+    rate = sample_rate_hz
+    placed: list[tuple[TrackSettings, np.ndarray, int]] = []
+    for track, s in zip(tracks, sets):
+        x = with_channels(resample(track, rate), channels).samples
+        placed.append((s, _fade(x, rate, s.fade_in_s, s.fade_out_s) * np.float32(10 ** (s.gain_db / 20)),
+                       round(s.offset_s * rate)))
+    n = round(duration_s * rate) if duration_s else max(off + x.shape[1] for s, x, off in placed)
+
+    def lay(x: np.ndarray, off: int, loop: bool) -> np.ndarray:
+        buf = np.zeros((channels, n), np.float32)
+        pos = off
+        while pos < n:
+            take = min(x.shape[1], n - pos)
+            buf[:, pos : pos + take] = x[:, :take]
+            pos += x.shape[1]
+            if not loop or x.shape[1] == 0:
+                break
+        return buf
+
+    voice = np.zeros((channels, n), np.float32)
+    music = np.zeros((channels, n), np.float32)
+    other = np.zeros((channels, n), np.float32)
+    for s, x, off in placed:
+        target = {"voice": voice, "music": music, "effect": other}[s.role]
+        target += lay(x, off, s.loop)
+    if duck_db < 0 and music.any() and voice.any():
+        music *= duck_gain(voice.mean(axis=0), rate, depth_db=duck_db, threshold_db=duck_threshold_db,
+                           attack_ms=duck_attack_ms, release_ms=duck_release_ms)
+    out = voice + music + other
+    if target_lufs is not None:
+        out = normalize_loudness(out, rate, target_lufs=target_lufs, ceiling_dbtp=true_peak_dbtp)
+    elif measure_true_peak(out, rate) > true_peak_dbtp:
+        out = limit_true_peak(out, true_peak_dbtp - 0.1, rate=rate)
+    return Audio(out, rate)
+
+
+__all__ = ["duck_gain", "integrated_lufs", "limit_true_peak", "load_audio", "mix", "normalize_loudness", "speech",
+           "subtitles", "measure_true_peak"]
