@@ -5,12 +5,13 @@ hashes, the output's asset id — and holds no timestamps or run ids, so the sam
 seed give the same file bytes. That also lets the encoded file be cached: an unchanged rerun
 copies stored bytes instead of encoding again.
 
-Every file is then signed with content credentials (C2PA, :mod:`strata.provenance.credentials`;
-``STRATA_SIGN=0`` turns it off). A C2PA signature is not deterministic (c2pa salts each
-assertion with random bytes), so the *signed* file is cached too, under the unsigned file's key
-plus the signer's certificate: within one store an unchanged rerun gives the same signed bytes
-(and leaves the file alone); two fresh stores give the same pixels and provenance but
-different signatures.
+Images get strata's invisible watermark before encoding (:mod:`strata.provenance.watermark`;
+``STRATA_WATERMARK=0`` turns it off). Every file is then signed with content credentials (C2PA,
+:mod:`strata.provenance.credentials`; ``STRATA_SIGN=0`` turns it off). A C2PA signature is not
+deterministic (c2pa salts each assertion with random bytes), so the *signed* file is cached
+too, under the unsigned file's key plus the signer's certificate: within one store an unchanged
+rerun gives the same signed bytes (and leaves the file alone); two fresh stores give the same
+pixels and provenance but different signatures.
 """
 
 from __future__ import annotations
@@ -91,16 +92,21 @@ def _write_one(store: Store, plan: Plan, src: Source, asset_id: str, input_asset
     suffix = path.suffix.lower()
     fmt = FORMATS[suffix] if suffix in FORMATS else WRITERS[suffix].format
     prov = build_provenance(plan, src, asset_id, input_assets, models)
-    key = canonical_hash({"export": asset_id, "format": fmt, "provenance": prov.model_dump(mode="json")})
+    image_out = fmt in FORMATS.values()
+    mark = _watermark_method() if image_out else None
+    key = canonical_hash({"export": asset_id, "format": fmt, "provenance": prov.model_dump(mode="json"),
+                          **({"watermark": mark} if mark else {})})
     cached = store.cache_lookup(key)
     if cached is not None:
         data = store.blobs.get(cached["file"])  # type: ignore[arg-type]
     else:
         value = store.get_value(asset_id)
+        if mark:
+            value = _embed_watermark(value, asset_id)
         data = encode_image(value, fmt, metadata=prov) if suffix in FORMATS else encode_file(suffix, value, prov)
         store.put_file_bytes(key, data, f"file/{fmt}")
     if suffix in FORMATS or WRITERS[suffix].signable:  # C2PA has no place in .srt/.vtt text
-        data = _sign(store, plan, src, key, data, fmt, prov, path.name)
+        data = _sign(store, plan, src, key, data, fmt, prov, path.name, _watermark_note(data, asset_id) if mark else None)
     digest = sha256_bytes(data)
     # Leave an identical file alone (cheap unchanged reruns; no needless mtime churn).
     if not (path.is_file() and path.stat().st_size == len(data) and sha256_file(path) == digest):
@@ -120,7 +126,34 @@ def _ingredient_files(plan: Plan, src: Source) -> list[Path]:
     return files
 
 
-def _sign(store: Store, plan: Plan, src: Source, key: str, data: bytes, fmt: str, prov: Any, title: str) -> bytes:
+def _watermark_method() -> str | None:
+    from strata.provenance.watermark import METHOD, watermark_enabled
+
+    return METHOD if watermark_enabled() else None
+
+
+def _embed_watermark(value: Any, asset_id: str) -> Any:
+    """The image with strata's invisible watermark (STRATA_WATERMARK=0 turns it off)."""
+    from strata.media.image import Image
+    from strata.provenance.watermark import embed_watermark
+
+    return embed_watermark(value, asset_id) if isinstance(value, Image) else value
+
+
+def _watermark_note(data: bytes, asset_id: str) -> dict[str, Any] | None:
+    """The watermark's description for the credentials, if the encoded image was large enough to carry it."""
+    import io
+
+    import PIL.Image
+
+    from strata.provenance.watermark import MIN_SIDE, describe
+
+    with PIL.Image.open(io.BytesIO(data)) as im:  # reads the header only
+        return describe(asset_id) if min(im.size) >= MIN_SIDE else None
+
+
+def _sign(store: Store, plan: Plan, src: Source, key: str, data: bytes, fmt: str, prov: Any, title: str,
+          watermark: dict[str, Any] | None = None) -> bytes:
     """``data`` with signed content credentials (cached per signer), or as it is when signing is off."""
     from strata.provenance.credentials import Ingredient, MIME_TYPES, load_identity, sign_file_bytes, signing_enabled
 
@@ -141,12 +174,13 @@ def _sign(store: Store, plan: Plan, src: Source, key: str, data: bytes, fmt: str
         if mime:
             ingredients.append(Ingredient(b, mime, f.name, relationship))  # type: ignore[arg-type]
     try:
-        signed = sign_file_bytes(data, fmt, prov, identity=identity, title=title, ingredients=ingredients)
+        signed = sign_file_bytes(data, fmt, prov, identity=identity, title=title, ingredients=ingredients,
+                                 watermark=watermark)
     except MediaError:
         if not ingredients:
             raise
         # an input file c2pa cannot parse: its id is still recorded as an asset ingredient
-        signed = sign_file_bytes(data, fmt, prov, identity=identity, title=title)
+        signed = sign_file_bytes(data, fmt, prov, identity=identity, title=title, watermark=watermark)
     store.put_file_bytes(signed_key, signed, f"file/{fmt}+c2pa")
     return signed
 
