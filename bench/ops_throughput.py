@@ -108,8 +108,17 @@ def measure_ops(size: int = 4096, repeats: int = 3) -> dict[str, Any]:
         "strata's time includes parsing the 33³ .cube file (~0.04 s).",
         if_slower="Slower because strata reads and writes float32 RGBA (16 bytes/pixel, a 256 MB result at "
         "4096²) and interpolates in float (two OpenCV remaps + a lerp), where Pillow's C loop moves 3 "
-        "bytes/pixel with 16-bit fixed-point weights; the gap grows when other processes load the CPU.",
+        "bytes/pixel with 16-bit fixed-point weights. When other processes hold the CPU, OpenCV's worker "
+        "threads also stall each call: compare strata_opencv_1_thread_s.",
     )
+    # OpenCV's thread pool is process-wide; the bench (not the op) may switch it to show its effect.
+    threads = cv2.getNumThreads()
+    try:
+        cv2.setNumThreads(1)
+        ops["lut_3d"]["strata_opencv_1_thread_s"] = round(
+            _median_seconds(lambda: enhance.lut(base, path=str(lut_path)), repeats), 4)
+    finally:
+        cv2.setNumThreads(threads)
 
     # Resize: Pillow's Lanczos is antialiased when shrinking (OpenCV's INTER_LANCZOS4 is not).
     # Pillow has no float RGBA mode, so its float32 path is one "F" image per channel.
