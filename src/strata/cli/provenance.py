@@ -1,0 +1,49 @@
+"""Provenance and responsible-generation commands: verify (lint and audit follow)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from strata.cli.main import console, handle_errors
+
+_STYLE = {"trusted": "green", "untrusted": "yellow", "invalid": "red", "unsigned": "dim", "unavailable": "dim"}
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    @handle_errors
+    def verify(
+        file: Path = typer.Argument(..., help="a file to check (PNG, JPEG, WebP, TIFF, WAV, MP4)"),
+        as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
+        no_watermark: bool = typer.Option(False, "--no-watermark", help="skip decoding the pixels for the watermark"),
+    ) -> None:
+        """Check a file's content credentials, embedded provenance and watermark; tell its history.
+
+        Exit code: 0 trusted / untrusted / unsigned, 1 invalid (changed after signing),
+        2 not a media file or no such file.
+        """
+        from strata.provenance.verify import verify_file
+
+        report = verify_file(file, check_watermark=not no_watermark)
+        if as_json:
+            console.print_json(json.dumps(report.to_dict(), default=str))
+        else:
+            style = _STYLE[report.credentials] if report.kind != "unknown" else "red"
+            console.print(f"[bold {style}]{report.verdict}[/]")
+            if report.credentials_detail and report.kind != "unknown":
+                console.print(f"  credentials: {report.credentials_detail}")
+            if report.kind != "unknown":
+                console.print(f"  watermark: {report.watermark}"
+                              + (f" (asset {report.watermark_asset_hint}…)" if report.watermark_asset_hint else ""))
+            console.print("[bold]history[/]")
+            for line in report.history:
+                console.print(f"  {line}", markup=False)
+            for problem in report.problems:
+                console.print(f"[yellow]warning:[/] {problem}")
+        if report.kind == "unknown":
+            raise typer.Exit(2)
+        if report.credentials == "invalid":
+            raise typer.Exit(1)
