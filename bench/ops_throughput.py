@@ -105,7 +105,7 @@ def measure_ops(size: int = 4096, repeats: int = 3) -> dict[str, Any]:
         _median_seconds(lambda: rgb8.filter(pil_lut), repeats),
         "PIL ImageFilter.Color3DLUT on the 8-bit RGB image", size,
         note="No library offers a float 3D LUT, so the baseline is Pillow's 8-bit one (prebuilt table); "
-        "strata's time includes parsing the 33³ .cube file (~0.04 s).",
+        "strata's time includes parsing the 33³ .cube file (~0.05 s).",
         if_slower="Slower because strata reads and writes float32 RGBA (16 bytes/pixel, a 256 MB result at "
         "4096²) and interpolates in float (two OpenCV remaps + a lerp), where Pillow's C loop moves 3 "
         "bytes/pixel with 16-bit fixed-point weights. When other processes hold the CPU, OpenCV's worker "

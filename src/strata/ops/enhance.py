@@ -197,24 +197,27 @@ def read_cube(path: str | Path) -> CubeLUT:
     Raises MediaError saying which line is wrong and why.
     """
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise MediaError(f"cannot read LUT {path}: {exc}") from exc
     header: dict[str, Any] = {"TITLE": "", "LUT_3D_SIZE": None, "DOMAIN_MIN": np.zeros(3), "DOMAIN_MAX": np.ones(3)}
-    first_row = len(lines)
-    for index, raw in enumerate(lines):
-        line = raw.split("#", 1)[0].strip()
+    # Walk the keyword lines only; the (large) data block is handed to numpy in one piece.
+    start, number = 0, 1
+    while start < len(text):
+        end = text.find("\n", start)
+        end = len(text) if end < 0 else end
+        line = text[start:end].split("#", 1)[0].strip()
         if line and not line[0].isalpha():
-            first_row = index
             break
         if line:
-            _read_keyword(line, f"{path}, line {index + 1}", header)
+            _read_keyword(line, f"{path}, line {number}", header)
+        start, number = end + 1, number + 1
     size = header["LUT_3D_SIZE"]
     if size is None:
         raise MediaError(f"{path}: no LUT_3D_SIZE line; is this a .cube 3D LUT?")
     if np.any(header["DOMAIN_MAX"] <= header["DOMAIN_MIN"]):
         raise MediaError(f"{path}: DOMAIN_MAX must exceed DOMAIN_MIN in every channel")
-    table = _read_rows(lines, first_row, size, path).astype(np.float32).reshape(size, size, size, 3)
+    table = _read_rows(text[start:], number, size, path).astype(np.float32).reshape(size, size, size, 3)
     return CubeLUT(table, header["DOMAIN_MIN"].astype(np.float32), header["DOMAIN_MAX"].astype(np.float32),
                    header["TITLE"])
 
@@ -244,19 +247,19 @@ def _numbers(fields: list[str], where: str, what: str) -> np.ndarray:
     return values
 
 
-def _read_rows(lines: list[str], start: int, size: int, path: str | Path) -> np.ndarray:
-    """The size³ data rows as a flat float64 array."""
+def _read_rows(data: str, first_number: int, size: int, path: str | Path) -> np.ndarray:
+    """The size³ data rows (``data`` starts at line ``first_number``) as a flat float64 array."""
     try:  # fast path: numpy parses a clean data block at once
-        values = np.fromstring("\n".join(lines[start:]), dtype=np.float64, sep=" ")
+        values = np.fromstring(data, dtype=np.float64, sep=" ")
         if values.size == 3 * size**3 and np.all(np.isfinite(values)):
             return values
     except ValueError:
         pass
     # Slow path (comments between rows, or an error): read row by row and name the bad line.
     rows = []
-    for index in range(start, len(lines)):
-        line = lines[index].split("#", 1)[0].strip()
-        where = f"{path}, line {index + 1}"
+    for number, raw in enumerate(data.splitlines(), start=first_number):
+        line = raw.split("#", 1)[0].strip()
+        where = f"{path}, line {number}"
         if line and line[0].isalpha():
             raise MediaError(f"{where}: keyword {line.split()[0]!r} after the data rows; keywords come first")
         if line:
