@@ -141,6 +141,7 @@ from strata.cli import ops as _ops  # noqa: E402  (registers `strata ops`)
 app.add_typer(_ops.ops_app, name="ops")
 _history.register(app)
 from strata.cli import provenance as _provenance; _provenance.register(app)  # noqa: E402,E702  (verify, lint, audit)
+from strata.cli import serve as _serve; _serve.register(app)  # noqa: E402,E702  (`strata serve`)
 
 try:  # dataset + training commands (need the model extras)
     from strata.train.cli import data_app, train_app

@@ -1,0 +1,1 @@
+"""API routers, one module per concern: jobs, assets, runs, ops, a1111, docs."""
