@@ -1,4 +1,4 @@
-"""Provenance and responsible-generation commands: verify (lint and audit follow)."""
+"""Provenance and responsible-generation commands: verify, lint (audit follows)."""
 
 from __future__ import annotations
 
@@ -47,3 +47,23 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(2)
         if report.credentials == "invalid":
             raise typer.Exit(1)
+
+    @app.command()
+    @handle_errors
+    def lint(
+        prompt: str = typer.Argument(..., help="the prompt to check"),
+        as_json: bool = typer.Option(False, "--json", help="print the warnings as JSON"),
+    ) -> None:
+        """Warn about prompts text-to-image models are known to fail at, and say what works instead."""
+        from strata.lint import lint_prompt
+
+        warnings = lint_prompt(prompt)
+        if as_json:
+            console.print_json(json.dumps([w.to_dict() for w in warnings]))
+            return
+        if not warnings:
+            console.print("[green]no known failure modes in this prompt[/]")
+            return
+        for w in warnings:
+            console.print(f"[yellow]{w.code}[/] [bold]{w.span!r}[/]: {w.message}", markup=True)
+            console.print(f"  instead: {w.suggestion}", markup=False)
