@@ -92,7 +92,8 @@ def measure_ops(size: int = 4096, repeats: int = 3) -> dict[str, Any]:
         _median_seconds(lambda: cv2.multiply(a, b), repeats),
         "cv2.multiply on the same float32 RGBA arrays", size,
         if_slower="Slower because strata also reads both alpha channels to choose the opaque fast path "
-        "(cv2.multiply ignores alpha); the op is memory-bound, so each extra pass shows.",
+        "(cv2.multiply ignores alpha) and sets the result's alpha; the op is memory-bound, so each extra "
+        "pass shows, and the ratio swings with the machine's load (1.1-2.2 measured on a busy 2-core box).",
     )
 
     # LUT: Pillow's Color3DLUT (trilinear, in C) exists only for 8-bit images.
