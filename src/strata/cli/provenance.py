@@ -1,13 +1,14 @@
-"""Provenance and responsible-generation commands: verify, lint (audit follows)."""
+"""Provenance and responsible-generation commands: verify, lint, audit."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
 
 import typer
 
-from strata.cli.main import console, handle_errors
+from strata.cli.main import StoreOpt, console, handle_errors
 
 _STYLE = {"trusted": "green", "untrusted": "yellow", "invalid": "red", "unsigned": "dim", "unavailable": "dim"}
 
@@ -67,3 +68,18 @@ def register(app: typer.Typer) -> None:
         for w in warnings:
             console.print(f"[yellow]{w.code}[/] [bold]{w.span!r}[/]: {w.message}", markup=True)
             console.print(f"  instead: {w.suggestion}", markup=False)
+
+    @app.command()
+    @handle_errors
+    def audit(
+        n: int = typer.Option(16, "--n", min=1, max=1000, help="images per prompt"),
+        out: Path = typer.Option(Path("out/audit"), "--out", "-o", help="folder for the chart and the JSON report"),
+        seed: int = typer.Option(0, "--seed", help="first seed; image i uses seed + i"),
+        store: Optional[Path] = StoreOpt,
+    ) -> None:
+        """Skin-tone audit of the text-to-image model on person prompts, against the training data."""
+        from strata.provenance.audit import run_audit
+
+        report = run_audit(n_per_prompt=n, out_dir=out, seed=seed)
+        console.print(report.summary())
+        console.print(f"chart: {report.chart_path}\nreport: {report.json_path}")
