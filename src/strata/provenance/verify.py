@@ -362,7 +362,8 @@ def verify_file(path: str | os.PathLike[str], *, check_watermark: bool = True) -
                                    "the pixels may come from another strata image")
         if report.credentials == "unsigned" and report.provenance is None:
             report.history.append("The metadata and credentials were stripped, but the watermark says strata made this")
-    elif report.watermark == "not found" and report.label == "AI-generated":
+    elif report.watermark == "not found" and report.label == "AI-generated" and report.kind == "image":
+        # (video writers do not mark frames yet, so a missing mark in a video says nothing)
         report.problems.append("the metadata says AI-generated but no strata watermark was found "
                                "(watermarking was off, the image is small, or it was heavily edited)")
     if not report.history:

