@@ -29,10 +29,12 @@ import json
 import os
 import socket
 import sqlite3
+import threading
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from strata.store import Store
 
@@ -71,6 +73,7 @@ CREATE TABLE IF NOT EXISTS server_uploads (
 """
 
 TERMINAL = ("succeeded", "failed", "cancelled")
+_WRITE_LOCK = threading.Lock()
 HOST = socket.gethostname()
 
 
@@ -146,6 +149,13 @@ class JobQueue:
         self.instance = instance or uuid.uuid4().hex[:8]
         self.db.conn.executescript(SCHEMA)
 
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        # One writer at a time inside this process: threads queue on a lock instead of meeting
+        # in SQLite's busy handler, whose growing sleeps (1, 2, 5, 10 ... 100 ms) add latency.
+        with _WRITE_LOCK, self.db.tx() as c:
+            yield c
+
     def worker_stamp(self, worker: int) -> str:
         """``host:pid:instance:worker`` — who holds a running job."""
         return f"{HOST}:{os.getpid()}:{self.instance}:{worker}"
@@ -161,7 +171,7 @@ class JobQueue:
         job_id = new_job_id()
         payload = json.dumps(request, sort_keys=True)
         created = time.time()
-        with self.db.tx() as c:
+        with self._tx() as c:
             if idem_key is not None:
                 row = c.execute("SELECT * FROM server_jobs WHERE client=? AND idem_key=?", (client, idem_key)).fetchone()
                 if row is not None:
@@ -202,7 +212,7 @@ class JobQueue:
     def claim(self, worker: str, run_id: str) -> Job | None:
         """Atomically take the best queued job for ``worker``; None when the queue is empty."""
         now = time.time()
-        with self.db.tx() as c:
+        with self._tx() as c:
             row = c.execute("SELECT seq FROM server_jobs WHERE status='queued' ORDER BY priority DESC, seq LIMIT 1").fetchone()
             if row is None:
                 return None
@@ -214,7 +224,7 @@ class JobQueue:
     def finish(self, job_id: str, worker: str, status: str, *, result: dict[str, Any] | None = None,
                error: str | None = None) -> bool:
         """Record a job's end; False if ``worker`` no longer holds it (it was re-queued)."""
-        with self.db.tx() as c:
+        with self._tx() as c:
             cur = c.execute("UPDATE server_jobs SET status=?, finished=?, result=?, error=?, heartbeat=NULL "
                             "WHERE id=? AND worker=? AND status='running'",
                             (status, time.time(), json.dumps(result) if result is not None else None, error, job_id, worker))
@@ -222,7 +232,7 @@ class JobQueue:
 
     def release(self, job_id: str, worker: str) -> bool:
         """Put a running job back in the queue (server shutting down); its attempt is not counted."""
-        with self.db.tx() as c:
+        with self._tx() as c:
             cur = c.execute("UPDATE server_jobs SET status='queued', worker=NULL, heartbeat=NULL, started=NULL, "
                             "attempts=MAX(attempts-1, 0) WHERE id=? AND worker=? AND status='running'", (job_id, worker))
         return cur.rowcount == 1
@@ -232,14 +242,14 @@ class JobQueue:
         if not job_ids:
             return set()
         marks = ",".join("?" * len(job_ids))
-        with self.db.tx() as c:
+        with self._tx() as c:
             c.execute(f"UPDATE server_jobs SET heartbeat=? WHERE status='running' AND id IN ({marks})", (time.time(), *job_ids))
             rows = c.execute(f"SELECT id FROM server_jobs WHERE cancel_requested=1 AND id IN ({marks})", job_ids).fetchall()
         return {r["id"] for r in rows}
 
     def cancel(self, job_id: str) -> Job | None:
         """Cancel a queued job (it never runs) or flag a running one; None if unknown."""
-        with self.db.tx() as c:
+        with self._tx() as c:
             c.execute("UPDATE server_jobs SET status='cancelled', finished=?, error='cancelled before it started' "
                       "WHERE id=? AND status='queued'", (time.time(), job_id))
             c.execute("UPDATE server_jobs SET cancel_requested=1 WHERE id=? AND status='running'", (job_id,))
@@ -249,7 +259,7 @@ class JobQueue:
         """Re-queue (or fail) running jobs whose worker is gone; returns their ids."""
         now = time.time()
         recovered: list[str] = []
-        with self.db.tx() as c:
+        with self._tx() as c:
             for r in c.execute("SELECT id, worker, heartbeat, attempts, run_id FROM server_jobs WHERE status='running'").fetchall():
                 if not self._orphaned(r["worker"], r["heartbeat"], now, stale_after_s):
                     continue
@@ -281,7 +291,7 @@ class JobQueue:
 
     # -- uploads ------------------------------------------------------------------------
     def record_upload(self, sha256: str, fmt: str, width: int, height: int, size: int, client: str) -> None:
-        with self.db.tx() as c:
+        with self._tx() as c:
             c.execute("INSERT OR IGNORE INTO server_uploads (sha256, format, width, height, size, client, created) "
                       "VALUES (?,?,?,?,?,?,?)", (sha256, fmt, width, height, size, client, time.time()))
             c.execute("INSERT OR IGNORE INTO assets (id, kind, size, created) VALUES (?,?,?,?)",

@@ -9,6 +9,7 @@ params go through :func:`strata.server.security.resolve_remote_file`.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any, Callable
@@ -118,7 +119,8 @@ def prepare_plan(data: dict[str, Any], *, upload_path: Callable[[str], Path | No
     return validate(parse_workflow(rewritten))
 
 
-def file_params(spec: NodeSpec) -> set[str]:
+@functools.lru_cache(maxsize=None)
+def file_params(spec: NodeSpec) -> frozenset[str]:
     """Params of ``spec`` that name files: its declared ``file_params`` and, as a second line of
     defence, every param whose JSON Schema says ``format: path`` (``InputFile``), also inside
     ``anyOf`` (an optional file param is not always registered as a file param)."""
@@ -127,7 +129,7 @@ def file_params(spec: NodeSpec) -> set[str]:
         variants = [prop, *prop.get("anyOf", []), *prop.get("oneOf", [])]
         if any(isinstance(v, dict) and v.get("format") == "path" for v in variants):
             names.add(name)
-    return names
+    return frozenset(names)
 
 
 def issues_json(exc: WorkflowError) -> list[dict[str, Any]]:

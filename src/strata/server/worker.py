@@ -13,8 +13,10 @@ cancelled, and their attempt is not counted), so they resume on the next start.
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import shutil
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -32,6 +34,9 @@ from strata.workflow.events import Event
 from strata.workflow.executor import Executor
 
 log = logging.getLogger("strata.server")
+# Output files are written, hashed (their bytes are already stored as blobs) and deleted: a
+# RAM-backed folder spares the fsyncs of a file nobody keeps (~25 % of a small job's time).
+SCRATCH = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
 
 
 @dataclass
@@ -62,7 +67,6 @@ class WorkerPool:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self.work_dir = queue.store.root / "server" / "work"
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> list[str]:
@@ -147,7 +151,7 @@ class WorkerPool:
             rj.cancel.set()
         self.hub.publish(job.id, {"event": "job_started", "job": job.id, "run_id": job.run_id, "attempt": job.attempts,
                                   "time": time.time()})
-        out_dir = self.work_dir / job.id
+        out_dir = Path(tempfile.mkdtemp(prefix=f"strata-{job.id}-", dir=SCRATCH))
         store = Store(self.queue.store.root)  # a fresh view: its value cache lives for this job only
         status, result, error = "failed", None, None
         try:
