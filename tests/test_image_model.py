@@ -169,3 +169,31 @@ def test_on_background_composites_and_validates() -> None:
     np.testing.assert_allclose(out.pixels[0, 0], [0.5, 0.0, 0.5, 1.0])
     with pytest.raises(StrataError, match="three values in \\[0, 1\\]"):
         on_background(im, (2.0, 0.0, 0.0))
+
+
+class _OracleUNet(torch.nn.Module):
+    """Predicts the exact v for one known clean latent: v = (√ᾱ·x_t − x0) / √(1−ᾱ)."""
+
+    def __init__(self, target: torch.Tensor, alphas_cumprod: torch.Tensor):
+        super().__init__()
+        self.target, self.ab = target, alphas_cumprod
+
+    def forward(self, x, t, encoder_hidden_states=None, encoder_attention_mask=None):
+        from types import SimpleNamespace
+
+        ab = self.ab[int(t)]
+        return SimpleNamespace(sample=(ab.sqrt() * x - self.target) / (1 - ab).sqrt())
+
+
+@pytest.mark.parametrize("sampler", sorted(SAMPLERS))
+def test_samplers_recover_the_image_an_exact_model_implies(model: ImageDiffusionModel, sampler: str) -> None:
+    """With a perfect v-predictor every sampler must land on the clean image: checks the
+    schedule, prediction type, input scaling and final step of each scheduler configuration."""
+    from diffusers import DDPMScheduler
+
+    rgba = torch.rand(1, 4, 64, 64, generator=torch.Generator().manual_seed(0))
+    rgba[:, 3] = 1.0
+    sched = DDPMScheduler(beta_schedule=TINY.beta_schedule, prediction_type=TINY.prediction_type)
+    oracle = ImageDiffusionModel(TINY, _OracleUNet(images_to_latents(rgba, TINY), sched.alphas_cumprod), text=model.text)
+    out = generate(oracle, "anything", steps=20, sampler=sampler, guidance=1.0)
+    np.testing.assert_allclose(out.images[0].pixels, rgba[0].permute(1, 2, 0).numpy(), atol=1e-5)

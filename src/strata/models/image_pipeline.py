@@ -47,7 +47,7 @@ def _ddim(cfg: ImageDiffusionConfig, thresholding: bool):
 
     return DDIMScheduler(
         **_schedule(cfg), thresholding=thresholding, sample_max_value=1.0,
-        clip_sample=False, set_alpha_to_one=False, timestep_spacing="trailing",
+        clip_sample=False, set_alpha_to_one=True, timestep_spacing="trailing",
     )
 
 
