@@ -115,7 +115,7 @@ class CaptionBank:
 
 def load_dataset(cfg: TrainConfig) -> tuple[torch.Tensor, list[dict], torch.Tensor]:
     """(uint8 images (N, 4, 64, 64), manifest rows, sampling weights (N,))."""
-    images, rows = data_emoji.load(Path(cfg.data["dir"]) / "emoji" if cfg.data.get("dir") else None)
+    images, rows = data_emoji.load(Path(cfg.data["dir"]).expanduser() if cfg.data.get("dir") else None)
     if images.shape[1:] != (cfg.model.image_size, cfg.model.image_size, 4):
         raise StrataError(f"dataset images are {images.shape[1:]}, model expects {cfg.model.image_size}² RGBA")
     weights = torch.tensor([float(r.get("weight", 1.0)) for r in rows], dtype=torch.float64)
