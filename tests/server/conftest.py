@@ -24,11 +24,11 @@ def make_client(store_dir: Path) -> Iterator[Callable[..., TestClient]]:
     opened: list[TestClient] = []
 
     def make(*, token: str | None = None, start_workers: bool = True, models: Any = None,
-             **config: Any) -> TestClient:
+             generators: Any = None, **config: Any) -> TestClient:
         config.setdefault("poll_s", 0.05)
         config.setdefault("heartbeat_s", 0.05)
         app = create_app(Store(store_dir), token=token, config=ServerConfig(**config), models=models,
-                         start_workers=start_workers)
+                         generators=generators, start_workers=start_workers)
         client = TestClient(app, base_url=BASE)
         client.__enter__()
         opened.append(client)

@@ -15,8 +15,9 @@ import numpy as np
 from fastapi.testclient import TestClient
 from pydantic import Field
 
-from strata.media import Image
+from strata.media import Image, Mask
 from strata.models.registry import ModelEntry, ModelRegistry
+from strata.server.generation import Generative
 from strata.workflow.node import node
 
 BASE = "http://127.0.0.1"
@@ -55,12 +56,32 @@ def fake_generate(*, prompt: str, negative_prompt: str = "", seed: Annotated[int
     return images
 
 
+@node("server_test.img2img", layer="generate", model="img2img", output="images")
+def fake_img2img(image: Image, mask: Mask | None = None, *, prompt: str, seed: Annotated[int, Field(ge=0)] = 0,
+                 count: Annotated[int, Field(ge=1, le=8)] = 1, strength: Annotated[float, Field(ge=0, le=1)] = 0.75,
+                 loaded_model: Any = None) -> list[Image]:
+    """Stands in for img2img / inpaint: mixes the image toward seeded noise by ``strength`` (in the mask)."""
+    out = []
+    for i in range(count):
+        noise = np.random.default_rng(seed + i).random(image.pixels.shape[:2] + (3,)).astype(np.float32)
+        weight = strength * (mask.values[..., None] if mask is not None else 1.0)
+        out.append(Image.from_array(image.rgb * (1 - weight) + noise * weight))
+    return out
+
+
+FAKE_GENERATORS = {
+    "text-to-image": Generative("server_test.generate", "text-to-image", "text-to-image"),
+    "img2img": Generative("server_test.img2img", "img2img", "image-to-image"),
+    "inpaint": Generative("server_test.img2img", "img2img", "inpainting"),
+}
+
+
 def fake_registry(tmp_path: Path) -> ModelRegistry:
-    """A registry with one tiny 'text-to-image' model (the fake op ignores it)."""
+    """A registry with tiny stand-in models (the fake ops ignore them)."""
     weights = tmp_path / "fake.safetensors"
     weights.write_bytes(b"not real weights")
     registry = ModelRegistry()
-    registry.add(ModelEntry("fake-t2i", {"text-to-image"}, [weights], loader=lambda files: object()))
+    registry.add(ModelEntry("fake-t2i", {"text-to-image", "img2img"}, [weights], loader=lambda files: object()))
     return registry
 
 

@@ -10,12 +10,11 @@ import json
 import PIL.Image
 import pytest
 
-from server_helpers import fake_registry, wait_job
+from server_helpers import FAKE_GENERATORS, fake_registry, wait_job
 from strata.server import a1111
 from strata.server.a1111 import Img2ImgRequest, Txt2ImgRequest, img2img_workflow, strata_sampler, to_generate_request
-from strata.server.generation import GENERATE_OP, Generative, GenerateRequest, generate_workflow
+from strata.server.generation import GENERATE_OP, GenerateRequest, generate_workflow
 from strata.models.registry import ModelRegistry
-from strata.workflow.node import REGISTRY
 
 
 # -- translation ---------------------------------------------------------------------------
@@ -135,12 +134,8 @@ def test_read_endpoints(make_client):
 
 # -- the whole path with a stand-in op ---------------------------------------------------------
 @pytest.fixture
-def t2i_client(make_client, monkeypatch, tmp_path):
-    fake = Generative("server_test.generate", "text-to-image", "text-to-image")
-    monkeypatch.setattr("strata.server.routes.a1111.TEXT_TO_IMAGE", fake)
-    monkeypatch.setattr("strata.server.routes.jobs.TEXT_TO_IMAGE", fake)
-    assert "server_test.generate" in REGISTRY
-    return make_client(models=fake_registry(tmp_path))
+def t2i_client(make_client, tmp_path):
+    return make_client(models=fake_registry(tmp_path), generators=FAKE_GENERATORS)
 
 
 def test_txt2img_returns_images_carrying_prompt_and_seed(t2i_client):

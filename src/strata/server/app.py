@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator, Sequence
+from typing import Any, AsyncIterator, Mapping, Sequence
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strata.errors import StoreError, StrataError, WorkflowError
 from strata.server.config import ServerConfig
 from strata.server.errors import ApiError
+from strata.server.generation import DEFAULT_GENERATORS, Generative
 from strata.server.hub import EventHub
 from strata.server.queue import JobQueue
 from strata.server.security import Guard
@@ -93,7 +94,8 @@ def _error_handlers(app: FastAPI) -> None:
 
 
 def create_app(store: Store | str | Path, *, token: str | Sequence[str] | None = None,
-               config: ServerConfig | None = None, models: Any = None, start_workers: bool = True) -> FastAPI:
+               config: ServerConfig | None = None, models: Any = None,
+               generators: Mapping[str, Generative] | None = None, start_workers: bool = True) -> FastAPI:
     """Build the server for ``store``.
 
     Args:
@@ -102,6 +104,8 @@ def create_app(store: Store | str | Path, *, token: str | Sequence[str] | None =
             served (and ``strata serve`` only binds to loopback).
         config: everything else (defaults: :class:`ServerConfig`).
         models: the model registry (default: :func:`strata.models.registry.default_registry`).
+        generators: capability → generative op the generation endpoints run ("text-to-image",
+            "img2img", "inpaint"); default :data:`strata.server.generation.DEFAULT_GENERATORS`.
         start_workers: run queued jobs (default True); False makes an API-only server that
             still queues jobs (tests, or a front end beside worker processes).
 
@@ -122,7 +126,8 @@ def create_app(store: Store | str | Path, *, token: str | Sequence[str] | None =
     queue = JobQueue(store)
     hub = EventHub()
     pool = WorkerPool(queue, hub, config, models)
-    state = ServerState(store, config, queue, hub, pool, Guard(config), models)
+    state = ServerState(store, config, queue, hub, pool, Guard(config), models,
+                        {**DEFAULT_GENERATORS, **(generators or {})})
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -69,6 +69,9 @@ class Generative:
 TEXT_TO_IMAGE = Generative(GENERATE_OP, "text-to-image", "text-to-image")
 IMG2IMG = Generative("image.img2img", "img2img", "image-to-image")
 INPAINT = Generative("image.inpaint", "inpaint", "inpainting")
+# What the generation endpoints run, by capability; create_app(generators=...) can override it
+# (a user's own op, or a stand-in in tests).
+DEFAULT_GENERATORS: dict[str, Generative] = {g.capability: g for g in (TEXT_TO_IMAGE, IMG2IMG, INPAINT)}
 
 
 def missing(gen: Generative, models: Any) -> str | None:

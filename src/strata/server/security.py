@@ -2,8 +2,9 @@
 
 Decisions (see also the README of ``strata serve``):
     - **Tokens**: with tokens configured, every API request needs one (``Authorization: Bearer``
-      or ``X-Strata-Token``; websockets may also use ``?token=``, as browsers cannot set headers
-      there). Without tokens the server only binds to loopback (:func:`config.check_bind`).
+      or ``X-Strata-Token``; HTTP Basic with the token as password, which is how A1111 clients
+      such as ``webuiapi`` send credentials; websockets may also use ``?token=``, as browsers
+      cannot set headers there). Without tokens the server only binds to loopback (:func:`config.check_bind`).
     - **DNS rebinding / CSRF on loopback**: without tokens, the ``Host`` header must be a
       loopback name, and a request carrying an ``Origin`` must come from the server's own origin
       or an allowed CORS origin (CORS is off by default) — a web page elsewhere cannot drive it.
@@ -17,6 +18,8 @@ Decisions (see also the README of ``strata serve``):
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import re
@@ -64,6 +67,11 @@ def _presented_token(conn: HTTPConnection) -> str | None:
     auth = conn.headers.get("authorization", "")
     if auth.lower().startswith("bearer "):
         return auth[7:].strip()
+    if auth.lower().startswith("basic "):  # A1111 clients send --api-auth as HTTP Basic: the password is the token
+        try:
+            return base64.b64decode(auth[6:].strip(), validate=True).decode().partition(":")[2] or None
+        except (binascii.Error, UnicodeDecodeError):
+            return None
     if "x-strata-token" in conn.headers:
         return conn.headers["x-strata-token"].strip()
     if conn.scope["type"] == "websocket":

@@ -8,6 +8,7 @@ from typing import Any
 from starlette.requests import HTTPConnection
 
 from strata.server.config import ServerConfig
+from strata.server.generation import Generative
 from strata.server.hub import EventHub
 from strata.server.queue import JobQueue
 from strata.server.security import Guard
@@ -26,6 +27,7 @@ class ServerState:
     pool: WorkerPool
     guard: Guard
     models: Any
+    generators: dict[str, Generative]
 
 
 def get_state(conn: HTTPConnection) -> ServerState:

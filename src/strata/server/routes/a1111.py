@@ -27,7 +27,7 @@ from strata.server.a1111 import (
     to_generate_request,
 )
 from strata.server.errors import ApiError
-from strata.server.generation import IMG2IMG, INPAINT, TEXT_TO_IMAGE, GenerateRequest, generate_workflow, require
+from strata.server.generation import GenerateRequest, generate_workflow, require
 from strata.server.queue import Job
 from strata.server.routes.jobs import submit_job
 from strata.server.state import ServerState, authorized_client, get_state
@@ -89,7 +89,7 @@ def _parameters_text(png: bytes) -> str | None:
 @router.post("/txt2img", summary="A1111 txt2img (synchronous)")
 async def txt2img(req: Txt2ImgRequest, request: Request, client: str = Depends(authorized_client)) -> dict[str, Any]:
     st = get_state(request)
-    spec = require(TEXT_TO_IMAGE, st.models)
+    spec = require(st.generators["text-to-image"], st.models)
     gen, notes = _translate(req)
     workflow, ignored = generate_workflow(gen, spec)
     ignored += ignored_fields(req)
@@ -109,7 +109,7 @@ async def img2img(req: Img2ImgRequest, request: Request, client: str = Depends(a
     st = get_state(request)
     if not req.init_images:
         raise ApiError(400, "bad_request", "init_images is empty; send one base64 image to start from")
-    kind = INPAINT if req.mask else IMG2IMG
+    kind = st.generators["inpaint" if req.mask else "img2img"]
     spec = require(kind, st.models)  # before anything is stored
     gen, notes = _translate(req)
     init_ref = await run_in_threadpool(_store_image, st, req.init_images[0], "init_images[0]", client)
@@ -157,7 +157,7 @@ def interrupt(request: Request, client: str = Depends(authorized_client)) -> dic
 def _text_to_image_models(st: ServerState) -> list[dict[str, Any]]:
     out = []
     for entry in getattr(st.models, "entries", {}).values():
-        if TEXT_TO_IMAGE.capability not in entry.capabilities:
+        if "text-to-image" not in entry.capabilities:
             continue
         try:
             digest = entry.weights_hash()
@@ -190,6 +190,11 @@ def options(request: Request) -> dict[str, Any]:
 def set_options() -> None:
     raise ApiError(501, "options_read_only", "strata's options are read-only; choose the model per request with "
                    "override_settings.sd_model_checkpoint")
+
+
+@router.get("/scripts", summary="A1111 script list (strata has no A1111 scripts)")
+def scripts() -> dict[str, list[str]]:
+    return {"txt2img": [], "img2img": []}
 
 
 @router.post("/png-info", summary="A1111 png-info: the generation parameters embedded in an image")

@@ -9,7 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from strata.server.errors import ApiError
-from strata.server.generation import TEXT_TO_IMAGE, GenerateRequest, generate_workflow, require
+from strata.server.generation import GenerateRequest, generate_workflow, require
 from strata.server.queue import Job
 from strata.server.security import read_body_limited
 from strata.server.state import ServerState, authorized_client, get_state
@@ -67,7 +67,7 @@ async def submit(request: Request, client: str = Depends(authorized_client), pri
 def generate(req: GenerateRequest, request: Request, client: str = Depends(authorized_client)) -> JSONResponse:
     """Answers 503 ``no_text_to_image_model`` until a text-to-image model is installed."""
     st = get_state(request)
-    spec = require(TEXT_TO_IMAGE, st.models)
+    spec = require(st.generators["text-to-image"], st.models)
     workflow, ignored = generate_workflow(req, spec)
     job = submit_job(st, workflow, kind="generate", client=client, priority=req.priority, extra={"ignored": ignored})
     return JSONResponse({**job_json(st, job), "ignored": ignored}, status_code=202)

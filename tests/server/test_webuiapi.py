@@ -1,0 +1,73 @@
+"""The ``webuiapi`` client (AUTOMATIC1111's Python client), unchanged, against a real uvicorn
+server on loopback — with stand-in generative ops until the built-in img2img/inpaint exist."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+import PIL.Image
+import pytest
+import uvicorn
+
+from server_helpers import FAKE_GENERATORS, TOKEN, fake_registry
+from strata.server import ServerConfig, create_app
+from strata.store import Store
+
+webuiapi = pytest.importorskip("webuiapi")
+
+
+@pytest.fixture
+def live_server(tmp_path: Path) -> Iterator[int]:
+    """A uvicorn server in a thread, token-protected, on a free loopback port."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = create_app(Store(tmp_path / "store"), token=TOKEN, models=fake_registry(tmp_path),
+                     generators=FAKE_GENERATORS, config=ServerConfig(poll_s=0.05, heartbeat_s=0.05))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.started, "uvicorn did not start"
+    yield port
+    server.should_exit = True
+    thread.join(20)
+
+
+def client(port: int) -> "webuiapi.WebUIApi":
+    # A1111's --api-auth is HTTP Basic; strata takes the token as the password
+    return webuiapi.WebUIApi(host="127.0.0.1", port=port, username="any", password=TOKEN)
+
+
+def test_txt2img_and_img2img_with_the_webuiapi_client(live_server):
+    api = client(live_server)
+    result = api.txt2img(prompt="a red apple", seed=1234, steps=2, batch_size=2, cfg_scale=4)
+    assert len(result.images) == 2 and result.info["all_seeds"] == [1234, 1235]
+    params = result.images[0].info["parameters"]
+    assert "a red apple" in params and "Seed: 1234" in params
+
+    init = result.images[0].convert("RGB")
+    edited = api.img2img(images=[init], prompt="a green apple", seed=77, denoising_strength=0.5)
+    assert len(edited.images) == 1 and "a green apple" in edited.images[0].info["parameters"]
+    assert "Seed: 77" in edited.images[0].info["parameters"]
+
+    mask = PIL.Image.new("L", init.size, 0)
+    mask.paste(255, (0, 0, init.size[0] // 2, init.size[1]))
+    inpainted = api.img2img(images=[init], mask_image=mask, prompt="a bite", seed=5, denoising_strength=1.0)
+    assert "a bite" in inpainted.images[0].info["parameters"]
+
+    assert [s["name"] for s in api.get_samplers()] == ["DPM++ 2M", "Euler", "DDIM"]
+    assert api.get_sd_models()[0]["model_name"] == "fake-t2i"
+    assert api.get_progress()["state"]["job_count"] == 0
+
+
+def test_wrong_password_is_refused(live_server):
+    api = webuiapi.WebUIApi(host="127.0.0.1", port=live_server, username="any", password="not-the-token-at-all")
+    with pytest.raises(RuntimeError, match="401"):
+        api.txt2img(prompt="x")
