@@ -22,6 +22,7 @@ import json
 import os
 import struct
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -387,27 +388,38 @@ def encode_mp4(clip: Clip, audio: Audio | None, *, crf: int = 20, preset: str = 
                     pcm[:, take - fade : take] *= np.linspace(1, 0, fade, dtype=np.float32)
                 pcm = np.clip(pcm, -1, 1)
             renderer = FrameRenderer(clip)
-            a_pos, chunk = 0, 1024
-            for k in range(n_frames):
+
+            def make_frame(k: int) -> Any:
                 rgb = renderer.frame(min(k / clip.fps, clip.duration_s))
                 frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
                 # explicit BT.709 matrix for HD (swscale's default is BT.601)
                 frame = frame.reformat(format="yuv420p", src_colorspace="ITU709", dst_colorspace="ITU709")
                 frame.pts = k
-                for packet in v.encode(frame):
-                    out.mux(packet)
-                if pcm is not None and a_stream is not None:  # keep the streams interleaved
-                    upto = min(pcm.shape[1], round((k + 1) * AUDIO_RATE_HZ / clip.fps))
-                    while a_pos + chunk <= upto or (k == n_frames - 1 and a_pos < pcm.shape[1]):
-                        block = pcm[:, a_pos : a_pos + chunk]
-                        af = av.AudioFrame.from_ndarray(np.ascontiguousarray(block), format="fltp",
-                                                        layout=a_stream.layout.name)
-                        af.sample_rate, af.pts = AUDIO_RATE_HZ, a_pos
-                        for packet in a_stream.encode(af):
-                            out.mux(packet)
-                        a_pos += block.shape[1]
-                if progress is not None:
-                    progress(k + 1, n_frames)
+                return frame
+
+            a_pos, chunk = 0, 1024
+            # One frame ahead on a worker thread: OpenCV, swscale and x264 release the GIL, so
+            # drawing frame k+1 overlaps encoding frame k (and memory stays at ~2 frames).
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                pending = pool.submit(make_frame, 0)
+                for k in range(n_frames):
+                    frame = pending.result()
+                    if k + 1 < n_frames:
+                        pending = pool.submit(make_frame, k + 1)
+                    for packet in v.encode(frame):
+                        out.mux(packet)
+                    if pcm is not None and a_stream is not None:  # keep the streams interleaved
+                        upto = min(pcm.shape[1], round((k + 1) * AUDIO_RATE_HZ / clip.fps))
+                        while a_pos + chunk <= upto or (k == n_frames - 1 and a_pos < pcm.shape[1]):
+                            block = pcm[:, a_pos : a_pos + chunk]
+                            af = av.AudioFrame.from_ndarray(np.ascontiguousarray(block), format="fltp",
+                                                            layout=a_stream.layout.name)
+                            af.sample_rate, af.pts = AUDIO_RATE_HZ, a_pos
+                            for packet in a_stream.encode(af):
+                                out.mux(packet)
+                            a_pos += block.shape[1]
+                    if progress is not None:
+                        progress(k + 1, n_frames)
             for packet in v.encode(None):
                 out.mux(packet)
             if a_stream is not None:

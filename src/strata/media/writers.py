@@ -12,6 +12,7 @@ ext     value       where the provenance goes
 .mp4    Video       container metadata: ``comment`` = provenance JSON,
                     ``description`` = the human-readable summary and label
 .vtt    Subtitles   a ``NOTE`` block after the header (players ignore it)
+.mid    Midi        a text meta event (FF 01) at the start of the first track
 .srt    Subtitles   nowhere: SubRip has no metadata or comments
 ======  ==========  ==============================================================
 
@@ -72,11 +73,24 @@ def _vtt(value: Any, prov: Any) -> bytes:
     return (header + "\n\n" + note + body).encode("utf-8")
 
 
+def _mid(value: Any, prov: Any) -> bytes:
+    import io
+
+    import mido
+
+    smf = mido.MidiFile(file=io.BytesIO(value.data))
+    smf.tracks[0].insert(0, mido.MetaMessage("text", text="strata provenance " + _provenance_json(prov), time=0))
+    buf = io.BytesIO()
+    smf.save(file=buf)
+    return buf.getvalue()
+
+
 WAV_PROVENANCE_CHUNK = b"strt"
 
 WRITERS: dict[str, FileWriter] = {
     ".wav": FileWriter("wav", "audio/wav", "Audio", _wav),
     ".mp4": FileWriter("mp4", "video/mp4", "Video", _mp4),
+    ".mid": FileWriter("mid", "audio/midi", "Midi", _mid, signable=False),
     ".srt": FileWriter("srt", "application/x-subrip", "Subtitles", _srt, signable=False),
     ".vtt": FileWriter("vtt", "text/vtt", "Subtitles", _vtt, signable=False),
 }

@@ -6,7 +6,8 @@
 - ``sound.mix``: tracks with gain, offset and fades; music ducked under the voice by a
   sidechain on the voice's envelope; integrated loudness normalized (ITU-R BS.1770-4 via
   pyloudnorm) with a true-peak ceiling (4× oversampled peak, as BS.1770-4 Annex 2).
-- ``sound.load_audio``: a WAV/FLAC/OGG file as Audio.
+- ``sound.load_audio``: a WAV/FLAC/OGG file as Audio; ``sound.load_midi`` / ``sound.render_midi``:
+  a MIDI score and its rendering through a General MIDI SoundFont.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from strata.errors import OpError
 from strata.media.audio import Audio, load_audio as _load_audio, resample, with_channels
+from strata.media.midi import Midi
 from strata.media.timed_text import Subtitles, TimedText, Words
 from strata.models import speech as _speech  # registers the piper voice with the model registry
 from strata.workflow.node import InputFile, node
@@ -150,6 +152,42 @@ def load_audio(*, path: InputFile) -> Audio:
         path: the audio file.
     """
     return _load_audio(path)
+
+
+@node("sound.load_midi", layer="io", version=1)
+def load_midi(*, path: InputFile) -> Midi:
+    """Load a Standard MIDI File (.mid).
+
+    Args:
+        path: the MIDI file (checked by parsing it).
+    """
+    from pathlib import Path
+
+    midi = Midi(Path(path).read_bytes())
+    midi.parse()  # refuse a broken file here, not at render time
+    return midi
+
+
+@node("sound.render_midi", layer="sound", version=1)
+def render_midi(
+    midi: Midi,
+    *,
+    soundfont: Annotated[InputFile | None, Field(description=".sf2/.sf3 General MIDI SoundFont; empty = TimGM6mb")] = None,
+    sample_rate_hz: Annotated[Literal[44100, 48000], Field(description="output rate, Hz")] = 48000,
+    tail_s: Annotated[float, Field(ge=0, le=30, description="time after the last note for releases, s")] = 1.0,
+) -> Audio:
+    """Play a MIDI score through a General MIDI SoundFont (TinySoundFont), to stereo audio.
+
+    Args:
+        midi: the score (sound.load_midi, or the music model's output).
+        soundfont: a .sf2/.sf3 file (default: pretty_midi's bundled TimGM6mb; Debian's
+            fluid-soundfont-gm gives /usr/share/sounds/sf2/FluidR3_GM.sf2, a fuller sound).
+        sample_rate_hz: 44100 or 48000 (default 48000).
+        tail_s: [0, 30] s (default 1).
+    """
+    from strata.media.midi import render_midi as _render
+
+    return _render(midi, soundfont=soundfont, sample_rate_hz=sample_rate_hz, tail_s=tail_s)
 
 
 # ---------------------------------------------------------------- mixing

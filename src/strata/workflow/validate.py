@@ -26,7 +26,7 @@ from strata.workflow.spec import NodeDef, Workflow, split_ref
 
 # Output file formats strata can write, by extension.
 OUTPUT_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff",
-                     ".wav", ".mp4", ".srt", ".vtt"}  # the last four: strata.media.writers
+                     ".wav", ".mp4", ".srt", ".vtt", ".mid"}  # the last five: strata.media.writers
 
 
 @dataclass(frozen=True)
