@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 
 from strata.cli.main import StoreOpt, console, handle_errors
 
@@ -66,7 +67,7 @@ def register(app: typer.Typer) -> None:
             console.print("[green]no known failure modes in this prompt[/]")
             return
         for w in warnings:
-            console.print(f"[yellow]{w.code}[/] [bold]{w.span!r}[/]: {w.message}", markup=True)
+            console.print(f"[yellow]{w.code}[/] [bold]{escape(repr(w.span))}[/]: {escape(w.message)}")
             console.print(f"  instead: {w.suggestion}", markup=False)
 
     @app.command()
