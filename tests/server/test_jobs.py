@@ -74,7 +74,7 @@ def test_websocket_streams_events_with_previews(client):
     assert kinds.index("run_started") < kinds.index("node_progress") < kinds.index("run_finished")
     progress = [e for e in events if e["event"] == "node_progress"]
     assert [(p["step"], p["total"]) for p in progress] == [(1, 3), (2, 3), (3, 3)]
-    assert progress[0]["preview"].startswith("data:image/png;base64,")
+    assert progress[-1]["preview"].startswith("data:image/png;base64,")  # (a late joiner gets only the newest)
     assert all(e["job"] == job_id for e in events)
     # a client connecting after the end still gets the whole story and the end
     with client.websocket_connect(f"{WS}/api/jobs/{job_id}/events") as ws:
@@ -223,3 +223,13 @@ def test_docs_work_offline(client):
 def test_health(client):
     body = client.get("/api/health").json()
     assert body["status"] == "ok" and body["auth"] == "loopback" and body["workers"] == 1
+
+
+def test_replay_keeps_only_the_newest_preview():
+    from strata.server.hub import EventHub
+
+    hub = EventHub()
+    for step in (1, 2, 3):
+        hub.publish("j", {"event": "node_progress", "step": step, "total": 3, "preview": f"data:{step}"})
+    kept = list(hub._recent["j"])
+    assert [m.get("preview") for m in kept] == [None, None, "data:3"]

@@ -84,6 +84,7 @@ class EventHub:
         self._subs: dict[str, set[Subscription]] = {}
         self._recent: OrderedDict[str, deque[dict[str, Any]]] = OrderedDict()
         self._progress: dict[str, dict[str, Any]] = {}
+        self._last_preview: dict[str, dict[str, Any]] = {}
         self.replay = replay
         self.keep_jobs = keep_jobs
         self.queue_size = queue_size
@@ -97,12 +98,22 @@ class EventHub:
                 while len(self._recent) > self.keep_jobs:
                     old, _ = self._recent.popitem(last=False)
                     self._progress.pop(old, None)
-            buf.append(message)
+                    self._last_preview.pop(old, None)
+            kept = message
+            if "preview" in message:
+                # the replay keeps only a job's newest preview, so memory stays ~1 image per job
+                kept = dict(message)
+                previous = self._last_preview.get(job_id)
+                if previous is not None:
+                    previous.pop("preview", None)
+                self._last_preview[job_id] = kept
+            buf.append(kept)
             self._recent.move_to_end(job_id)
             if message.get("event") == "node_progress":
                 self._progress[job_id] = message
             elif message.get("event") == "job_finished":
                 self._progress.pop(job_id, None)
+                self._last_preview.pop(job_id, None)
             targets = list(self._subs.get(job_id, ())) + list(self._subs.get(ALL, ()))
         for sub in targets:
             try:
