@@ -141,3 +141,15 @@ def test_workflow_writes_mp4_wav_srt_vtt_with_provenance(tmp_path, monkeypatch):
     assert vtt.startswith("WEBVTT\n\nNOTE strata provenance {") and "00:00:00.500 --> 00:00:01.250" in vtt
     with pytest.raises(Exception, match="holds Subtitles"):
         encode_file(".srt", tone(1), p)
+
+
+def test_odd_video_size_fails_at_validation_before_anything_runs():
+    from strata.errors import WorkflowError
+    from strata.workflow.validate import validate
+
+    wf = parse_workflow({"name": "odd", "nodes": [
+        {"id": "pic", "op": "io.sample_image"},
+        {"id": "cam", "op": "motion.camera", "inputs": {"image": "pic"}, "params": {"width": 641, "height": 360}},
+    ]})
+    with pytest.raises(WorkflowError, match="node 'cam', 'width': Input should be a multiple of 2"):
+        validate(wf)

@@ -23,8 +23,9 @@ from strata.media.video import EASINGS, CaptionStyle, Clip, Easing, Layer, Rect,
 from strata.workflow.node import node
 
 Move = Literal["still", "zoom_in", "zoom_out", "pan_left", "pan_right", "pan_up", "pan_down", "ken_burns"]
-Width = Annotated[int, Field(ge=16, le=3840, description="frame width, px (even)")]
-Height = Annotated[int, Field(ge=16, le=2160, description="frame height, px (even)")]
+# multiple_of=2: odd sizes fail when the workflow is validated, before anything runs
+Width = Annotated[int, Field(ge=16, le=3840, multiple_of=2, description="frame width, px (even)")]
+Height = Annotated[int, Field(ge=16, le=2160, multiple_of=2, description="frame height, px (even)")]
 Fps = Annotated[int, Field(ge=1, le=120, description="frames per second")]
 Duration = Annotated[float, Field(gt=0, le=3600, description="length, s")]
 Zoom = Annotated[float, Field(ge=1, le=8, description="how much closer the tight view is (1 = none)")]
