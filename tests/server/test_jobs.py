@@ -233,3 +233,32 @@ def test_replay_keeps_only_the_newest_preview():
         hub.publish("j", {"event": "node_progress", "step": step, "total": 3, "preview": f"data:{step}"})
     kept = list(hub._recent["j"])
     assert [m.get("preview") for m in kept] == [None, None, "data:3"]
+
+
+def test_graceful_stop_puts_the_running_job_back(make_client):
+    slow = sample_workflow(0.44, extra=[{"id": "slow", "op": "server_test.wait", "inputs": {"image": "grade"},
+                                         "params": {"steps": 100, "step_s": 0.01}}])
+    with running(make_client) as server:
+        job_id = server.post("/api/jobs", json=slow).json()["id"]
+        with server.websocket_connect(f"{WS}/api/jobs/{job_id}/events") as ws:
+            while ws.receive_json()["event"] != "node_progress":
+                pass
+    # the app stopped mid-node: the job is queued again, its attempt not counted
+    with running(make_client, start_workers=False) as api_only:
+        job = api_only.get(f"/api/jobs/{job_id}").json()
+        assert job["status"] == "queued" and job["attempts"] == 0
+    with running(make_client) as server:
+        job = wait_job(server, job_id, timeout_s=15)
+        assert job["status"] == "succeeded" and job["attempts"] == 1
+        assert job["result"]["cached"] == ["src", "grade"]  # resumed from what had finished
+
+
+def test_several_workers_never_share_a_job(make_client):
+    with running(make_client, start_workers=False) as api_only:
+        ids = [api_only.post("/api/jobs", json=sample_workflow(i / 50)).json()["id"] for i in range(12)]
+    c = make_client(workers=3)  # three workers race for twelve queued jobs
+    jobs = [wait_job(c, i) for i in ids]
+    assert all(j["status"] == "succeeded" and j["attempts"] == 1 for j in jobs)
+    assert len({j["run_id"] for j in jobs}) == 12
+    workers = {r["worker"] for r in c.app.state.strata.store.db.query("SELECT worker FROM server_jobs")}
+    assert len(workers) >= 2  # the work was actually spread
