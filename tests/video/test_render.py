@@ -153,3 +153,31 @@ def test_odd_video_size_fails_at_validation_before_anything_runs():
     ]})
     with pytest.raises(WorkflowError, match="node 'cam', 'width': Input should be a multiple of 2"):
         validate(wf)
+
+
+def test_mp4_sound_meets_loudness_and_true_peak_after_aac():
+    """The acceptance numbers, measured on what a viewer hears: the MP4's decoded AAC."""
+    import io
+
+    import pyloudnorm
+    from scipy.signal import resample as fft_resample
+
+    from strata.ops.sound import mix
+
+    rate = 48000
+    rng = np.random.default_rng(3)
+    t = np.arange(8 * rate) / rate
+    from scipy.signal import butter, sosfilt
+
+    # syllable-shaped noise band-limited like speech (AAC drops the top octave of white noise,
+    # which would change the loudness for a reason no narration has)
+    band = sosfilt(butter(4, [100, 4000], "bandpass", fs=rate, output="sos"), rng.standard_normal(len(t)))
+    voice = 0.6 * np.clip(np.sin(2 * np.pi * 4 * t), 0, None) * band
+    music = 0.4 * np.sin(2 * np.pi * 220 * t) + 0.2 * np.sin(2 * np.pi * 331 * t)
+    final = mix([Audio.mono(voice, rate), Audio.mono(music, rate)], target_lufs=-14.0, true_peak_dbtp=-1.0)
+    video = render(still(seconds=8.0), final)
+    with av.open(io.BytesIO(video.data)) as c:
+        heard = np.concatenate([f.to_ndarray() for f in c.decode(audio=0)], axis=1)
+    lufs = pyloudnorm.Meter(rate).integrated_loudness(heard.T.astype(np.float64))
+    tp = 20 * np.log10(np.abs(fft_resample(heard, heard.shape[1] * 4, axis=1)).max())
+    assert abs(lufs - (-14.0)) <= 0.5 and tp <= -1.0, (lufs, tp)

@@ -342,7 +342,7 @@ def _tmp_mp4() -> str:
 
 
 def encode_mp4(clip: Clip, audio: Audio | None, *, crf: int = 20, preset: str = "veryfast",
-               audio_overrun: AudioOverrun = "error", audio_bitrate: int = 160_000,
+               audio_overrun: AudioOverrun = "error", audio_bitrate: int = 192_000,
                progress: Callable[[int, int], None] | None = None) -> bytes:
     """Encode ``clip`` (and ``audio``) to MP4 bytes: H.264 yuv420p BT.709, AAC, moov atom first.
 

@@ -25,6 +25,7 @@ from strata.models import speech as _speech  # registers the piper voice with th
 from strata.workflow.node import InputFile, node
 
 MAX_TEXT_CHARS = 20_000
+CODEC_HEADROOM_DB = 0.3
 
 # ---------------------------------------------------------------- speech
 
@@ -302,7 +303,10 @@ def normalize_loudness(samples: np.ndarray, rate: int, *, target_lufs: float, ce
     limiter, so the true peak is always under the ceiling.
     """
     out = samples.astype(np.float32)
-    margin = 0.1  # dB under the ceiling: the 4× estimate can miss a sliver of the true peak
+    # Aim this far under the ceiling: the 4× estimate can miss a sliver of the true peak, and
+    # AAC encoding (video.render) overshoots peaks by ~0.1–0.2 dB; the MP4's decoded sound must
+    # still meet the ceiling.
+    margin = CODEC_HEADROOM_DB
     for _ in range(max_passes):
         loud = integrated_lufs(out, rate)
         if not np.isfinite(loud):
@@ -389,7 +393,7 @@ def mix(
     if target_lufs is not None:
         out = normalize_loudness(out, rate, target_lufs=target_lufs, ceiling_dbtp=true_peak_dbtp)
     elif measure_true_peak(out, rate) > true_peak_dbtp:
-        out = limit_true_peak(out, true_peak_dbtp - 0.1, rate=rate)
+        out = limit_true_peak(out, true_peak_dbtp - CODEC_HEADROOM_DB, rate=rate)
     return Audio(out, rate)
 
 
