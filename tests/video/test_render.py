@@ -143,7 +143,7 @@ def test_workflow_writes_mp4_wav_srt_vtt_with_provenance(tmp_path, monkeypatch):
         encode_file(".srt", tone(1), p)
 
 
-def test_odd_video_size_fails_at_validation_before_anything_runs():
+def test_odd_size_and_wrong_output_type_fail_at_validation():
     from strata.errors import WorkflowError
     from strata.workflow.validate import validate
 
@@ -152,6 +152,12 @@ def test_odd_video_size_fails_at_validation_before_anything_runs():
         {"id": "cam", "op": "motion.camera", "inputs": {"image": "pic"}, "params": {"width": 641, "height": 360}},
     ]})
     with pytest.raises(WorkflowError, match="node 'cam', 'width': Input should be a multiple of 2"):
+        validate(wf)
+    wf = parse_workflow({"name": "clip-as-mp4", "nodes": [
+        {"id": "pic", "op": "io.sample_image"},
+        {"id": "cam", "op": "motion.camera", "inputs": {"image": "pic"}},
+    ], "outputs": {"film.mp4": "cam"}})
+    with pytest.raises(WorkflowError, match="'film.mp4' holds Video, but 'cam' gives Clip; connect a node that makes Video"):
         validate(wf)
 
 

@@ -27,6 +27,8 @@ from strata.workflow.spec import NodeDef, Workflow, split_ref
 # Output file formats strata can write, by extension.
 OUTPUT_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff",
                      ".wav", ".mp4", ".srt", ".vtt", ".mid"}  # the last five: strata.media.writers
+# What the non-image formats hold (checked here so a mismatch fails before anything runs).
+OUTPUT_VALUE_TYPES = {".wav": "Audio", ".mp4": "Video", ".srt": "Subtitles", ".vtt": "Subtitles", ".mid": "Midi"}
 
 
 @dataclass(frozen=True)
@@ -297,6 +299,11 @@ def validate(workflow: Workflow) -> Plan:
         name = out_name or (next(iter(outs)) if len(outs) == 1 else None)
         if name not in outs:
             issues.append(Issue(f"output '{filename}': '{src_id}' has no output '{out_name}' (outputs: {', '.join(outs)})"))
+            continue
+        want = OUTPUT_VALUE_TYPES.get(Path(filename).suffix.lower())
+        if want and outs[name].type_name not in (want, f"list[{want}]"):
+            issues.append(Issue(f"output '{filename}' holds {want}, but '{src_id}' gives {outs[name].type_name}; "
+                                f"connect a node that makes {want}"))
             continue
         outputs[filename] = Source(src_id, name)
 
