@@ -129,3 +129,18 @@ def test_bad_motion_input_is_refused_clearly():
         sequence([_solid_clip((1, 1, 1), 1.0), _solid_clip((1, 1, 1))], transition_s=2.0)
     with pytest.raises(Exception, match="transitions"):
         Clip(64, 36, 10, (_solid_clip((1, 1, 1)).shots[0],) * 2, (Transition(), Transition()))
+
+
+def test_layers_land_in_the_same_place_when_large_stills_are_prefiltered():
+    # a 4× larger base is shrunk (area average) before warping; layer placement must not move
+    def frame(scale: int) -> np.ndarray:
+        base = Image.solid(320 * scale, 180 * scale, (0, 0, 0, 1))
+        dot = Image.solid(10 * scale, 10 * scale, (1, 1, 1, 1))
+        clip = parallax(base, [dot], settings=[{"x": 100 * scale, "y": 60 * scale, "depth": 1}], travel_px=0,
+                        duration_s=1.0, width=320, height=180, fps=10)
+        return FrameRenderer(clip).frame(0.5)[:, :, 0].astype(float)
+
+    small, large = frame(1), frame(4)
+    ys, xs = np.nonzero(small > 127)
+    yl, xl = np.nonzero(large > 127)
+    assert (xs.mean(), ys.mean()) == pytest.approx((xl.mean(), yl.mean()), abs=0.5)

@@ -210,8 +210,8 @@ class FrameRenderer:
             dy = shot.parallax_px[1] * (u - 0.5) / layer.depth
             sx, sy = w / W, h / H
             s = layer.scale / k if j else 1.0 / k
-            m = np.array([[sx / s, 0, (x - dx * sx - (layer.x * k if j else 0)) / s],
-                          [0, sy / s, (y - dy * sy - (layer.y * k if j else 0)) / s]], np.float64)
+            m = np.array([[sx / s, 0, (x - dx * sx - (layer.x if j else 0)) / s],
+                          [0, sy / s, (y - dy * sy - (layer.y if j else 0)) / s]], np.float64)
             if j == 0:
                 frame = cv2.warpAffine(arr, m, (W, H), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                                        borderMode=cv2.BORDER_REPLICATE)

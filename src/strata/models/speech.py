@@ -103,7 +103,7 @@ class PiperSpeaker:
 
     def _word_phonemes(self, word: str) -> list[str]:
         chunks = self.voice.phonemize(word)
-        return "".join(" ".join("".join(c) for c in chunks)).split()
+        return " ".join("".join(c) for c in chunks).split()
 
     def speak(self, sentence: str, *, rate: float, variation: float = 0.0) -> Utterance:
         """Speak one sentence at ``rate``.
