@@ -15,7 +15,8 @@ hides the others:
 2. **Embedded provenance** (:mod:`strata.provenance.metadata`: PNG text chunks / XMP), and for
    audio and video the ``org.strata.provenance`` assertion in the credentials.
 3. **The invisible watermark** (:mod:`strata.provenance.watermark`) in the pixels, which
-   survives metadata stripping, re-encoding and screenshots of a whole image.
+   survives metadata stripping and, most of the time, re-encoding, resizing and cropping
+   (``bench/results/watermark.json``).
 
 :func:`verify_file` returns a :class:`VerifyReport` with each answer and the file's history in
 words. It never raises for a bad *file* (not media, truncated, foreign or damaged
