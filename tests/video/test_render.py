@@ -187,3 +187,22 @@ def test_mp4_sound_meets_loudness_and_true_peak_after_aac():
     lufs = pyloudnorm.Meter(rate).integrated_loudness(heard.T.astype(np.float64))
     tp = 20 * np.log10(np.abs(fft_resample(heard, heard.shape[1] * 4, axis=1)).max())
     assert abs(lufs - (-14.0)) <= 0.5 and tp <= -1.0, (lufs, tp)
+
+
+def test_timeline_scene_can_use_a_prepared_parallax_clip():
+    from strata.ops.motion import parallax
+
+    base = Image.solid(160, 90, (0.2, 0.2, 0.2, 1))
+    dot = Image.solid(8, 8, (1, 1, 1, 1))
+    par = parallax(base, [dot], settings=[{"x": 40, "y": 40, "depth": 1}], travel_px=30, duration_s=1.0,
+                   width=W, height=H, fps=FPS)
+    out = timeline([base], [tone(1.0)], clips=[par], scenes=[{"clip": 0}, {"image": 0, "duration_s": 1.0}],
+                   transition="cut", lead_s=0.5, tail_s=0.5, width=W, height=H, fps=FPS)
+    shot = out["clip"].shots[0]
+    assert shot.duration_s == pytest.approx(2.0) and shot.parallax_px == (30, 0.0) and len(shot.layers) == 2
+    with pytest.raises(OpError, match="exactly one of image or clip"):
+        timeline([base], clips=[par], scenes=[{"image": 0, "clip": 0, "duration_s": 1}], width=W, height=H, fps=FPS)
+    with pytest.raises(OpError, match="clip 0 is 128×72 @ 24 fps but the timeline is 256×144"):
+        timeline(clips=[par], scenes=[{"clip": 0, "duration_s": 1}], width=256, height=144, fps=FPS)
+    with pytest.raises(OpError, match="refers to clip 1"):
+        timeline(clips=[par], scenes=[{"clip": 1, "duration_s": 1}], width=W, height=H, fps=FPS)

@@ -33,7 +33,9 @@ class Scene(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    image: int = Field(ge=0, description="index into the images input")
+    image: int | None = Field(None, ge=0, description="index into the images input (or give clip)")
+    clip: int | None = Field(None, ge=0, description="index into the clips input: a one-shot clip (motion.camera, "
+                                                     "motion.parallax) retimed to the scene; move/zoom/rects are ignored")
     narration: int | None = Field(None, ge=0, description="index into narrations (default: the scene's own index, if connected)")
     duration_s: float | None = Field(None, gt=0, le=3600, description="length, s; empty = lead + narration + tail")
     move: Move = Field("zoom_in", description="camera move (see motion.camera)")
@@ -45,9 +47,10 @@ class Scene(BaseModel):
 
 @node("video.timeline", layer="video", version=1, outputs={"clip": Clip, "narration": Audio, "words": Words})
 def timeline(
-    images: list[Image],
+    images: list[Image] | None = None,
     narrations: list[Audio] | None = None,
     words: list[Words] | None = None,
+    clips: list[Clip] | None = None,
     *,
     scenes: Annotated[list[Scene], Field(min_length=1, max_length=500, description="the scenes, in order")],
     transition: Annotated[TransitionKind, Field(description="between scenes")] = "crossfade",
@@ -67,11 +70,13 @@ def timeline(
 
     Args:
         images: the stills scenes refer to by index.
+        clips: prepared one-shot clips (e.g. motion.parallax of composite layers) scenes may use
+            instead of a still; the shot keeps its move and is stretched to the scene's length.
         narrations: optional voice tracks (sound.speech audio); scene i uses narration i
             unless it names another.
         words: optional word timings matching ``narrations`` (same order), shifted onto the
             timeline for subtitles.
-        scenes: per scene: image, narration, duration_s, move, zoom, start_rect/end_rect, easing.
+        scenes: per scene: image (or clip), narration, duration_s, move, zoom, start_rect/end_rect, easing.
         transition: cut, crossfade (default), wipes, fade_black; transition_s [0, 10] (default 0.8).
         lead_s, tail_s: picture before/after the narration (default 0.6 / 0.8 s).
         width, height, fps: frame size (even; default 1280×720) and rate (default 30).
@@ -81,8 +86,7 @@ def timeline(
         words: the narrations' words on the clip's timeline.
     """
     check_size(width, height)
-    narrations = narrations or []
-    words = words or []
+    images, narrations, words, clips = images or [], narrations or [], words or [], clips or []
     if words and len(words) != len(narrations):
         raise OpError(f"{len(words)} word lists for {len(narrations)} narrations; connect one per narration",
                       param="words")
@@ -90,9 +94,14 @@ def timeline(
     d = 0.0 if transition == "cut" else transition_s
     shots, placed = [], []
     for i, sc in enumerate(scenes):
-        if sc.image >= len(images):
+        if (sc.image is None) == (sc.clip is None):
+            raise OpError(f"scene {i}: give exactly one of image or clip", param="scenes")
+        if sc.image is not None and sc.image >= len(images):
             raise OpError(f"scene {i} refers to image {sc.image}, but only {len(images)} image(s) are connected "
                           f"(indices 0–{len(images) - 1})", param="scenes")
+        if sc.clip is not None and sc.clip >= len(clips):
+            raise OpError(f"scene {i} refers to clip {sc.clip}, but only {len(clips)} clip(s) are connected",
+                          param="scenes")
         nar = sc.narration if sc.narration is not None else (i if i < len(narrations) else None)
         if sc.narration is not None and nar is not None and nar >= len(narrations):
             raise OpError(f"scene {i} refers to narration {nar}, but only {len(narrations)} narration(s) are "
@@ -104,9 +113,13 @@ def timeline(
         else:
             raise OpError(f"scene {i} has neither duration_s nor a narration to take its length from",
                           param="scenes")
-        img = images[sc.image]
-        start, end = camera_rects(img.width, img.height, width, height, sc.move, sc.zoom, sc.start_rect, sc.end_rect)
-        shots.append(Shot((Layer(img),), dur, start, end, sc.easing))
+        if sc.clip is not None:
+            shots.append(_retimed(clips[sc.clip], sc.clip, dur, width, height, fps))
+        else:
+            img = images[sc.image]  # type: ignore[index]
+            start, end = camera_rects(img.width, img.height, width, height, sc.move, sc.zoom, sc.start_rect,
+                                      sc.end_rect)
+            shots.append(Shot((Layer(img),), dur, start, end, sc.easing))
         placed.append(nar)
     for i in range(1, len(shots)):
         if d > min(shots[i - 1].duration_s, shots[i].duration_s):
@@ -132,6 +145,18 @@ def timeline(
         if words:
             timed += list(words[nar].shifted(start_s + lead_s).items)
     return {"clip": clip, "narration": Audio.mono(track, rate), "words": Words(tuple(timed))}
+
+
+def _retimed(clip: Clip, index: int, duration_s: float, width: int, height: int, fps: int) -> Shot:
+    """The single shot of ``clip``, lasting ``duration_s`` (its move spans the new length)."""
+    if len(clip.shots) != 1:
+        raise OpError(f"clip {index} has {len(clip.shots)} shots; a scene takes a one-shot clip "
+                      "(motion.camera or motion.parallax), not a sequence", param="scenes")
+    if (clip.width, clip.height, clip.fps) != (width, height, fps):
+        raise OpError(f"clip {index} is {clip.width}×{clip.height} @ {clip.fps} fps but the timeline is "
+                      f"{width}×{height} @ {fps} fps; make them match", param="scenes")
+    s = clip.shots[0]
+    return Shot(s.layers, duration_s, s.start, s.end, s.easing, s.parallax_px)
 
 
 @node("video.render", layer="video", version=1)
