@@ -116,3 +116,28 @@ def running(client_factory: Callable[..., TestClient], **kwargs: Any) -> Iterato
 
 def blob_count(store_dir: Path) -> int:
     return sum(1 for p in (store_dir / "blobs").rglob("*") if p.is_file())
+
+
+@contextmanager
+def serve_in_thread(app: Any) -> Iterator[int]:
+    """Run ``app`` with uvicorn on a free loopback port in a thread; yields the port."""
+    import socket
+    import threading
+
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.started, "uvicorn did not start"
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(20)

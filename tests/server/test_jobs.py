@@ -262,3 +262,34 @@ def test_several_workers_never_share_a_job(make_client):
     assert len({j["run_id"] for j in jobs}) == 12
     workers = {r["worker"] for r in c.app.state.strata.store.db.query("SELECT worker FROM server_jobs")}
     assert len(workers) >= 2  # the work was actually spread
+
+
+def test_studio_page_and_files(client):
+    page = client.get("/")
+    assert page.status_code == 200 and '<script type="module" src="/studio/studio.js">' in page.text
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    assert "http" not in page.text.replace("http-equiv", "")  # nothing loaded from elsewhere
+    js = client.get("/studio/studio.js")
+    assert js.status_code == 200 and "followJob" in js.text and "https://" not in js.text
+    assert client.get("/studio/studio.css").status_code == 200
+
+
+def test_rerun_with_changes_records_the_parent(client):
+    first = wait_job(client, client.post("/api/jobs", json=sample_workflow(0.15)).json()["id"])
+    run = client.get(f"/api/runs/{first['run_id']}").json()
+    run["workflow"]["nodes"][1]["params"]["stops"] = 0.35
+    r = client.post("/api/jobs", json={"workflow": run["workflow"], "parent_run": first["run_id"][:15]})
+    second = wait_job(client, r.json()["id"])
+    assert second["result"]["cached"] == ["src"] and second["result"]["executed"] == ["grade"]
+    assert client.get(f"/api/runs/{second['run_id']}").json()["parent"] == first["run_id"]
+    bad = client.post("/api/jobs", json={"workflow": run["workflow"], "parent_run": "nope"})
+    assert bad.status_code == 400 and bad.json()["error"] == "unknown_run"
+
+
+def test_global_event_stream(client):
+    with client.websocket_connect(f"{WS}/api/events") as ws:
+        job_id = client.post("/api/jobs", json=sample_workflow(0.77)).json()["id"]
+        seen = []
+        while not seen or seen[-1]["event"] != "job_finished":
+            seen.append(ws.receive_json())
+    assert {e["job"] for e in seen} == {job_id} and seen[0]["event"] == "job_queued"

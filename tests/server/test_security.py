@@ -134,6 +134,14 @@ def test_upload_then_use_by_hash(client, store_dir):
     assert fetched.content == data and fetched.headers["content-type"] == "image/png"
     job = wait_job(client, client.post("/api/jobs", json=load_workflow(up["ref"])).json()["id"])
     assert job["status"] == "succeeded", job
+    # the history keeps the portable ref, and no server path reaches the client
+    run = client.get(f"/api/runs/{job['run_id']}").json()
+    assert run["workflow"]["nodes"][0]["params"]["path"] == up["ref"]
+    assert run["nodes"][0]["params"]["path"] == up["ref"]
+    assert str(store_dir) not in client.get(f"/api/runs/{job['run_id']}").text
+    value = job["result"]["node_outputs"]["img"]["image"]
+    assert client.get(f"/api/assets/{value}/lineage").json()["params"]["path"] == up["ref"]
+    assert str(store_dir) not in client.get(f"/api/assets/{value}/lineage").text
 
 
 def test_oversized_upload_refused(make_client, store_dir):

@@ -3,17 +3,13 @@ server on loopback — with stand-in generative ops until the built-in img2img/i
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from pathlib import Path
 from typing import Iterator
 
 import PIL.Image
 import pytest
-import uvicorn
 
-from server_helpers import FAKE_GENERATORS, TOKEN, fake_registry
+from server_helpers import FAKE_GENERATORS, TOKEN, fake_registry, serve_in_thread
 from strata.server import ServerConfig, create_app
 from strata.store import Store
 
@@ -22,22 +18,11 @@ webuiapi = pytest.importorskip("webuiapi")
 
 @pytest.fixture
 def live_server(tmp_path: Path) -> Iterator[int]:
-    """A uvicorn server in a thread, token-protected, on a free loopback port."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    """A token-protected server on a free loopback port."""
     app = create_app(Store(tmp_path / "store"), token=TOKEN, models=fake_registry(tmp_path),
                      generators=FAKE_GENERATORS, config=ServerConfig(poll_s=0.05, heartbeat_s=0.05))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert server.started, "uvicorn did not start"
-    yield port
-    server.should_exit = True
-    thread.join(20)
+    with serve_in_thread(app) as port:
+        yield port
 
 
 def client(port: int) -> "webuiapi.WebUIApi":

@@ -112,7 +112,7 @@ def create_app(store: Store | str | Path, *, token: str | Sequence[str] | None =
     The queue starts with the app (its lifespan): orphaned jobs are recovered, workers start;
     on shutdown running jobs are interrupted and go back to the queue.
     """
-    from strata.server.routes import a1111, assets, docs, events, jobs, ops, runs
+    from strata.server.routes import a1111, assets, docs, events, jobs, ops, runs, studio
 
     store = store if isinstance(store, Store) else Store(store)
     config = config or ServerConfig()
@@ -144,9 +144,10 @@ def create_app(store: Store | str | Path, *, token: str | Sequence[str] | None =
                   docs_url=None, redoc_url=None)
     app.state.strata = state
     _error_handlers(app)
-    for module in (jobs, events, assets, runs, ops, a1111, docs):
+    for module in (jobs, events, assets, runs, ops, a1111, docs, studio):
         app.include_router(module.router)
     docs.mount_static(app)
+    studio.mount_static(app)
     # base64 images in A1111 bodies are 4/3 of the file; leave room for the JSON around them
     app.add_middleware(BodyLimit, limit=max(config.max_workflow_bytes, config.max_upload_bytes * 4 // 3 + 2**16))
     if config.cors_origins:

@@ -9,6 +9,7 @@ params go through :func:`strata.server.security.resolve_remote_file`.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from pathlib import Path
@@ -19,7 +20,7 @@ import yaml
 
 from strata.errors import Issue, WorkflowError
 from strata.server.errors import ApiError
-from strata.server.security import resolve_remote_file
+from strata.server.security import ASSET_SCHEME, resolve_remote_file
 from strata.workflow.node import NodeSpec, load_builtin_ops
 from strata.workflow.spec import _UniqueKeyLoader, parse_workflow
 from strata.workflow.validate import Plan, validate
@@ -36,6 +37,8 @@ class JobOptions(pydantic.BaseModel):
     workflow: dict[str, Any]
     priority: int = pydantic.Field(0, ge=-100, le=100, description="higher runs first; ties run in submission order")
     no_cache: bool = pydantic.Field(False, description="execute every node even if a stored result exists")
+    parent_run: str | None = pydantic.Field(None, max_length=64, description="the run this one reruns with changes "
+                                            "(recorded in the history, shown by `strata runs`)")
 
 
 def parse_body(data: bytes, content_type: str) -> Any:
@@ -116,7 +119,9 @@ def prepare_plan(data: dict[str, Any], *, upload_path: Callable[[str], Path | No
     if refused:
         raise ApiError(403, "path_not_allowed", "; ".join(map(str, refused)),
                        extra={"issues": [{"node": i.node, "param": i.param, "message": i.message} for i in refused]})
-    return validate(parse_workflow(rewritten))
+    # Run the rewritten params, but record the workflow as sent: the history, reruns and the
+    # provenance in output files keep portable asset:<sha256> refs, not this server's paths.
+    return dataclasses.replace(validate(parse_workflow(rewritten)), workflow=workflow)
 
 
 @functools.lru_cache(maxsize=None)
@@ -130,6 +135,17 @@ def file_params(spec: NodeSpec) -> frozenset[str]:
         if any(isinstance(v, dict) and v.get("format") == "path" for v in variants):
             names.add(name)
     return frozenset(names)
+
+
+def present_params(params: dict[str, Any], blob_dir: Path) -> dict[str, Any]:
+    """``params`` for clients: stored-upload paths shown as the ``asset:<sha256>`` they came from."""
+    prefix = str(blob_dir) + "/"
+    out = {}
+    for name, value in params.items():
+        if isinstance(value, str) and value.startswith(prefix):
+            value = ASSET_SCHEME + value[len(prefix):].replace("/", "")
+        out[name] = value
+    return out
 
 
 def issues_json(exc: WorkflowError) -> list[dict[str, Any]]:

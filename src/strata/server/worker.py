@@ -163,7 +163,7 @@ class WorkerPool:
 
             executor = Executor(store, sinks=[sink], models=self.models)
             run = executor.run(plan, out_dir=out_dir, run_id=job.run_id, cancel=rj.cancel,
-                               no_cache=bool(job.request.get("no_cache")))
+                               no_cache=bool(job.request.get("no_cache")), parent_run=job.request.get("parent_run"))
             outputs = {name: [_output_entry(p) for p in paths] for name, paths in run.outputs.items()}
             result = {"run_id": run.run_id, "run_status": run.status, "outputs": outputs, "executed": run.executed,
                       "cached": run.cached, "failed": run.failed, "skipped": run.skipped,

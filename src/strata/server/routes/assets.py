@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, Response
 from strata.server.errors import ApiError
 from strata.server.security import read_body_limited
 from strata.server.state import ServerState, authorized_client, get_state
+from strata.server.submission import present_params
 from strata.server.uploads import MEDIA_TYPES, check_image_bytes, store_upload
 
 router = APIRouter(prefix="/api", tags=["assets"], dependencies=[Depends(authorized_client)])
@@ -114,7 +115,13 @@ def asset_lineage(asset_id: str, request: Request, run: str | None = Query(None,
     if tree is None:
         raise ApiError(404, "no_lineage", f"asset {asset_id[:12]}… was not produced by a recorded node "
                        "(it may be an upload)")
-    return asdict(tree)
+    return _present(asdict(tree), st.store.blobs.blob_dir)
+
+
+def _present(node: dict[str, Any], blob_dir: Any) -> dict[str, Any]:
+    """A lineage tree with upload paths shown as asset refs (see present_params)."""
+    return {**node, "params": present_params(node["params"], blob_dir),
+            "inputs": {port: [_present(n, blob_dir) for n in subs] for port, subs in node["inputs"].items()}}
 
 
 @router.post("/uploads", status_code=201, summary="Upload an image (raw body); returns its asset:<sha256> ref",

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
+from strata.errors import StoreError
 from strata.server.errors import ApiError
 from strata.server.generation import GenerateRequest, generate_workflow, require
 from strata.server.queue import Job
@@ -15,6 +16,7 @@ from strata.server.security import read_body_limited
 from strata.server.state import ServerState, authorized_client, get_state
 from strata.server.submission import job_options, parse_body, prepare_plan
 from strata.server.uploads import upload_path
+from strata.store.history import resolve_run
 
 router = APIRouter(prefix="/api", tags=["jobs"], dependencies=[Depends(authorized_client)])
 
@@ -24,8 +26,15 @@ IDEMPOTENCY = Header(None, max_length=200, description="a repeat with the same k
 
 
 def submit_job(st: ServerState, workflow: dict[str, Any], *, kind: str, client: str, priority: int = 0,
-               no_cache: bool = False, idem_key: str | None = None, extra: dict[str, Any] | None = None) -> Job:
+               no_cache: bool = False, parent_run: str | None = None, idem_key: str | None = None,
+               extra: dict[str, Any] | None = None) -> Job:
     """Check ``workflow`` whole (nothing is queued if it is invalid), queue it, wake a worker."""
+    if parent_run is not None:
+        try:
+            parent_run = resolve_run(st.store, parent_run)
+        except StoreError as exc:
+            raise ApiError(400, "unknown_run", f"parent_run: {exc}") from None
+        extra = {**(extra or {}), "parent_run": parent_run}
     prepare_plan(workflow, upload_path=lambda sha: upload_path(st.queue, sha),
                  allowed_dirs=st.config.allowed_file_dirs, max_nodes=st.config.max_workflow_nodes)
     def announce(job_id: str, created: float) -> None:
@@ -59,7 +68,8 @@ async def submit(request: Request, client: str = Depends(authorized_client), pri
     body = await read_body_limited(request, st.config.max_workflow_bytes, "the workflow")
     opts = job_options(parse_body(body, request.headers.get("content-type", "")), priority=priority, no_cache=no_cache)
     job = await run_in_threadpool(submit_job, st, opts.workflow, kind="workflow", client=client,
-                                  priority=opts.priority, no_cache=opts.no_cache, idem_key=idempotency_key)
+                                  priority=opts.priority, no_cache=opts.no_cache, parent_run=opts.parent_run,
+                                  idem_key=idempotency_key)
     return JSONResponse(await run_in_threadpool(job_json, st, job), status_code=202)
 
 

@@ -10,9 +10,16 @@ from fastapi import APIRouter, Depends, Query, Request
 from strata.errors import StoreError
 from strata.server.errors import ApiError
 from strata.server.state import authorized_client, get_state
+from strata.server.submission import present_params
 from strata.store import history
 
 router = APIRouter(prefix="/api/runs", tags=["runs"], dependencies=[Depends(authorized_client)])
+
+
+def _nodes(request: Request, run_id: str) -> list[dict[str, Any]]:
+    store = get_state(request).store
+    return [{**asdict(n), "params": present_params(n.params, store.blobs.blob_dir)}
+            for n in history.run_nodes(store, run_id)]
 
 
 def _resolve(request: Request, run: str) -> str:
@@ -39,10 +46,9 @@ def get_run(run: str, request: Request) -> dict[str, Any]:
     run_id = _resolve(request, run)
     row = st.store.db.query("SELECT id, name, created, finished, status, parent, seed FROM runs WHERE id=?", (run_id,))[0]
     return {**dict(row), "workflow": history.run_workflow_dict(st.store, run_id),
-            "nodes": [asdict(n) for n in history.run_nodes(st.store, run_id)]}
+            "nodes": _nodes(request, run_id)}
 
 
 @router.get("/{run}/nodes", summary="A run's nodes with their input and output asset ids")
 def run_nodes(run: str, request: Request) -> dict[str, Any]:
-    st = get_state(request)
-    return {"nodes": [asdict(n) for n in history.run_nodes(st.store, _resolve(request, run))]}
+    return {"nodes": _nodes(request, _resolve(request, run))}

@@ -1,0 +1,345 @@
+// strata studio: one page over the HTTP API (no build step, no network beyond this server).
+// Sections: api helpers · generate · workflow · history · provenance · queue · start-up.
+
+// ---------------------------------------------------------------- api helpers
+const $ = (sel, root = document) => root.querySelector(sel);
+const el = (tag, attrs = {}, ...children) => {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else if (v !== undefined && v !== null) node.setAttribute(k, v);
+  }
+  node.append(...children.filter((c) => c !== null && c !== undefined));
+  return node;
+};
+
+let token = sessionStorage.getItem("strata-token") || "";
+
+class ApiFailure extends Error {
+  constructor(status, body) {
+    super(typeof body === "object" && body ? body.detail || body.error : String(body));
+    this.status = status;
+    this.body = body;
+  }
+}
+
+async function api(path, options = {}, retried = false) {
+  const headers = { ...(options.headers || {}) };
+  if (token) headers.Authorization = `Bearer ${token}`;
+  const response = await fetch(path, { ...options, headers });
+  if (response.status === 401 && !retried) {
+    const given = prompt("This server needs an API token:");
+    if (given) {
+      token = given.trim();
+      sessionStorage.setItem("strata-token", token);
+      return api(path, options, true);
+    }
+  }
+  const type = response.headers.get("content-type") || "";
+  const body = type.includes("json") ? await response.json() : await response.blob();
+  if (!response.ok) throw new ApiFailure(response.status, body);
+  return body;
+}
+
+const postJson = (path, data) =>
+  api(path, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(data) });
+
+function showError(err) {
+  const banner = $("#banner");
+  banner.textContent = err instanceof ApiFailure ? `${err.message}` : `Error: ${err.message || err}`;
+  banner.hidden = false;
+}
+function clearError() { $("#banner").hidden = true; }
+function setStatus(text) { $("#status").textContent = text; }
+
+// Images need the token too, which <img src> cannot send: fetch them as blobs when one is set.
+async function assetImage(id, alt = "") {
+  const img = el("img", { alt, loading: "lazy" });
+  if (!token) {
+    img.src = `/api/assets/${id}`;
+    return img;
+  }
+  try {
+    img.src = URL.createObjectURL(await api(`/api/assets/${id}`));
+  } catch {
+    img.alt = "(not an image)";
+  }
+  return img;
+}
+
+function wsUrl(path) {
+  const url = new URL(path, location.href);
+  url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
+  if (token) url.searchParams.set("token", token);
+  return url;
+}
+
+// Follow one job's events; resolves with the job_finished message.
+function followJob(jobId, onEvent = () => {}) {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(wsUrl(`/api/jobs/${jobId}/events`));
+    ws.onmessage = (msg) => {
+      const event = JSON.parse(msg.data);
+      if (event.error) { reject(new ApiFailure(0, event)); return; }
+      onEvent(event);
+      if (event.event === "job_finished") resolve(event);
+    };
+    ws.onerror = () => reject(new Error("the event stream closed unexpectedly"));
+  });
+}
+
+const firstOutput = (nodeOutputs) => Object.values(nodeOutputs || {})[0];
+
+// ---------------------------------------------------------------- generate
+async function generate(event) {
+  event.preventDefault();
+  clearError();
+  const form = new FormData(event.target);
+  const request = { prompt: form.get("prompt"), negative_prompt: form.get("negative_prompt") };
+  for (const name of ["count", "seed", "steps"]) request[name] = parseInt(form.get(name), 10);
+  request.guidance = parseFloat(form.get("guidance"));
+  request.sampler = form.get("sampler");
+  const button = $("#gen-submit"), bar = $("#gen-progress");
+  button.disabled = true;
+  bar.hidden = false;
+  bar.value = 0;
+  $("#gen-grid").replaceChildren();
+  $("#gen-picked").hidden = true;
+  try {
+    const job = await postJson("/api/generate", request);
+    setStatus(`job ${job.id} queued`);
+    const done = await followJob(job.id, (e) => {
+      if (e.event === "job_started") setStatus(`job ${job.id} running`);
+      if (e.event === "node_progress") {
+        bar.value = e.step / e.total;
+        if (e.preview) $("#gen-preview").replaceChildren(el("img", { src: e.preview, alt: "preview" }));
+      }
+    });
+    setStatus(`job ${job.id} ${done.status}`);
+    if (done.status !== "succeeded") throw new Error(done.error || done.status);
+    const images = [].concat(firstOutput(done.result.node_outputs.generate) || []);
+    const files = done.result.outputs["image.png"] || [];
+    $("#gen-preview").replaceChildren();
+    images.forEach(async (assetId, i) => {
+      const figure = el("figure", { tabindex: 0 }, await assetImage(assetId, `image ${i + 1}`),
+        el("figcaption", {}, `seed ${request.seed + i}`));
+      figure.addEventListener("click", () => pick(figure, assetId, files[i], request.seed + i));
+      $("#gen-grid").append(figure);
+    });
+  } catch (err) {
+    showError(err);
+  } finally {
+    button.disabled = false;
+    bar.hidden = true;
+  }
+}
+
+async function pick(figure, assetId, file, seed) {
+  document.querySelectorAll("#gen-grid figure").forEach((f) => f.classList.toggle("picked", f === figure));
+  const box = $("#gen-picked");
+  const link = el("a", { download: `strata-${seed}.png` }, "Download PNG (with provenance)");
+  if (file) link.href = token ? URL.createObjectURL(await api(file.url)) : file.url;
+  box.replaceChildren(await assetImage(assetId, "picked image"),
+    el("div", {}, el("p", {}, `Picked: seed ${seed}`), link, el("p", {}, el("code", {}, assetId.slice(0, 16) + "…"))));
+  box.hidden = false;
+}
+
+// ---------------------------------------------------------------- workflow
+const SAMPLE = `name: grade
+seed: 7
+nodes:
+  - {id: photo, op: io.sample_image, params: {name: astronaut}}
+  - {id: grade, op: enhance.exposure, inputs: {image: photo}, params: {stops: 0.5}}
+outputs:
+  graded.png: grade
+`;
+
+async function runWorkflow() {
+  clearError();
+  const log = $("#wf-log"), outputs = $("#wf-outputs");
+  log.replaceChildren();
+  outputs.replaceChildren();
+  const text = $("#wf-text").value;
+  const params = new URLSearchParams({ priority: $("#wf-priority").value, no_cache: $("#wf-nocache").checked });
+  const type = text.trim().startsWith("{") ? "application/json" : "application/yaml";
+  try {
+    const job = await api(`/api/jobs?${params}`, { method: "POST", headers: { "Content-Type": type }, body: text });
+    const done = await followJob(job.id, (e) => {
+      const what = [e.event, e.node, e.step && `${e.step}/${e.total}`, e.error].filter(Boolean).join(" ");
+      log.append(el("li", { class: e.event.includes("fail") ? "failed" : e.event === "job_finished" ? "done" : "" }, what));
+      log.scrollTop = log.scrollHeight;
+    });
+    if (done.error) showError(new Error(done.error));
+    for (const [name, files] of Object.entries(done.result?.outputs || {})) {
+      for (const file of files) {
+        outputs.append(el("figure", {}, await assetImage(file.sha256, name), el("figcaption", {}, file.name)));
+      }
+    }
+  } catch (err) {
+    showError(err.body?.issues ? new Error(err.body.issues.map((i) => `${i.node ?? ""} ${i.param ?? ""}: ${i.message}`).join("\n")) : err);
+  }
+}
+
+async function upload(event) {
+  const file = event.target.files[0];
+  if (!file) return;
+  clearError();
+  try {
+    const info = await api("/api/uploads", { method: "POST", headers: { "Content-Type": file.type }, body: file });
+    const area = $("#wf-text");
+    const at = area.selectionStart ?? area.value.length;
+    area.value = area.value.slice(0, at) + info.ref + area.value.slice(at);
+    setStatus(`uploaded ${file.name}: ${info.width}×${info.height} → ${info.ref.slice(0, 18)}…`);
+  } catch (err) {
+    showError(err);
+  }
+}
+
+let ops = [];
+function renderOps() {
+  const filter = $("#ops-filter").value.toLowerCase();
+  $("#ops-list").replaceChildren(...ops.filter((o) => o.op.includes(filter)).map((o) =>
+    el("li", { onclick: () => showOp(o) }, o.op, " ", el("small", {}, o.layer))));
+}
+function showOp(op) {
+  const params = Object.entries(op.params.properties || {}).map(([name, p]) =>
+    `  ${name}: ${JSON.stringify(p.default ?? null)}   # ${p.description || ""}${p.minimum !== undefined ? ` [${p.minimum}, ${p.maximum}]` : ""}`);
+  const inputs = Object.entries(op.inputs).map(([n, p]) => `  ${n}: ${p.type}${p.optional ? " (optional)" : ""}`);
+  $("#op-detail").textContent = `${op.op} (v${op.version})\n${op.description.split("\n")[0]}\n\ninputs:\n${inputs.join("\n") || "  none"}\nparams:\n${params.join("\n") || "  none"}`;
+}
+
+// ---------------------------------------------------------------- history
+async function loadRuns() {
+  try {
+    const { runs } = await api("/api/runs?limit=50");
+    $("#runs tbody").replaceChildren(...runs.map((r) => el("tr", { onclick: () => showRun(r.id) },
+      el("td", {}, r.id), el("td", {}, r.name), el("td", {}, r.status), el("td", {}, String(r.counts.executed || 0)),
+      el("td", {}, String(r.counts.cached || 0)), el("td", {}, r.parent || ""))));
+  } catch (err) {
+    showError(err);
+  }
+}
+
+async function showRun(runId) {
+  clearError();
+  const run = await api(`/api/runs/${runId}`);
+  const box = $("#run-detail");
+  const editors = {};
+  const nodes = await Promise.all(run.nodes.map(async (n) => {
+    editors[n.node_id] = el("textarea", { rows: 2 }, JSON.stringify(run.workflow.nodes.find((d) => d.id === n.node_id)?.params || {}));
+    const thumbs = el("div", { class: "thumbs" });
+    for (const ids of Object.values(n.outputs)) for (const id of ids) thumbs.append(await assetImage(id, n.node_id));
+    return el("div", { class: "node" },
+      el("header", {}, el("strong", {}, n.node_id), el("span", {}, n.op), el("span", {}, n.status),
+        el("span", {}, n.duration_s ? `${n.duration_s.toFixed(3)} s` : "")),
+      n.error ? el("pre", { class: "failed" }, n.error) : null, editors[n.node_id], thumbs);
+  }));
+  const rerun = el("button", {
+    onclick: async () => {
+      try {
+        const workflow = structuredClone(run.workflow);
+        for (const node of workflow.nodes) node.params = JSON.parse(editors[node.id]?.value || "{}");
+        const job = await postJson("/api/jobs", { workflow, parent_run: run.id });
+        setStatus(`rerun queued: ${job.id}`);
+        const done = await followJob(job.id);
+        setStatus(`rerun ${done.status}`);
+        await loadRuns();
+        if (done.result?.run_id) showRun(done.result.run_id);
+      } catch (err) {
+        showError(err);
+      }
+    },
+  }, "Rerun with changes");
+  box.replaceChildren(el("h2", {}, `${run.name} · ${run.id} · ${run.status}`),
+    el("p", {}, "Edit params (JSON) and rerun: only nodes downstream of a change execute again."), rerun, ...nodes);
+}
+
+// ---------------------------------------------------------------- provenance
+async function inspectFile(event) {
+  const file = event.target.files[0];
+  if (!file) return;
+  clearError();
+  const image = $("#prov-image");
+  image.src = URL.createObjectURL(file);
+  image.hidden = false;
+  const data = await new Promise((resolve) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result);
+    reader.readAsDataURL(file);
+  });
+  try {
+    const info = await postJson("/sdapi/v1/png-info", { image: data });
+    const items = Object.entries(info.items).filter(([, v]) => v !== null && v !== "" && !(Array.isArray(v) && !v.length));
+    $("#prov-items").replaceChildren(...items.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, typeof v === "object" ? JSON.stringify(v) : String(v))]));
+    $("#prov-lineage").replaceChildren();
+    if (info.items.asset_id) {
+      try {
+        $("#prov-lineage").append(el("h2", {}, "Lineage in this store"), lineageTree(await api(`/api/assets/${info.items.asset_id}/lineage`)));
+      } catch { /* made elsewhere: no lineage here */ }
+    }
+  } catch (err) {
+    showError(err);
+  }
+}
+
+function lineageTree(node) {
+  const inputs = Object.entries(node.inputs || {}).flatMap(([port, subs]) => subs.map((s) => el("li", {}, `${port} ← `, lineageTree(s))));
+  return el("ul", {}, el("li", {}, el("strong", {}, node.op), ` ${node.node_id} ${JSON.stringify(node.params)}`,
+    inputs.length ? el("ul", {}, ...inputs) : null));
+}
+
+// ---------------------------------------------------------------- queue
+const jobRows = new Map();
+function showJob(job) {
+  let row = jobRows.get(job.id);
+  if (!row) {
+    row = el("li", {}, el("span", { class: "st" }), job.id);
+    jobRows.set(job.id, row);
+    $("#jobs ol").prepend(row);
+  }
+  $(".st", row).textContent = job.status;
+}
+async function watchQueue() {
+  try {
+    const { jobs } = await api("/api/jobs?limit=20");
+    jobs.reverse().forEach(showJob);
+  } catch { return; }
+  const ws = new WebSocket(wsUrl("/api/events"));
+  const statusOf = { job_queued: "queued", job_started: "running", job_requeued: "queued" };
+  ws.onmessage = (msg) => {
+    const e = JSON.parse(msg.data);
+    if (e.event === "job_finished") showJob({ id: e.job, status: e.status });
+    else if (statusOf[e.event]) showJob({ id: e.job, status: statusOf[e.event] });
+    else if (e.event === "node_progress") showJob({ id: e.job, status: `${e.step}/${e.total}` });
+  };
+  ws.onclose = () => setTimeout(watchQueue, 3000);
+}
+
+// ---------------------------------------------------------------- start-up
+function switchTab(name) {
+  document.querySelectorAll("#tabs button").forEach((b) => b.classList.toggle("active", b.dataset.tab === name));
+  document.querySelectorAll(".tab").forEach((s) => s.classList.toggle("active", s.id === name));
+  if (name === "history") loadRuns();
+}
+
+async function start() {
+  document.querySelectorAll("#tabs button").forEach((b) => b.addEventListener("click", () => switchTab(b.dataset.tab)));
+  $("#gen-form").addEventListener("submit", generate);
+  $("#wf-text").value = SAMPLE;
+  $("#wf-submit").addEventListener("click", runWorkflow);
+  $("#wf-upload").addEventListener("change", upload);
+  $("#ops-filter").addEventListener("input", renderOps);
+  $("#runs-refresh").addEventListener("click", loadRuns);
+  $("#prov-file").addEventListener("change", inspectFile);
+  try {
+    const health = await api("/api/health");
+    setStatus(`strata ${health.version} · ${health.workers} worker(s)`);
+    ops = (await api("/api/ops")).ops;
+    renderOps();
+  } catch (err) {
+    showError(err);
+  }
+  watchQueue();
+}
+
+start();
