@@ -70,7 +70,13 @@ class TrainConfig:
         missing = {"model", "data", "train", "run"} - set(raw)
         if missing:
             raise StrataError(f"{path}: missing sections {sorted(missing)}; start from {DEFAULT_CONFIG}")
-        return cls(ImageDiffusionConfig.from_dict(raw["model"]), raw["data"], raw["train"], raw["run"], text)
+        model = ImageDiffusionConfig.from_dict(raw["model"])
+        if model.block_channels[0] < model.latent_channels:
+            # Measured: a 32-wide first level on the 64-channel latent could not represent the
+            # per-pixel noise it must predict, and samples stayed noisy however long it trained.
+            raise StrataError(f"{path}: model.block_channels[0] is {model.block_channels[0]}, below the "
+                              f"{model.latent_channels} latent channels; widen the first level")
+        return cls(model, raw["data"], raw["train"], raw["run"], text)
 
 
 def train_dir(cfg: TrainConfig) -> Path:
