@@ -36,7 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import timed, write_result  # noqa: E402
 
 from strata.media.audio import Audio, encode_wav  # noqa: E402
-from strata.media.video import Clip, Layer, Shot, Transition, encode_mp4, probe_mp4  # noqa: E402
+from strata.media.mp4 import encode_mp4, probe_mp4  # noqa: E402
+from strata.media.video import Clip, Layer, Shot, Transition  # noqa: E402
 from strata.ops.io import sample_image  # noqa: E402
 from strata.ops.motion import camera_rects  # noqa: E402
 

@@ -13,7 +13,8 @@ from strata.media.audio import Audio, encode_wav, read_riff_chunk
 from strata.media.codec import decode_value, encode_value
 from strata.media.image import Image
 from strata.media.timed_text import Subtitles, TimedText, Words
-from strata.media.video import Clip, Video, probe_mp4
+from strata.media.mp4 import Video, probe_mp4
+from strata.media.video import Clip
 from strata.media.writers import encode_file
 from strata.ops.motion import camera, sequence
 from strata.ops.video import poster, render, timeline

@@ -54,7 +54,7 @@ def _wav(value: Any, prov: Any) -> bytes:
 
 
 def _mp4(value: Any, prov: Any) -> bytes:
-    from strata.media.video import remux_with_metadata
+    from strata.media.mp4 import remux_with_metadata
 
     return remux_with_metadata(value.data, {"comment": _provenance_json(prov),
                                             "description": prov.description()})

@@ -23,7 +23,8 @@ from strata.errors import MediaError, OpError
 from strata.media.audio import Audio, resample
 from strata.media.image import Image
 from strata.media.timed_text import TimedText, Words
-from strata.media.video import Clip, Easing, Layer, Shot, Transition, TransitionKind, Video, encode_mp4
+from strata.media.mp4 import Video, encode_mp4
+from strata.media.video import Clip, Easing, Layer, Shot, Transition, TransitionKind
 from strata.ops.motion import Fps, Height, Move, Width, camera_rects, check_size
 from strata.workflow.node import node
 
