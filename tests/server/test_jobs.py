@@ -293,3 +293,14 @@ def test_global_event_stream(client):
         while not seen or seen[-1]["event"] != "job_finished":
             seen.append(ws.receive_json())
     assert {e["job"] for e in seen} == {job_id} and seen[0]["event"] == "job_queued"
+
+
+def test_output_files_support_ranges_and_verify(client):
+    done = wait_job(client, client.post("/api/jobs", json=sample_workflow(0.8)).json()["id"])
+    url = done["result"]["outputs"]["out.png"][0]["url"]
+    whole = client.get(url).content
+    part = client.get(url, headers={"Range": "bytes=0-7"})
+    assert part.status_code == 206 and part.content == whole[:8] == b"\x89PNG\r\n\x1a\n"
+    report = client.post("/api/verify", content=whole).json()
+    assert report["kind"] == "image" and report["verdict"] and "path" not in report
+    assert report["provenance"]["op"] == "enhance.exposure"

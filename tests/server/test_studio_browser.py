@@ -96,7 +96,7 @@ def test_studio_main_flows(studio_url, tmp_path):
         page.set_input_files("#prov-file", str(output))
         page.wait_for_selector("#prov-items dt")
         items = page.inner_text("#prov-items")
-        assert "a red apple" in items and "strata" in items
+        assert "a red apple" in items and "AI-generated" in items and "verdict" in items
         page.wait_for_selector("#prov-lineage li")
         page.screenshot(path=str(shots / "studio-provenance.png"))
         browser.close()

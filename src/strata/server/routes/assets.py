@@ -7,13 +7,16 @@ as PNG (``?format=raw`` gives the stored bytes); uploaded and output files as th
 from __future__ import annotations
 
 import io
+import os
 import re
+import tempfile
+from pathlib import Path
 from dataclasses import asdict
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 
 from strata.server.errors import ApiError
 from strata.server.security import read_body_limited
@@ -59,11 +62,21 @@ def _png_of(value: Any) -> bytes:
                    "ask for ?format=raw")
 
 
+def file_media_type(kind: str) -> str:
+    """The media type of a stored file kind: ``file/png`` (images), ``file/mp4`` (other writers);
+    a ``+c2pa`` suffix (signed with content credentials) does not change it."""
+    fmt_name = kind[5:].split("+")[0]
+    if fmt_name.upper() in MEDIA_TYPES:
+        return MEDIA_TYPES[fmt_name.upper()]
+    from strata.media.writers import WRITERS
+
+    return next((w.mime for w in WRITERS.values() if w.format == fmt_name), "application/octet-stream")
+
+
 def _asset_body(st: ServerState, asset_id: str, kind: str, fmt: str) -> tuple[bytes, str]:
     """(bytes, media type) of an asset in the requested form."""
     if kind.startswith("file/"):
-        fmt_name = kind[5:].split("+")[0].upper()  # e.g. "file/png+c2pa": a PNG with content credentials
-        return st.store.blobs.get(asset_id), MEDIA_TYPES.get(fmt_name, "application/octet-stream")
+        return st.store.blobs.get(asset_id), file_media_type(kind)
     if kind == "json":
         return st.store.blobs.get(asset_id), "application/json"
     if fmt == "raw" or kind == "list":
@@ -84,6 +97,8 @@ def get_asset(asset_id: str, request: Request, format: Literal["png", "raw"] = Q
     headers = {"ETag": etag, "Cache-Control": cache, "X-Content-Type-Options": "nosniff"}
     if etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
         return Response(status_code=304, headers=headers)
+    if kind.startswith("file/"):  # served from the blob file: range requests work (video seeking)
+        return FileResponse(st.store.blobs.path(asset_id), media_type=file_media_type(kind), headers=headers)
     data, media = _asset_body(st, asset_id, kind, format)
     return Response(data, media_type=media, headers=headers)
 
@@ -122,6 +137,31 @@ def _present(node: dict[str, Any], blob_dir: Any) -> dict[str, Any]:
     """A lineage tree with upload paths shown as asset refs (see present_params)."""
     return {**node, "params": present_params(node["params"], blob_dir),
             "inputs": {port: [_present(n, blob_dir) for n in subs] for port, subs in node["inputs"].items()}}
+
+
+@router.post("/verify", summary="Check a file's content credentials, provenance and watermark (raw body)",
+             openapi_extra={"requestBody": {"required": True, "content": {
+                 "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}})
+async def verify(request: Request) -> dict[str, Any]:
+    """The body is the file (PNG, JPEG, WebP, TIFF, WAV or MP4); nothing is stored. Answers what
+    ``strata verify FILE`` prints: the verdict, credentials, signer, label, history, problems."""
+    st = get_state(request)
+    data = await read_body_limited(request, st.config.max_upload_bytes, "the file")
+    return await run_in_threadpool(_verify_bytes, data)
+
+
+def _verify_bytes(data: bytes) -> dict[str, Any]:
+    from strata.provenance.verify import verify_file
+
+    fd, name = tempfile.mkstemp(prefix="strata-verify-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        report = verify_file(name).to_dict()
+    finally:
+        Path(name).unlink(missing_ok=True)
+    report.pop("path", None)
+    return report
 
 
 @router.post("/uploads", status_code=201, summary="Upload an image (raw body); returns its asset:<sha256> ref",

@@ -67,6 +67,16 @@ async function assetImage(id, alt = "") {
   return img;
 }
 
+// An output file as the right element: video and audio play in the page, images show.
+async function mediaElement(file) {
+  const ext = file.name.split(".").pop().toLowerCase();
+  const src = token ? URL.createObjectURL(await api(file.url)) : file.url;
+  if (ext === "mp4") return el("video", { src, controls: "", preload: "metadata" });
+  if (ext === "wav") return el("audio", { src, controls: "" });
+  if (["png", "jpg", "jpeg", "webp", "tif", "tiff"].includes(ext)) return el("img", { src, alt: file.name });
+  return el("a", { href: src, download: file.name }, file.name);
+}
+
 function wsUrl(path) {
   const url = new URL(path, location.href);
   url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
@@ -170,9 +180,9 @@ async function runWorkflow() {
       log.scrollTop = log.scrollHeight;
     });
     if (done.error) showError(new Error(done.error));
-    for (const [name, files] of Object.entries(done.result?.outputs || {})) {
+    for (const files of Object.values(done.result?.outputs || {})) {
       for (const file of files) {
-        outputs.append(el("figure", {}, await assetImage(file.sha256, name), el("figcaption", {}, file.name)));
+        outputs.append(el("figure", {}, await mediaElement(file), el("figcaption", {}, file.name)));
       }
     }
   } catch (err) {
@@ -260,21 +270,23 @@ async function inspectFile(event) {
   if (!file) return;
   clearError();
   const image = $("#prov-image");
-  image.src = URL.createObjectURL(file);
-  image.hidden = false;
-  const data = await new Promise((resolve) => {
-    const reader = new FileReader();
-    reader.onload = () => resolve(reader.result);
-    reader.readAsDataURL(file);
-  });
+  image.hidden = !file.type.startsWith("image/");
+  if (!image.hidden) image.src = URL.createObjectURL(file);
   try {
-    const info = await postJson("/sdapi/v1/png-info", { image: data });
-    const items = Object.entries(info.items).filter(([, v]) => v !== null && v !== "" && !(Array.isArray(v) && !v.length));
-    $("#prov-items").replaceChildren(...items.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, typeof v === "object" ? JSON.stringify(v) : String(v))]));
+    setStatus(`verifying ${file.name}…`);
+    const report = await api("/api/verify", { method: "POST", headers: { "Content-Type": "application/octet-stream" }, body: file });
+    setStatus(report.verdict);
+    const prov = report.provenance || {};
+    const rows = [["verdict", report.verdict], ["credentials", report.credentials], ["signer", report.signer],
+      ["label", report.label], ["watermark", report.watermark], ["history", (report.history || []).join(" · ")],
+      ["problems", (report.problems || []).join(" · ")],
+      ...Object.entries(prov).filter(([k]) => k !== "workflow")]
+      .filter(([, v]) => v !== null && v !== undefined && v !== "" && !(Array.isArray(v) && !v.length));
+    $("#prov-items").replaceChildren(...rows.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, typeof v === "object" ? JSON.stringify(v) : String(v))]));
     $("#prov-lineage").replaceChildren();
-    if (info.items.asset_id) {
+    if (prov.asset_id) {
       try {
-        $("#prov-lineage").append(el("h2", {}, "Lineage in this store"), lineageTree(await api(`/api/assets/${info.items.asset_id}/lineage`)));
+        $("#prov-lineage").append(el("h2", {}, "Lineage in this store"), lineageTree(await api(`/api/assets/${prov.asset_id}/lineage`)));
       } catch { /* made elsewhere: no lineage here */ }
     }
   } catch (err) {
