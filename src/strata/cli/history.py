@@ -91,8 +91,7 @@ def register(app: typer.Typer) -> None:
               no_cache: bool = typer.Option(False, "--no-cache"),
               as_json: bool = typer.Option(False, "--json"),
               store: Optional[Path] = StoreOpt) -> None:
-        """Run a recorded workflow again, optionally with changed params; only what depends on
-        the change executes."""
+        """Run a recorded workflow again with changes; only what depends on them executes."""
         from strata.store.history import resolve_run, run_workflow_dict
         from strata.workflow.spec import parse_workflow
 
@@ -129,7 +128,7 @@ def register(app: typer.Typer) -> None:
     def export(run: str = typer.Argument(..., help="run id, prefix or 'last'"),
                dest: Path = typer.Argument(..., help="folder to write the run's outputs and workflow into"),
                store: Optional[Path] = StoreOpt) -> None:
-        """Write a run's output files (with provenance) and its workflow.yaml into a folder."""
+        """Write a run's output files (with provenance) and its workflow.yaml to a folder."""
         from strata.workflow.outputs import export_run
 
         paths = export_run(open_store(store), run, dest)
@@ -140,8 +139,7 @@ def register(app: typer.Typer) -> None:
     @handle_errors
     def gc(dry_run: bool = typer.Option(False, "--dry-run", help="only report what would be removed"),
            store: Optional[Path] = StoreOpt) -> None:
-        """Remove unreferenced blobs (left by interrupted writes) and temp files. Never touches
-        a stored result or a run's lineage."""
+        """Remove unreferenced blobs and temp files; never a stored result or a run's lineage."""
         report = open_store(store).gc(dry_run=dry_run)
         verb = "would remove" if dry_run else "removed"
         console.print(f"{verb} {report.removed_blobs} unreferenced blob(s) and {report.removed_temp_files} temp file(s), "

@@ -135,13 +135,16 @@ def info(file: Path = typer.Argument(..., help="an image (or other media file) t
     console.print_json(json.dumps(data, default=str))
 
 
-from strata.cli import history as _history  # noqa: E402  (registers history commands)
-from strata.cli import ops as _ops  # noqa: E402  (registers `strata ops`)
+# Command groups live in their own modules; each adds its commands to `app`.
+from strata.cli import generate as _generate  # noqa: E402
+from strata.cli import history as _history  # noqa: E402
+from strata.cli import ops as _ops  # noqa: E402
+from strata.cli import provenance as _provenance  # noqa: E402
+from strata.cli import serve as _serve  # noqa: E402
 
 app.add_typer(_ops.ops_app, name="ops")
-_history.register(app)
-from strata.cli import provenance as _provenance; _provenance.register(app)  # noqa: E402,E702  (verify, lint, audit)
-from strata.cli import serve as _serve; _serve.register(app)  # noqa: E402,E702  (`strata serve`)
+for _module in (_history, _generate, _provenance, _serve):
+    _module.register(app)
 
 try:  # dataset + training commands (need the model extras)
     from strata.train.cli import data_app, train_app
