@@ -6,6 +6,7 @@ shared state, error handlers, the body-size guard, optional CORS and offline API
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -118,7 +119,7 @@ def create_app(store: Store | str | Path, *, token: str | Sequence[str] | None =
     config = config or ServerConfig()
     if token is not None:
         tokens = (token,) if isinstance(token, str) else tuple(token)
-        config = ServerConfig(**{**config.__dict__, "tokens": tokens})
+        config = dataclasses.replace(config, tokens=tokens)
     if models is None:
         from strata.models.registry import default_registry
 
