@@ -61,6 +61,22 @@ def test_studio_main_flows(studio_url, tmp_path):
         assert "seed 2" in page.inner_text("#gen-picked")
         page.screenshot(path=str(shots / "studio-generate.png"))
 
+        # 1b. paint a mask over the picked image and inpaint it
+        page.click("text=Paint a mask & inpaint")
+        box = page.wait_for_selector("#paint-stage canvas").bounding_box()
+        page.mouse.move(box["x"] + 10, box["y"] + 10)
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, steps=8)
+        page.mouse.up()
+        painted = page.evaluate("() => { const c = document.querySelector('#paint-stage canvas'); "
+                                "return c.getContext('2d').getImageData(0, 0, c.width, c.height).data"
+                                ".filter((v, i) => i % 4 === 3 && v > 0).length; }")
+        assert painted > 0
+        page.fill("#inpaint-prompt", "a bite taken out")
+        page.click("#inpaint-run")
+        page.wait_for_selector("#inpaint-result figure img")
+        page.screenshot(path=str(shots / "studio-inpaint.png"))
+
         # 2. upload an image, use it in a workflow, see the output
         page.click("button[data-tab=workflow]")
         page.fill("#wf-text", "name: upload\nnodes:\n  - {id: img, op: io.load_image, params: {path: }}\n"

@@ -144,13 +144,87 @@ async function generate(event) {
   }
 }
 
+// ---------------------------------------------------------------- paint a mask → inpaint
+const paint = { canvas: null, image: null, prompt: "" };
+
+async function openInpaint(assetId, seed, prompt) {
+  const blob = await api(`/api/assets/${assetId}`);
+  const image = el("img", { alt: "image to edit" });
+  image.src = URL.createObjectURL(blob);
+  await image.decode();
+  const canvas = el("canvas", { width: image.naturalWidth, height: image.naturalHeight, "aria-label": "mask" });
+  let down = false;
+  const stroke = (e) => {
+    if (!down) return;
+    const r = canvas.getBoundingClientRect();
+    const scale = canvas.width / r.width;
+    const ctx = canvas.getContext("2d");
+    ctx.fillStyle = "#ff2a2a";
+    ctx.beginPath();
+    const radius = Math.max(0.75, ($("#brush").value / 2) * scale);  // at least a pixel on tiny images
+    ctx.arc((e.clientX - r.left) * scale, (e.clientY - r.top) * scale, radius, 0, 2 * Math.PI);
+    ctx.fill();
+  };
+  canvas.addEventListener("pointerdown", (e) => { down = true; canvas.setPointerCapture(e.pointerId); stroke(e); });
+  canvas.addEventListener("pointermove", stroke);
+  canvas.addEventListener("pointerup", () => { down = false; });
+  $("#paint-stage").replaceChildren(image, canvas);
+  Object.assign(paint, { canvas, image: blob });
+  $("#inpaint-prompt").value = prompt;
+  $("#inpaint-seed").value = seed;
+  $("#inpaint-result").replaceChildren();
+  $("#inpaint").hidden = false;
+}
+
+// The painted strokes as a black-and-white PNG (white = repaint), at the image's own size.
+function maskDataUrl() {
+  const { canvas } = paint;
+  const painted = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height);
+  const out = new ImageData(canvas.width, canvas.height);
+  for (let i = 0; i < painted.data.length; i += 4) {
+    const v = painted.data[i + 3] > 0 ? 255 : 0;
+    out.data.set([v, v, v, 255], i);
+  }
+  const off = el("canvas", { width: canvas.width, height: canvas.height });
+  off.getContext("2d").putImageData(out, 0, 0);
+  return off.toDataURL("image/png");
+}
+
+const blobToDataUrl = (blob) => new Promise((resolve) => {
+  const reader = new FileReader();
+  reader.onload = () => resolve(reader.result);
+  reader.readAsDataURL(blob);
+});
+
+async function runInpaint() {
+  clearError();
+  const button = $("#inpaint-run");
+  button.disabled = true;
+  try {
+    const result = await postJson("/sdapi/v1/img2img", {
+      init_images: [await blobToDataUrl(paint.image)], mask: maskDataUrl(), prompt: $("#inpaint-prompt").value,
+      seed: parseInt($("#inpaint-seed").value, 10), denoising_strength: parseFloat($("#inpaint-strength").value),
+    });
+    const info = JSON.parse(result.info);
+    $("#inpaint-result").replaceChildren(...result.images.map((b64, i) => el("figure", {},
+      el("img", { src: `data:image/png;base64,${b64}`, alt: "inpainted" }), el("figcaption", {}, `seed ${info.all_seeds[i]}`))));
+    setStatus(`inpainted (job ${info.strata.job})`);
+  } catch (err) {
+    showError(err);
+  } finally {
+    button.disabled = false;
+  }
+}
+
 async function pick(figure, assetId, file, seed) {
   document.querySelectorAll("#gen-grid figure").forEach((f) => f.classList.toggle("picked", f === figure));
   const box = $("#gen-picked");
   const link = el("a", { download: `strata-${seed}.png` }, "Download PNG (with provenance)");
   if (file) link.href = token ? URL.createObjectURL(await api(file.url)) : file.url;
+  const edit = el("button", { type: "button", onclick: () => openInpaint(assetId, seed, $("textarea[name=prompt]").value).catch(showError) },
+    "Paint a mask & inpaint");
   box.replaceChildren(await assetImage(assetId, "picked image"),
-    el("div", {}, el("p", {}, `Picked: seed ${seed}`), link, el("p", {}, el("code", {}, assetId.slice(0, 16) + "…"))));
+    el("div", {}, el("p", {}, `Picked: seed ${seed}`), link, el("p", {}, el("code", {}, assetId.slice(0, 16) + "…")), edit));
   box.hidden = false;
 }
 
@@ -337,6 +411,8 @@ function switchTab(name) {
 async function start() {
   document.querySelectorAll("#tabs button").forEach((b) => b.addEventListener("click", () => switchTab(b.dataset.tab)));
   $("#gen-form").addEventListener("submit", generate);
+  $("#inpaint-run").addEventListener("click", runInpaint);
+  $("#paint-clear").addEventListener("click", () => paint.canvas?.getContext("2d").clearRect(0, 0, paint.canvas.width, paint.canvas.height));
   $("#wf-text").value = SAMPLE;
   $("#wf-submit").addEventListener("click", runWorkflow);
   $("#wf-upload").addEventListener("change", upload);
