@@ -84,3 +84,16 @@ def test_music_tokens_round_trip_and_play():
     assert min(n.start for i in pm.instruments for n in i.notes) == pytest.approx(first.start * 0.125)
     with pytest.raises(MediaError, match="outside the vocabulary"):
         encode([Note(0, 0, 120, 4)], tonic=0, mode="maj")
+
+
+def test_a_bundled_bach_chorale_becomes_tokens_and_back():
+    music21 = pytest.importorskip("music21")  # a training dependency, not a runtime one
+    from strata.models.music_tokens import decode, encode, score_notes
+
+    notes, tonic, mode = score_notes(music21.corpus.parse("bach/bwv66.6"))
+    assert (tonic, mode) == (6, "min")  # F-sharp minor
+    assert {n.voice for n in notes} == {0, 1, 2, 3}
+    soprano = [n for n in notes if n.voice == 0]
+    assert (soprano[0].start, soprano[0].pitch, soprano[0].dur) == (12, 73, 2)  # pickup: beat 4 of bar 0
+    back, key = decode(encode(notes, tonic=tonic, mode=mode))
+    assert back == notes and key == (6, "min")

@@ -12,7 +12,8 @@ sixteenth-note grid, with an explicit voice per note so four-part chorales keep 
 
 Time is in sixteenths, so a score is tempo-free; ``to_midi`` applies a tempo. Encoding then
 decoding returns the same notes (tested), so what the model learns is exactly what plays.
-The corpus reader (music21 chorales → Notes) and the model come with the music training work.
+:func:`score_notes` reads a four-part music21 score (e.g. a Bach chorale from music21's
+bundled corpus) into Notes and its key; the model and its trainer come with the music work.
 """
 
 from __future__ import annotations
@@ -90,6 +91,33 @@ def decode(ids: list[int]) -> tuple[list[Note], tuple[int, str] | None]:
     return notes, key
 
 
+def score_notes(score) -> tuple[list[Note], int, str] | None:  # score: music21.stream.Score
+    """Notes (voice = part index), tonic pitch class and mode of a 4/4 score with up to 4 parts.
+
+    Ties are merged; a pickup bar is shifted so bar lines fall on multiples of 16. Returns None
+    when the score does not fit the vocabulary (not 4/4, more than 4 parts, notes off the
+    sixteenth grid such as triplets, or pitches outside the range) — the corpus builder skips it.
+    """
+    ts = score.recurse().getElementsByClass("TimeSignature").first()
+    parts = list(score.parts)
+    if ts is None or ts.ratioString != "4/4" or not 1 <= len(parts) <= VOICES:
+        return None
+    notes: list[Note] = []
+    for voice, part in enumerate(parts):
+        measures = part.getElementsByClass("Measure")
+        pickup = float(measures[0].paddingLeft) if len(measures) else 0.0
+        for n in part.stripTies().flatten().notes:
+            start, dur = (float(n.offset) + pickup) * 4, float(n.quarterLength) * 4
+            if start != int(start) or dur != int(dur) or dur < 1:
+                return None
+            for pitch in n.pitches:
+                if not PITCH_MIN <= pitch.midi <= PITCH_MAX:
+                    return None
+                notes.append(Note(int(start), voice, pitch.midi, min(int(dur), MAX_DUR)))
+    key = score.analyze("key")
+    return sorted(notes), key.tonic.pitchClass, "maj" if key.mode == "major" else "min"
+
+
 def to_midi(notes: list[Note], *, tempo_bpm: float, programs: list[int] | None = None):  # -> Midi
     """A Midi value: one General MIDI instrument per voice (``programs``, default all 0 = piano)."""
     import pretty_midi
@@ -107,4 +135,4 @@ def to_midi(notes: list[Note], *, tempo_bpm: float, programs: list[int] | None =
     return Midi.from_pretty_midi(pm)
 
 
-__all__ = ["Note", "TOKEN_ID", "VOCAB", "decode", "encode", "to_midi"]
+__all__ = ["Note", "TOKEN_ID", "VOCAB", "decode", "encode", "score_notes", "to_midi"]
