@@ -94,7 +94,7 @@ def test_studio_main_flows(studio_url, tmp_path):
         page.click("button[data-tab=history]")
         page.click("#runs tbody tr >> text=upload")
         page.wait_for_selector("#run-detail .node >> nth=1")
-        page.fill("#run-detail textarea >> nth=1", '{"temperature": -0.3}')
+        page.fill("#run-detail input[name=temperature]", "-0.3")  # a form generated from the op's schema
         page.click("text=Rerun with changes")
         page.wait_for_function("document.querySelectorAll('#runs tbody tr').length >= 3 && "
                                "document.querySelector('#run-detail h2').textContent.includes('ok') && "

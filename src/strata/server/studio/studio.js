@@ -292,6 +292,56 @@ function showOp(op) {
   $("#op-detail").textContent = `${op.op} (v${op.version})\n${op.description.split("\n")[0]}\n\ninputs:\n${inputs.join("\n") || "  none"}\nparams:\n${params.join("\n") || "  none"}`;
 }
 
+// ---------------------------------------------------------------- forms from op schemas
+// A param form generated from an op's JSON Schema (the same declaration the engine validates
+// against): numbers with their bounds, choices as selects, switches, text; anything structured
+// (lists, nested settings) as JSON. values() returns the params to send.
+function paramForm(schema, current) {
+  const fields = [];
+  const rows = Object.entries(schema.properties || {}).map(([name, prop]) => {
+    const variants = prop.anyOf || [prop];
+    const main = variants.find((v) => v.type !== "null") || prop;
+    const nullable = variants.some((v) => v.type === "null");
+    const value = name in current ? current[name] : prop.default;
+    let input, read;
+    if (main.enum) {
+      input = el("select", {}, ...(nullable ? [el("option", { value: "" }, "—")] : []),
+        ...main.enum.map((o) => el("option", { value: o }, String(o))));
+      input.value = value ?? "";
+      read = () => (input.value === "" ? null : input.value);
+    } else if (main.type === "integer" || main.type === "number") {
+      input = el("input", { type: "number", min: main.minimum ?? main.exclusiveMinimum, max: main.maximum ?? main.exclusiveMaximum,
+        step: main.type === "integer" ? 1 : "any" });
+      input.value = value ?? "";
+      read = () => (input.value === "" ? null : Number(input.value));
+    } else if (main.type === "boolean") {
+      input = el("input", { type: "checkbox" });
+      input.checked = Boolean(value);
+      read = () => input.checked;
+    } else if (main.type === "string") {
+      input = el("input", { type: "text" });
+      input.value = value ?? "";
+      read = () => (input.value === "" && nullable ? null : input.value);
+    } else {
+      input = el("textarea", { rows: 2 }, JSON.stringify(value ?? null));
+      read = () => JSON.parse(input.value || "null");
+    }
+    input.name = name;
+    fields.push({ name, read, initial: value, given: name in current });
+    return el("label", { title: prop.description || "" }, `${name}${prop.description ? ` — ${prop.description}` : ""}`, input);
+  });
+  const values = () => {
+    const out = {};
+    for (const f of fields) {
+      const v = f.read();
+      // send what the workflow already set, and whatever was changed from the default
+      if (f.given || JSON.stringify(v) !== JSON.stringify(f.initial)) out[f.name] = v;
+    }
+    return out;
+  };
+  return { element: el("div", { class: "params" }, ...rows), values };
+}
+
 // ---------------------------------------------------------------- history
 async function loadRuns() {
   try {
@@ -309,20 +359,23 @@ async function showRun(runId) {
   const run = await api(`/api/runs/${runId}`);
   const box = $("#run-detail");
   const editors = {};
+  const schemas = Object.fromEntries(ops.map((o) => [o.op, o]));
   const nodes = await Promise.all(run.nodes.map(async (n) => {
-    editors[n.node_id] = el("textarea", { rows: 2 }, JSON.stringify(run.workflow.nodes.find((d) => d.id === n.node_id)?.params || {}));
+    const given = run.workflow.nodes.find((d) => d.id === n.node_id)?.params || {};
+    editors[n.node_id] = schemas[n.op] ? paramForm(schemas[n.op].params, given)
+      : { element: el("textarea", { rows: 2 }, JSON.stringify(given)), values() { return JSON.parse(this.element.value); } };
     const thumbs = el("div", { class: "thumbs" });
     for (const ids of Object.values(n.outputs)) for (const id of ids) thumbs.append(await assetImage(id, n.node_id));
     return el("div", { class: "node" },
       el("header", {}, el("strong", {}, n.node_id), el("span", {}, n.op), el("span", {}, n.status),
         el("span", {}, n.duration_s ? `${n.duration_s.toFixed(3)} s` : "")),
-      n.error ? el("pre", { class: "failed" }, n.error) : null, editors[n.node_id], thumbs);
+      n.error ? el("pre", { class: "failed" }, n.error) : null, editors[n.node_id].element, thumbs);
   }));
   const rerun = el("button", {
     onclick: async () => {
       try {
         const workflow = structuredClone(run.workflow);
-        for (const node of workflow.nodes) node.params = JSON.parse(editors[node.id]?.value || "{}");
+        for (const node of workflow.nodes) if (editors[node.id]) node.params = editors[node.id].values();
         const job = await postJson("/api/jobs", { workflow, parent_run: run.id });
         setStatus(`rerun queued: ${job.id}`);
         const done = await followJob(job.id);
@@ -335,7 +388,7 @@ async function showRun(runId) {
     },
   }, "Rerun with changes");
   box.replaceChildren(el("h2", {}, `${run.name} · ${run.id} · ${run.status}`),
-    el("p", {}, "Edit params (JSON) and rerun: only nodes downstream of a change execute again."), rerun, ...nodes);
+    el("p", {}, "Change params and rerun: only nodes downstream of a change execute again."), rerun, ...nodes);
 }
 
 // ---------------------------------------------------------------- provenance
