@@ -32,7 +32,9 @@ stamp="$VENV/.strata-deps"
 want=$(cat pyproject.toml scripts/install.sh | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "strata: installing strata and its dependencies"
-  $PIP install --quiet -e ".[models,test]"
+  $PIP install --quiet -e ".[models,test,train]"
+  # --no-deps: see pyproject.toml (what their own requirements would drag in).
+  $PIP install --quiet --no-deps "invisible-watermark==0.2.0" "PyWavelets>=1.4" "tinysoundfont>=0.3.7,<0.4"
   echo "$want" > "$stamp"
 fi
 

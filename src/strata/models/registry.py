@@ -127,7 +127,8 @@ def default_registry() -> ModelRegistry:
     """The process-wide registry with strata's built-in models (those whose weights exist)."""
     global _DEFAULT
     if _DEFAULT is None:
-        import strata.models.builtin  # noqa: F401  (its @builtin functions register themselves)
+        import strata.models.builtin  # noqa: F401  (@builtin functions register themselves on import)
+        import strata.models.speech  # noqa: F401
 
         _DEFAULT = ModelRegistry()
         for register in _BUILTIN_REGISTRARS:

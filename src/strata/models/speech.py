@@ -187,15 +187,6 @@ def _register_espeak(registry: ModelRegistry) -> None:
                                 loader=lambda fs: EspeakSpeaker.get(), size_bytes=20 * 2**20))
 
 
-# The default registry runs @builtin functions when first created; if it was created before
-# this module was imported, add the voice to it now.
-from strata.models import registry as _registry  # noqa: E402
-
-if _registry._DEFAULT is not None and ESPEAK_ID not in _registry._DEFAULT.entries:
-    _register_piper(_registry._DEFAULT)
-    _register_espeak(_registry._DEFAULT)
-
-
 # ---------------------------------------------------------------- espeak-ng (ctypes)
 
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
