@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import time
 
-import pytest
 import yaml
 
+from server_helpers import WS, running, sample_workflow, wait_job
 from strata.server.queue import HOST, JobQueue
 from strata.store import Store
-
-from server_helpers import WS, blob_count, running, sample_workflow, wait_job
 
 
 def test_submit_run_poll_and_fetch_output(client):
