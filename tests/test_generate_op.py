@@ -55,9 +55,11 @@ def test_generate_through_the_engine(registry, tmp_path):
     steps = [(e.step, e.total) for e in sink if isinstance(e, NodeProgress)]
     assert steps == [(1, 2), (2, 2)]
     # The workflow seed fills the op's seed; provenance names prompt, seed, model and hash.
+    # Image i of a batch was made from seed + i, and its file says so (as A1111 does).
+    assert read_provenance(tmp_path / "out" / "apple_0.png").seed == 11
     prov = read_provenance(tmp_path / "out" / "apple_1.png")
     entry = registry.find("text-to-image")
-    assert prov.prompt == "red apple" and prov.seed == 11 and prov.sampler == "dpmpp" and prov.steps == 2
+    assert prov.prompt == "red apple" and prov.seed == 12 and prov.sampler == "dpmpp" and prov.steps == 2
     assert prov.models[0].id == "strata-emoji-64" and prov.models[0].hash == entry.weights_hash()
     assert prov.label == "AI-generated" and prov.source == "generated"
     # A second run is a cache hit; a different seed is not.

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import secrets
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,8 @@ def default_root() -> Path:
 
 
 def new_run_id() -> str:
-    """Sortable, readable, unique: ``20261122-081530-a3f2``."""
-    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(2)
+    """Sortable, readable, unique: ``20261122-081530-a3f29c01`` (32 random bits per second)."""
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(4)
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ class GcReport:
 class Store:
     """Assets and history under one root folder. Safe to share between processes."""
 
-    def __init__(self, root: str | Path | None = None):
+    def __init__(self, root: str | Path | None = None, *, value_cache_bytes: int = 2 * 2**30):
         self.root = Path(root) if root is not None else default_root()
         try:
             self.root.mkdir(parents=True, exist_ok=True)
@@ -49,8 +50,11 @@ class Store:
         except OSError as exc:
             raise StoreError(f"cannot open the store at {self.root}: {exc.strerror}; choose another folder "
                              "with --store or STRATA_DATA") from None
-        # Decoded values by asset id: a run reads the same upstream value many times.
-        self._values: dict[str, Any] = {}
+        # Decoded values by asset id (a run reads the same upstream value many times), least
+        # recently used dropped first once they hold more than ``value_cache_bytes``.
+        self._values: OrderedDict[str, Any] = OrderedDict()
+        self._value_bytes: dict[str, int] = {}
+        self.value_cache_bytes = value_cache_bytes
 
     # -- values -------------------------------------------------------------------------
     def put_value(self, value: Any) -> tuple[AssetRef, list[tuple[str, str, int]]]:
@@ -67,8 +71,16 @@ class Store:
             return ids, rows
         kind, data = encode_value(value)
         blob_id = self.blobs.put(data)
-        self._values[blob_id] = value
+        self._remember(blob_id, value, len(data))
         return blob_id, [(blob_id, kind, len(data))]
+
+    def _remember(self, blob_id: str, value: Any, size: int) -> None:
+        self._values[blob_id] = value
+        self._values.move_to_end(blob_id)
+        self._value_bytes[blob_id] = size
+        while len(self._values) > 1 and sum(self._value_bytes.values()) > self.value_cache_bytes:
+            old, _ = self._values.popitem(last=False)
+            del self._value_bytes[old]
 
     def get_value(self, ref: AssetRef) -> Any:
         """Load a stored value (or list of values) by asset ref."""
@@ -77,12 +89,14 @@ class Store:
         if isinstance(ref, list):
             return [self.get_value(r) for r in ref]
         if ref in self._values:
+            self._values.move_to_end(ref)
             return self._values[ref]
         kind = self.db.asset_kind(ref)
         if kind is None:
             raise StoreError(f"unknown asset {ref[:12]}…; it was never stored here ({self.root})")
-        value = decode_value(kind, self.blobs.get(ref))
-        self._values[ref] = value
+        data = self.blobs.get(ref)
+        value = decode_value(kind, data)
+        self._remember(ref, value, len(data))
         return value
 
     def has_all(self, ref: AssetRef) -> bool:

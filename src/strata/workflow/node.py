@@ -137,8 +137,14 @@ def _default_output_name(tp: Any) -> str:
 
 
 def _is_file_param(annotation: Any) -> bool:
-    base, _ = _strip_optional(annotation)
-    return get_origin(base) is typing.Annotated and any(isinstance(m, _FileMarker) for m in base.__metadata__)
+    """True for ``InputFile``, also nested in Annotated or in ``InputFile | None``."""
+    if get_origin(annotation) is typing.Annotated:
+        if any(isinstance(m, _FileMarker) for m in annotation.__metadata__):
+            return True
+        return _is_file_param(get_args(annotation)[0])
+    if get_origin(annotation) in (Union, types.UnionType):
+        return any(_is_file_param(a) for a in get_args(annotation) if a is not type(None))
+    return False
 
 
 def node(

@@ -46,10 +46,12 @@ def ancestors(plan: Plan, node_id: str) -> list[str]:
 
 
 def build_provenance(plan: Plan, src: Source, asset_id: str, input_assets: list[str],
-                     models: dict[str, ModelInfo | None]) -> Any:
+                     models: dict[str, ModelInfo | None], index: int | None = None) -> Any:
     """The provenance record embedded in the file made from ``src``'s output ``asset_id``.
 
     The label considers the whole lineage: a crop of a generated image is still AI-generated.
+    ``index`` is the item's position in a list output: a generative batch's image i was made
+    from seed + i (the convention of every generate op), and its file says so.
     """
     from strata.provenance.metadata import Provenance
 
@@ -61,6 +63,9 @@ def build_provenance(plan: Plan, src: Source, asset_id: str, input_assets: list[
         if models.get(n) is not None:
             params = plan.node(n).params
             generation = {GENERATION_FIELDS[k]: params[k] for k in GENERATION_FIELDS if k in params}
+    seed = pn.params.get("seed", plan.workflow.seed)
+    if models.get(src.node) is not None and index is not None and "seed" in pn.params:
+        seed = pn.params["seed"] + index
     if models.get(src.node) is not None:
         source = "generated"
     elif used:
@@ -73,7 +78,7 @@ def build_provenance(plan: Plan, src: Source, asset_id: str, input_assets: list[
         node_id=src.node,
         op=pn.spec.op,
         params=pn.params,
-        seed=pn.params.get("seed", plan.workflow.seed),
+        seed=seed,
         models=used,
         input_assets=input_assets,
         asset_id=asset_id,
@@ -84,14 +89,14 @@ def build_provenance(plan: Plan, src: Source, asset_id: str, input_assets: list[
 
 
 def _write_one(store: Store, plan: Plan, src: Source, asset_id: str, input_assets: list[str], path: Path,
-               models: dict[str, ModelInfo | None]) -> Path:
+               models: dict[str, ModelInfo | None], index: int | None = None) -> Path:
     from strata.media.image_io import encode_image
 
     from strata.media.writers import WRITERS, encode_file  # audio, video, subtitles
 
     suffix = path.suffix.lower()
     fmt = FORMATS[suffix] if suffix in FORMATS else WRITERS[suffix].format
-    prov = build_provenance(plan, src, asset_id, input_assets, models)
+    prov = build_provenance(plan, src, asset_id, input_assets, models, index)
     image_out = fmt in FORMATS.values()
     mark = _watermark_method() if image_out else None
     key = canonical_hash({"export": asset_id, "format": fmt, "provenance": prov.model_dump(mode="json"),
@@ -204,8 +209,8 @@ def write_outputs(plan: Plan, refs: dict[str, dict[str, AssetRef]], models: dict
         written[filename] = []
         input_assets = [a for s in plan.node(src.node).sources() for r in [refs[s.node][s.output]]
                         for a in (r if isinstance(r, list) else [r])]
-        for asset_id, path in zip(items, paths):
-            _write_one(store, plan, src, asset_id, input_assets, path, models)
+        for i, (asset_id, path) in enumerate(zip(items, paths)):
+            _write_one(store, plan, src, asset_id, input_assets, path, models, i if isinstance(ref, list) else None)
             store.db.add_export(str(path.resolve()), sha256_file(path), asset_id, run_id, src.node, src.output)
             written[filename].append(path)
             if bus is not None:
