@@ -8,6 +8,8 @@ pushed highlights clip as they would in any 8- or 16-bit file.
 
 from __future__ import annotations
 
+import functools
+
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Callable, Literal
@@ -322,6 +324,22 @@ def apply_lut(pixels: np.ndarray, lut: CubeLUT) -> np.ndarray:
     return upper
 
 
+def _file_stamp(path: str) -> tuple[int, int]:
+    try:
+        st = Path(path).stat()
+    except OSError as exc:
+        raise MediaError(f"cannot read LUT {path}: {exc.strerror}") from exc
+    return st.st_mtime_ns, st.st_size
+
+
+@functools.lru_cache(maxsize=8)
+def _read_cube_cached(path: str, mtime_ns: int, size: int) -> CubeLUT:
+    """:func:`read_cube`, parsed once per file version (iterating on a grade rereads nothing)."""
+    lut = read_cube(path)
+    lut.table.setflags(write=False)  # shared between calls: nobody may change it
+    return lut
+
+
 @node("enhance.lut", layer="enhance", version=1)
 def lut(
     image: Image,
@@ -337,7 +355,7 @@ def lut(
         path: the ``.cube`` file (3D, size 2..256).
         strength: [0, 1] (default 1); 0.5 mixes the graded and original colors half and half.
     """
-    table = read_cube(path)
+    table = _read_cube_cached(path, *_file_stamp(path))
 
     def grade(pixels: np.ndarray) -> np.ndarray:
         graded = apply_lut(pixels, table)
