@@ -163,13 +163,15 @@ def demo(
 ) -> None:
     """The main job: run the bundled example workflow(s) on the built-in models."""
     examples = Path(__file__).resolve().parents[3] / "examples"
-    for name in ("poster.yaml", "restore.yaml"):
-        path = examples / name
+    for name in ("poster", "restore", "narrated"):
+        path = examples / f"{name}.yaml"
         if not path.is_file():
             raise StrataError(f"example {path} is missing; run the demo from a strata checkout")
-        console.print(f"[bold]{name}[/]")
-        _execute(_load_any_workflow(path), store=store, out=out, no_cache=False, as_json=False)
-    console.print(f"\n[bold green]done[/]: files in {out.resolve()} — try `strata info {out / 'poster.png'}`")
+        console.print(f"[bold]{name}[/]  ({path.name} → {out / name})")
+        _execute(_load_any_workflow(path), store=store, out=out / name, no_cache=False, as_json=False)
+    console.print(f"\n[bold green]done[/]: files in {out.resolve()}: poster/poster.png, restore/restored.png, "
+                  f"narrated/narrated.mp4 (+ .srt, .vtt, poster frame). Try `strata verify {out}/poster/poster.png` "
+                  f"or `strata lineage {out}/poster/poster.png`.")
 
 
 def main() -> None:  # pragma: no cover
