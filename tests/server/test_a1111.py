@@ -150,7 +150,7 @@ def test_txt2img_returns_images_carrying_prompt_and_seed(t2i_client):
     for i, b64 in enumerate(body["images"]):
         im = PIL.Image.open(io.BytesIO(base64.b64decode(b64)))
         params = im.info["parameters"]
-        assert "a red apple" in params and "Seed: 42" in params  # the batch's seed, as A1111 writes it
+        assert "a red apple" in params and f"Seed: {42 + i}," in params  # image i's own seed, as A1111 writes it
     assert info["infotexts"][0] == PIL.Image.open(io.BytesIO(base64.b64decode(body["images"][0]))).info["parameters"]
     # png-info reads it back
     pnginfo = t2i_client.post("/sdapi/v1/png-info", json={"image": "data:image/png;base64," + body["images"][0]}).json()
