@@ -140,3 +140,13 @@ def test_cli_generate(registry, tmp_path, monkeypatch):
 
     text = PILImage.open(tmp_path / "out" / "a_red_fox_0.png").text["parameters"]
     assert text.startswith("a red fox\n") and "Seed: 7" in text and "Sampler: dpmpp" in text
+
+
+def test_cli_generate_lints_the_prompt_unless_told_not_to(registry, tmp_path, monkeypatch):
+    monkeypatch.setenv("STRATA_DATA", str(tmp_path / "store"))
+    args = ["generate", "five cats holding a sign that says 'hello'", "-n", "1", "--steps", "1", "-o", str(tmp_path / "o")]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert "lint exact-count" in r.output and "lint rendered-text" in r.output and "instead:" in r.output
+    r = CliRunner().invoke(app, args + ["--no-lint"])
+    assert r.exit_code == 0 and "lint exact-count" not in r.output

@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 
-from strata.cli.main import StoreOpt, _execute, handle_errors
+from strata.cli.main import StoreOpt, _execute, err, handle_errors
 
 
 def _slug(prompt: str) -> str:
@@ -32,10 +33,18 @@ def register(app: typer.Typer) -> None:
         fmt: str = typer.Option("png", "--format", help="png | webp | jpg (jpg needs --background)"),
         out: Path = typer.Option(Path("out"), "--out", "-o", help="folder for the images"),
         as_json: bool = typer.Option(False, "--json", help="events as JSON lines"),
+        no_lint: bool = typer.Option(False, "--no-lint", help="skip the prompt lint (known failure modes)"),
         store: Optional[Path] = StoreOpt,
     ) -> None:
         """Generate images from a prompt; each file carries its prompt, seed, model hash and sampler."""
+        from strata.lint import lint_prompt
         from strata.workflow.builder import WorkflowBuilder
+
+        if not no_lint:
+            # Before spending minutes of CPU: say what such models are known to get wrong.
+            for w in lint_prompt(prompt):
+                err.print(f"[yellow]lint {w.code}[/] {escape(repr(w.span))}: {escape(w.message)}")
+                err.print(f"  instead: {w.suggestion}", markup=False)
 
         params = dict(prompt=prompt, count=count, seed=seed, steps=steps, guidance=guidance, sampler=sampler,
                       negative=negative)
