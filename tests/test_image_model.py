@@ -15,7 +15,7 @@ from strata.models.image_diffusion import (
     images_to_latents,
     latents_to_images,
 )
-from strata.models.image_pipeline import SAMPLERS, Progress, generate, on_background
+from strata.models.image_pipeline import SAMPLERS, Progress, generate
 from strata.train.image import TrainConfig, ema_update, lr_at, training_step
 
 TINY = ImageDiffusionConfig(block_channels=(16, 32), attention_levels=(1,), attention_heads=2, text_tokens=8)
@@ -161,14 +161,6 @@ def test_schedule_helpers_and_shipped_recipe() -> None:
     ema_update(a, b, step=0, decay=0.999)  # first update: decay (1+0)/(10+0) = 0.1
     torch.testing.assert_close(a.weight, 0.1 * before + 0.9 * b.weight)
     assert cfg.model.prediction_type == "v_prediction" and 0.05 <= cfg.data["prompt_dropout"] <= 0.2
-
-
-def test_on_background_composites_and_validates() -> None:
-    im = Image(np.array([[[1.0, 0.0, 0.0, 0.5]]], np.float32))
-    out = on_background(im, (0.0, 0.0, 1.0))
-    np.testing.assert_allclose(out.pixels[0, 0], [0.5, 0.0, 0.5, 1.0])
-    with pytest.raises(StrataError, match="three values in \\[0, 1\\]"):
-        on_background(im, (2.0, 0.0, 0.0))
 
 
 class _OracleUNet(torch.nn.Module):

@@ -10,7 +10,7 @@ name from ``SAMPLERS`` (a dict, so adding one is one line).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -170,12 +170,3 @@ def generate(
     rgba = latents_to_images(latents, cfg)
     images = [Image(x.permute(1, 2, 0).contiguous().numpy()) for x in rgba]
     return GenerateResult(images=images, seeds=seeds)
-
-
-def on_background(image: Image, rgb: Sequence[float]) -> Image:
-    """Composite ``image`` over an opaque color ``rgb`` (three values in [0, 1]); returns a new Image."""
-    if len(rgb) != 3 or not all(0.0 <= c <= 1.0 for c in rgb):
-        raise StrataError(f"background must be three values in [0, 1], got {list(rgb)}")
-    a = image.alpha[..., None]
-    out = image.rgb * a + np.asarray(rgb, np.float32) * (1.0 - a)
-    return Image(np.concatenate([out, np.ones_like(a)], axis=-1))

@@ -24,13 +24,15 @@ import yaml
 from strata import __version__
 from strata.errors import MediaError
 from strata.files import atomic_write_bytes
+from strata.media.image_io import EXTENSIONS as IMAGE_EXTENSIONS
 from strata.store import Store, sha256_bytes, sha256_file
 from strata.store.store import AssetRef
 from strata.workflow.events import EventBus, OutputWritten
 from strata.workflow.executor import ModelInfo, canonical_hash
 from strata.workflow.validate import Plan, Source
 
-FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp", ".tif": "tiff", ".tiff": "tiff"}
+# Image formats by extension, in the lower-case names the writers and signer use.
+FORMATS = {suffix: fmt.lower() for suffix, fmt in IMAGE_EXTENSIONS.items()}
 # Params that A1111-style metadata surfaces when a generative node is upstream.
 GENERATION_FIELDS = {"prompt": "prompt", "negative": "negative_prompt", "steps": "steps", "sampler": "sampler",
                      "guidance": "guidance", "width": "width", "height": "height"}

@@ -22,13 +22,15 @@ import pydantic
 
 from strata.errors import Issue, WorkflowError
 from strata.workflow.node import REGISTRY, NodeSpec, PortSpec, load_builtin_ops, type_name
+from strata.media.image_io import EXTENSIONS as IMAGE_EXTENSIONS
+from strata.media.writers import WRITERS
 from strata.workflow.spec import NodeDef, Workflow, split_ref
 
-# Output file formats strata can write, by extension.
-OUTPUT_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff",
-                     ".wav", ".mp4", ".srt", ".vtt", ".mid"}  # the last five: strata.media.writers
-# What the non-image formats hold (checked here so a mismatch fails before anything runs).
-OUTPUT_VALUE_TYPES = {".wav": "Audio", ".mp4": "Video", ".srt": "Subtitles", ".vtt": "Subtitles", ".mid": "Midi"}
+# Output file formats strata can write, by extension: images (strata.media.image_io) and the
+# rest (strata.media.writers). What each non-image format holds is checked here, so a mismatch
+# fails before anything runs.
+OUTPUT_EXTENSIONS = set(IMAGE_EXTENSIONS) | set(WRITERS)
+OUTPUT_VALUE_TYPES = {suffix: writer.value_type for suffix, writer in WRITERS.items()}
 
 
 @dataclass(frozen=True)
