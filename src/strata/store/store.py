@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -54,6 +55,7 @@ class Store:
         # recently used dropped first once they hold more than ``value_cache_bytes``.
         self._values: OrderedDict[str, Any] = OrderedDict()
         self._value_bytes: dict[str, int] = {}
+        self._values_lock = threading.Lock()  # outputs are written from several threads
         self.value_cache_bytes = value_cache_bytes
 
     # -- values -------------------------------------------------------------------------
@@ -75,12 +77,13 @@ class Store:
         return blob_id, [(blob_id, kind, len(data))]
 
     def _remember(self, blob_id: str, value: Any, size: int) -> None:
-        self._values[blob_id] = value
-        self._values.move_to_end(blob_id)
-        self._value_bytes[blob_id] = size
-        while len(self._values) > 1 and sum(self._value_bytes.values()) > self.value_cache_bytes:
-            old, _ = self._values.popitem(last=False)
-            del self._value_bytes[old]
+        with self._values_lock:
+            self._values[blob_id] = value
+            self._values.move_to_end(blob_id)
+            self._value_bytes[blob_id] = size
+            while len(self._values) > 1 and sum(self._value_bytes.values()) > self.value_cache_bytes:
+                old, _ = self._values.popitem(last=False)
+                del self._value_bytes[old]
 
     def get_value(self, ref: AssetRef) -> Any:
         """Load a stored value (or list of values) by asset ref."""
@@ -88,9 +91,10 @@ class Store:
 
         if isinstance(ref, list):
             return [self.get_value(r) for r in ref]
-        if ref in self._values:
-            self._values.move_to_end(ref)
-            return self._values[ref]
+        with self._values_lock:
+            if ref in self._values:
+                self._values.move_to_end(ref)
+                return self._values[ref]
         kind = self.db.asset_kind(ref)
         if kind is None:
             raise StoreError(f"unknown asset {ref[:12]}…; it was never stored here ({self.root})")

@@ -16,6 +16,8 @@ pixels and provenance but different signatures.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -200,6 +202,7 @@ def write_outputs(plan: Plan, refs: dict[str, dict[str, AssetRef]], models: dict
     """
     written: dict[str, list[Path]] = {}
     out_dir.mkdir(parents=True, exist_ok=True)
+    jobs: list[tuple[str, Source, str, list[str], Path, int | None]] = []
     for filename, src in plan.outputs.items():
         ref = refs.get(src.node, {}).get(src.output)
         if ref is None:  # the node failed or was skipped; the run report says so
@@ -212,7 +215,17 @@ def write_outputs(plan: Plan, refs: dict[str, dict[str, AssetRef]], models: dict
         input_assets = [a for s in plan.node(src.node).sources() for r in [refs[s.node][s.output]]
                         for a in (r if isinstance(r, list) else [r])]
         for i, (asset_id, path) in enumerate(zip(items, paths)):
-            _write_one(store, plan, src, asset_id, input_assets, path, models, i if isinstance(ref, list) else None)
+            jobs.append((filename, src, asset_id, input_assets, path, i if isinstance(ref, list) else None))
+
+    def write(job: tuple[str, Source, str, list[str], Path, int | None]) -> Path:
+        _, src, asset_id, input_assets, path, index = job
+        return _write_one(store, plan, src, asset_id, input_assets, path, models, index)
+
+    # Files are independent, and encoders, the watermark network and hashing release the GIL:
+    # writing them side by side uses every core. Results are recorded in the declared order.
+    with ThreadPoolExecutor(max_workers=min(len(jobs), os.cpu_count() or 1) or 1) as pool:
+        for job, path in zip(jobs, pool.map(write, jobs)):
+            filename, src, asset_id = job[0], job[1], job[2]
             store.db.add_export(str(path.resolve()), sha256_file(path), asset_id, run_id, src.node, src.output)
             written[filename].append(path)
             if bus is not None:
