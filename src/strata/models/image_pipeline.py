@@ -18,7 +18,7 @@ import torch
 
 from strata.errors import ModelError, StrataError
 from strata.media.image import Image
-from strata.models.image_diffusion import ImageDiffusionConfig, ImageDiffusionModel, latents_to_images
+from strata.models.image_diffusion import ImageDiffusionConfig, ImageDiffusionModel
 
 # Limits checked at the boundary (the node schema for image.generate should read these).
 MAX_STEPS = 200
@@ -167,6 +167,6 @@ def generate(
             callback(Progress(i + 1, steps))
 
     # 6. decode
-    rgba = latents_to_images(latents, cfg)
+    rgba = model.decode_latents(latents)
     images = [Image(x.permute(1, 2, 0).contiguous().numpy()) for x in rgba]
     return GenerateResult(images=images, seeds=seeds)

@@ -86,6 +86,29 @@ def train_image(
         raise _fail(exc) from exc
 
 
+@train_app.command("autoencoder")
+def train_autoencoder(
+    config: Path = typer.Option(None, help="Recipe YAML (default: strata/train/configs/autoencoder.yaml)."),
+    resume: bool = typer.Option(False, help="Continue the run in the run dir from its checkpoint."),
+    threads: int = typer.Option(1, min=1, help="CPU threads for torch (default 1 leaves a core free)."),
+    max_minutes: float = typer.Option(None, help="Stop (with a checkpoint) after this many minutes."),
+    run_dir: Path = typer.Option(None, help="Run dir (default ~/.cache/strata/train/autoencoder)."),
+    export: bool = typer.Option(False, "--export", help="Only export: fit latent normalization, write weights/image/."),
+) -> None:
+    """Train the image model's autoencoder (train and export it before `train image`)."""
+    from strata.train import autoencoder
+
+    try:
+        if export:
+            rec = autoencoder.export(config=config, run_dir=run_dir)
+            typer.echo(f"exported {rec['weights']} (step {rec['step']}, held-out PSNR {rec['heldout_psnr_fp16']} dB "
+                       f"in fp16; sheet {rec['sheet']})")
+            return
+        autoencoder.train(config=config, resume=resume, threads=threads, max_minutes=max_minutes, run_dir=run_dir)
+    except StrataError as exc:
+        raise _fail(exc) from exc
+
+
 app = typer.Typer(no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(train_app, name="train")

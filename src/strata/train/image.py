@@ -1,8 +1,9 @@
 """Train strata's built-in text-to-image model (read top to bottom).
 
-    config (YAML) ─► dataset (images.npz + manifest) ─► loop:
+    config (YAML) ─► dataset (images.npz + manifest) ─► latents (the trained autoencoder's, computed
+    once at start) ─► loop:
         sample batch (weighted) → captions (cached text encodings, 10% dropped)
-        → latents → noise at random t → UNet predicts v → min-SNR-weighted MSE → AdamW → EMA
+        → noise at random t → UNet predicts v → min-SNR-weighted MSE → AdamW → EMA
     every few minutes: atomic checkpoint (model, EMA, optimizer, step, RNG states)
     every N steps: sample grid PNG for fixed prompts × seeds;  always: log.jsonl
 
@@ -31,12 +32,12 @@ import torch.nn.functional as F
 import yaml
 
 from strata.errors import StrataError
+from strata.models.image_autoencoder import AUTOENCODER_WEIGHTS, PatchAutoencoder
 from strata.models.image_diffusion import (
     ImageDiffusionConfig,
     ImageDiffusionModel,
     TextEncoder,
     build_unet,
-    images_to_latents,
     param_count,
 )
 from strata.train import data_emoji
@@ -71,7 +72,7 @@ class TrainConfig:
         if missing:
             raise StrataError(f"{path}: missing sections {sorted(missing)}; start from {DEFAULT_CONFIG}")
         model = ImageDiffusionConfig.from_dict(raw["model"])
-        if model.block_channels[0] < model.latent_channels:
+        if model.latent == "unshuffle" and model.block_channels[0] < model.latent_channels:
             # Measured: a 32-wide first level on the 64-channel latent could not represent the
             # per-pixel noise it must predict, and samples stayed noisy however long it trained.
             raise StrataError(f"{path}: model.block_channels[0] is {model.block_channels[0]}, below the "
@@ -126,6 +127,24 @@ def load_dataset(cfg: TrainConfig) -> tuple[torch.Tensor, list[dict], torch.Tens
         raise StrataError(f"dataset images are {images.shape[1:]}, model expects {cfg.model.image_size}² RGBA")
     weights = torch.tensor([float(r.get("weight", 1.0)) for r in rows], dtype=torch.float64)
     return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), rows, weights
+
+
+def load_autoencoder(cfg: TrainConfig) -> PatchAutoencoder | None:
+    """The trained autoencoder for ``latent: autoencoder`` (from ``data.autoencoder_dir``, default weights/image)."""
+    if cfg.model.latent != "autoencoder":
+        return None
+    directory = Path(cfg.data.get("autoencoder_dir") or REPO_WEIGHTS).expanduser()
+    ae = PatchAutoencoder.load(directory)
+    if ae.cfg.latent_channels != cfg.model.latent_depth or ae.cfg.patch != cfg.model.unshuffle:
+        raise StrataError(f"the autoencoder in {directory} makes {ae.cfg.latent_channels}-channel latents at 1/{ae.cfg.patch} "
+                          f"scale; model.latent_depth/unshuffle say {cfg.model.latent_depth} and 1/{cfg.model.unshuffle}")
+    return ae
+
+
+@torch.no_grad()
+def dataset_latents(images: torch.Tensor, model: ImageDiffusionModel, batch: int = 256) -> torch.Tensor:
+    """Every image's latent, computed once (the autoencoder is frozen while the UNet trains)."""
+    return torch.cat([model.encode_images(images[i:i + batch].float() / 255.0) for i in range(0, len(images), batch)])
 
 
 def dataset_fingerprint(rows: list[dict]) -> str:
@@ -187,6 +206,13 @@ def load_checkpoint(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def open_run(ckpt_path: Path, resume: bool) -> dict | None:
+    """The checkpoint to resume from (None for a new run); refuses to overwrite a run silently."""
+    if ckpt_path.exists() and not resume:
+        raise StrataError(f"{ckpt_path.parent} already holds a run; pass --resume to continue it or choose another run dir")
+    return load_checkpoint(ckpt_path) if resume else None
+
+
 # ---- sample grids ---------------------------------------------------------------------------
 
 
@@ -239,9 +265,7 @@ def train(
     cfg = TrainConfig.load(config)
     rdir = Path(run_dir) if run_dir else train_dir(cfg)
     ckpt_path = rdir / CHECKPOINT
-    if ckpt_path.exists() and not resume:
-        raise StrataError(f"{rdir} already holds a run; pass --resume to continue it or choose another run dir")
-    state = load_checkpoint(ckpt_path) if resume else None
+    state = open_run(ckpt_path, resume)
     if state is not None and config is None:
         # Resuming without --config continues the exact recipe stored in the checkpoint ...
         cfg = TrainConfig(ImageDiffusionConfig.from_dict(state["model_config"]), state["data"], state["train"],
@@ -282,7 +306,15 @@ def train(
         # opt-out), so "exactly where it stopped" no longer holds. Continue, but say so.
         warnings.warn(f"the dataset differs from the one this run started with ({fingerprint[:12]} vs "
                       f"{state['dataset'][:12]}); resuming anyway", stacklevel=2)
-    sample_model = ImageDiffusionModel(cfg=cfg.model, unet=ema, text=encoder)
+    autoencoder = load_autoencoder(cfg)
+    sample_model = ImageDiffusionModel(cfg=cfg.model, unet=ema, text=encoder, autoencoder=autoencoder)
+    ae_sha = ""
+    if autoencoder is not None:
+        ae_sha = hashlib.sha256(_autoencoder_file(cfg).read_bytes()).hexdigest()
+        if state is not None and state.get("autoencoder") not in (None, ae_sha):
+            raise StrataError(f"the autoencoder in {_autoencoder_file(cfg).parent} is not the one this run trained on "
+                              f"({ae_sha[:12]} vs {state['autoencoder'][:12]}); restore it or start a new run")
+    latents = dataset_latents(images, sample_model)
     log_path = rdir / "log.jsonl"
     print(f"run dir {rdir} | step {step} | UNet {param_count(unet) / 1e6:.1f} M params | {len(rows)} images | "
           f"{threads} thread(s)", flush=True)
@@ -292,7 +324,7 @@ def train(
             "unet": unet.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(), "step": step,
             "rng": {"generator": g.get_state(), "torch": torch.get_rng_state(), "python": _list_state(random.getstate())},
             "model_config": json.loads(cfg.model.to_json()), "data": cfg.data, "train": tc, "run": cfg.run,
-            "config_source": cfg.source, "saved_at": time.time(), "dataset": fingerprint,
+            "config_source": cfg.source, "saved_at": time.time(), "dataset": fingerprint, "autoencoder": ae_sha,
         })
 
     stop = {"flag": False}
@@ -319,7 +351,7 @@ def train(
             drop = torch.rand(len(idx), generator=g) < dropout
             keys = [None if d else (int(i), int(v)) for i, v, d in zip(idx, variant, drop)]
             context, mask = bank.get(keys)
-            x0 = images_to_latents(images[idx].float() / 255.0, cfg.model)
+            x0 = latents[idx]
             # --- step
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, tc)
@@ -359,6 +391,10 @@ def train(
     return rdir
 
 
+def _autoencoder_file(cfg: TrainConfig) -> Path:
+    return Path(cfg.data.get("autoencoder_dir") or REPO_WEIGHTS).expanduser() / AUTOENCODER_WEIGHTS
+
+
 def _progress_bar(step: int, max_steps: int | None):
     """A tqdm bar (loss, it/s) when attached to a terminal; None in the background."""
     if not sys.stderr.isatty():
@@ -383,7 +419,8 @@ def export(*, run_dir: Path | None = None, out_dir: Path = REPO_WEIGHTS, config:
     mcfg = ImageDiffusionConfig.from_dict(state["model_config"])
     unet = build_unet(mcfg)
     unet.load_state_dict(state["ema"])
-    model = ImageDiffusionModel(cfg=mcfg, unet=unet)
+    ecfg = TrainConfig(mcfg, state["data"], state["train"], state["run"])
+    model = ImageDiffusionModel(cfg=mcfg, unet=unet, autoencoder=load_autoencoder(ecfg))
     extra = {"training": {"step": int(state["step"]), "data": state["data"], "train": state["train"],
                           "exported_from": "EMA weights", "saved_at": state["saved_at"]}}
     path = model.save_pretrained(Path(out_dir), dtype=torch.float16, extra=extra)

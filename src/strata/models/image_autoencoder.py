@@ -1,0 +1,171 @@
+"""The built-in image model's autoencoder: 64×64 RGBA ⇄ a compact 16×16×c latent.
+
+Why a learned latent (Rombach et al. 2022) rather than the free ``pixel_unshuffle`` latent:
+measured here, a UNet on the 16×16×64 unshuffled pixels must carry 64 independent noise values
+per position through its first level; at low noise it denoised no better than the identity
+(x0 error 0.00070 vs 0.00072 at t=10 after 2.6k steps), so samples stayed grainy. An 8-channel
+latent leaves the UNet only meaningful structure, and the decoder draws the crisp edges.
+
+Why not diffusers' ``AutoencoderKL``: at 64×64 its full-resolution convolutions cost 3.2 s per
+batch-32 step on this 2-core CPU. This one works at 16×16 from the start: ``pixel_unshuffle(4)``
+(lossless) → convolutions → c channels; the decoder mirrors it and ends in ``pixel_shuffle(4)``
+— the sub-pixel convolution of super-resolution networks (Shi et al. 2016).
+
+Images enter as *premultiplied* RGBA in [-1, 1] (transparent = -1 everywhere), so alpha is
+generated directly. Latents are normalized per channel (``shift``/``scale`` measured on the
+training set after training) so the diffusion model sees zero mean, unit variance.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from strata.errors import ModelError
+
+AUTOENCODER_CONFIG = "autoencoder.json"
+AUTOENCODER_WEIGHTS = "autoencoder.safetensors"
+
+
+@dataclass(frozen=True)
+class AutoencoderConfig:
+    """Shape of the autoencoder.
+
+    Args:
+        image_size: pixel side (64).
+        patch: unshuffle factor; the latent side is image_size / patch.
+        channels: width of every convolution (all at latent resolution).
+        encoder_blocks / decoder_blocks: residual blocks; the decoder gets more (it draws detail).
+        latent_channels: c, the latent depth the diffusion model works on.
+    """
+
+    image_size: int = 64
+    patch: int = 4
+    channels: int = 128
+    encoder_blocks: int = 1
+    decoder_blocks: int = 3
+    latent_channels: int = 8
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "AutoencoderConfig":
+        extra = set(d) - set(cls.__dataclass_fields__)
+        if extra:
+            raise ModelError(f"unknown autoencoder config keys {sorted(extra)}; is it from a newer strata?")
+        return cls(**d)
+
+
+class _ResBlock(nn.Module):
+    """Pre-activation residual block (GroupNorm → SiLU → 3×3 conv, twice)."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        self.n1, self.c1 = nn.GroupNorm(8, c), nn.Conv2d(c, c, 3, padding=1)
+        self.n2, self.c2 = nn.GroupNorm(8, c), nn.Conv2d(c, c, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.c2(F.silu(self.n2(self.c1(F.silu(self.n1(x))))))
+
+
+class PatchAutoencoder(nn.Module):
+    """Deterministic autoencoder at latent resolution (see the module docstring).
+
+    ``shift``/``scale`` buffers hold the per-channel latent statistics; :meth:`encode` returns
+    normalized latents and :meth:`decode` expects them.
+    """
+
+    def __init__(self, cfg: AutoencoderConfig):
+        super().__init__()
+        self.cfg = cfg
+        p2, c, lc = 4 * cfg.patch**2, cfg.channels, cfg.latent_channels
+        self.encoder = nn.Sequential(
+            nn.PixelUnshuffle(cfg.patch), nn.Conv2d(p2, c, 3, padding=1),
+            *[_ResBlock(c) for _ in range(cfg.encoder_blocks)],
+            nn.GroupNorm(8, c), nn.SiLU(), nn.Conv2d(c, lc, 1),
+        )
+        self.decoder = nn.Sequential(
+            nn.Conv2d(lc, c, 3, padding=1), *[_ResBlock(c) for _ in range(cfg.decoder_blocks)],
+            nn.GroupNorm(8, c), nn.SiLU(), nn.Conv2d(c, p2, 3, padding=1), nn.PixelShuffle(cfg.patch),
+        )
+        self.register_buffer("shift", torch.zeros(1, lc, 1, 1))
+        self.register_buffer("scale", torch.ones(1, lc, 1, 1))
+
+    def encode_raw(self, x: torch.Tensor) -> torch.Tensor:
+        """Premultiplied RGBA in [-1, 1] → un-normalized latent (training uses this)."""
+        return self.encoder(x)
+
+    def decode_raw(self, z: torch.Tensor) -> torch.Tensor:
+        """Un-normalized latent → premultiplied RGBA in about [-1, 1] (not clamped)."""
+        return self.decoder(z)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Premultiplied RGBA in [-1, 1] → normalized latent (B, c, H/p, W/p)."""
+        return (self.encoder(x) - self.shift) / self.scale
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Normalized latent → premultiplied RGBA in about [-1, 1]."""
+        return self.decoder(z * self.scale + self.shift)
+
+    @torch.no_grad()
+    def fit_normalization(self, raw_latents: torch.Tensor) -> None:
+        """Set ``shift``/``scale`` to the per-channel mean/std of ``raw_latents`` (B, c, h, w)."""
+        self.shift.copy_(raw_latents.mean(dim=(0, 2, 3), keepdim=True))
+        self.scale.copy_(raw_latents.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6))
+
+    def save(self, directory: Path, *, dtype: torch.dtype = torch.float16, extra: dict | None = None) -> Path:
+        """Write ``autoencoder.safetensors`` (+ ``autoencoder.json``) atomically into ``directory``."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        # Normalization stays fp32: it is tiny and its precision matters for every latent.
+        state = {k: (v if k in ("shift", "scale") else v.to(dtype)).detach().contiguous()
+                 for k, v in self.state_dict().items()}
+        tmp = directory / (AUTOENCODER_WEIGHTS + ".tmp")
+        save_file(state, str(tmp), metadata={"format": "pt", "strata": "image_autoencoder"})
+        tmp.replace(directory / AUTOENCODER_WEIGHTS)
+        meta = {"autoencoder": asdict(self.cfg), **(extra or {})}
+        tmp_json = directory / (AUTOENCODER_CONFIG + ".tmp")
+        tmp_json.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        tmp_json.replace(directory / AUTOENCODER_CONFIG)
+        return directory / AUTOENCODER_WEIGHTS
+
+    @classmethod
+    def load(cls, directory: Path) -> "PatchAutoencoder":
+        """Load what :meth:`save` wrote (safetensors only)."""
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        cfg_path, w_path = directory / AUTOENCODER_CONFIG, directory / AUTOENCODER_WEIGHTS
+        if not cfg_path.is_file() or not w_path.is_file():
+            raise ModelError(f"no autoencoder in {directory}: expected {AUTOENCODER_CONFIG} and {AUTOENCODER_WEIGHTS}; "
+                             "train one with `strata train autoencoder` (then --export)")
+        ae = cls(AutoencoderConfig.from_dict(json.loads(cfg_path.read_text(encoding="utf-8"))["autoencoder"]))
+        state = load_file(str(w_path))
+        try:
+            ae.load_state_dict({k: v.float() for k, v in state.items()})
+        except RuntimeError as exc:
+            raise ModelError(f"{w_path} does not match {cfg_path}: {str(exc)[:200]}") from exc
+        return ae.eval()
+
+
+def premultiply(rgba: torch.Tensor) -> torch.Tensor:
+    """Straight-alpha RGBA in [0, 1], (B, 4, H, W) → premultiplied RGBA in [-1, 1]."""
+    return torch.cat([rgba[:, :3] * rgba[:, 3:4], rgba[:, 3:4]], dim=1) * 2.0 - 1.0
+
+
+def unpremultiply(x: torch.Tensor) -> torch.Tensor:
+    """Premultiplied RGBA in about [-1, 1] → straight-alpha RGBA in [0, 1].
+
+    Color above alpha is clamped to alpha (the only consistent reading); color under zero alpha
+    is 0.
+    """
+    premul = ((x.float() + 1.0) / 2.0).clamp(0.0, 1.0)
+    alpha = premul[:, 3:4]
+    rgb = torch.minimum(premul[:, :3], alpha)
+    rgb = torch.where(alpha > 1e-4, rgb / alpha.clamp_min(1e-4), torch.zeros_like(rgb))
+    return torch.cat([rgb, alpha], dim=1)

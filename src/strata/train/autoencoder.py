@@ -1,0 +1,224 @@
+"""Train the image model's autoencoder (read top to bottom).
+
+    config (YAML) ─► dataset minus a held-out set ─► loop:
+        batch → premultiplied RGBA → encode → + latent noise → decode
+        → L1(pixels) + edge_weight·L1(finite differences) + latent_l2·|z|² → Adam (cosine lr)
+    every eval_every steps: held-out PSNR → log.jsonl;  every few minutes: atomic checkpoint
+    export: per-channel latent normalization measured on the whole dataset, fp16 weights and a
+    reconstruction sheet (held-out originals over their reconstructions) into weights/image/.
+
+The diffusion model (strata.train.image) trains on this autoencoder's latents, so train and
+export it first.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from strata.errors import StrataError
+from strata.models.image_autoencoder import AutoencoderConfig, PatchAutoencoder, premultiply
+from strata.train import data_emoji
+from strata.train.image import REPO_WEIGHTS, _progress_bar, load_checkpoint, open_run, save_checkpoint
+
+DEFAULT_CONFIG = Path(__file__).parent / "configs" / "autoencoder.yaml"
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass
+class AutoencoderTrainConfig:
+    """The YAML recipe, parsed (see configs/autoencoder.yaml for each value's reason)."""
+
+    model: AutoencoderConfig
+    data: dict
+    train: dict
+    run: dict
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> "AutoencoderTrainConfig":
+        path = Path(path or DEFAULT_CONFIG)
+        if not path.is_file():
+            raise StrataError(f"training config {path} not found; pass --config with an existing YAML file")
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        missing = {"model", "data", "train", "run"} - set(raw)
+        if missing:
+            raise StrataError(f"{path}: missing sections {sorted(missing)}; start from {DEFAULT_CONFIG}")
+        return cls(AutoencoderConfig.from_dict(raw["model"]), raw["data"], raw["train"], raw["run"])
+
+
+def run_dir_for(cfg: AutoencoderTrainConfig) -> Path:
+    """``run.dir``, else ``$STRATA_TRAIN_DIR/autoencoder``, else ~/.cache/strata/train/autoencoder."""
+    if cfg.run.get("dir"):
+        return Path(cfg.run["dir"]).expanduser()
+    env = os.environ.get("STRATA_TRAIN_DIR")
+    return (Path(env) if env else Path.home() / ".cache" / "strata" / "train") / "autoencoder"
+
+
+def split_dataset(cfg: AutoencoderTrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train images, held-out images) as uint8 (N, 4, H, W); the split is fixed by ``train.seed``."""
+    images, _rows = data_emoji.load(Path(cfg.data["dir"]).expanduser() if cfg.data.get("dir") else None)
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(int(cfg.train["seed"])))
+    n_hold = int(cfg.data["holdout"])
+    if not 0 < n_hold < len(x) // 2:
+        raise StrataError(f"data.holdout must be between 1 and {len(x) // 2 - 1}, got {n_hold}")
+    return x[order[n_hold:]], x[order[:n_hold]]
+
+
+def reconstruction_loss(ae: PatchAutoencoder, x: torch.Tensor, tc: dict, g: torch.Generator) -> torch.Tensor:
+    """The training objective for one batch of premultiplied RGBA ``x`` in [-1, 1]."""
+    z = ae.encode_raw(x)
+    rec = ae.decode_raw(z + float(tc["latent_noise"]) * torch.randn(z.shape, generator=g))
+    edges = sum((torch.diff(rec, dim=d) - torch.diff(x, dim=d)).abs().mean() for d in (2, 3))
+    return (rec - x).abs().mean() + float(tc["edge_weight"]) * edges + float(tc["latent_l2"]) * z.pow(2).mean()
+
+
+@torch.no_grad()
+def psnr(ae: PatchAutoencoder, images: torch.Tensor, batch: int = 128) -> float:
+    """Reconstruction PSNR (dB) over premultiplied RGBA in [0, 1], without latent noise."""
+    se, n = 0.0, 0
+    for i in range(0, len(images), batch):
+        x = premultiply(images[i:i + batch].float() / 255.0)
+        rec = ae.decode_raw(ae.encode_raw(x)).clamp(-1, 1)
+        se += float(((rec - x) / 2).pow(2).sum())
+        n += x.numel()
+    return -10.0 * math.log10(max(se / n, 1e-12))
+
+
+def lr_at(step: int, tc: dict) -> float:
+    """Cosine from ``lr`` to ``lr_final`` over ``steps``."""
+    frac = min(step / max(int(tc["steps"]), 1), 1.0)
+    return float(tc["lr_final"]) + 0.5 * (float(tc["lr"]) - float(tc["lr_final"])) * (1 + math.cos(math.pi * frac))
+
+
+def train(*, config: Path | None = None, resume: bool = False, threads: int = 1,
+          max_minutes: float | None = None, run_dir: Path | None = None) -> Path:
+    """Train (or resume) the autoencoder until ``train.steps``; returns the run directory."""
+    torch.set_num_threads(threads)
+    cfg = AutoencoderTrainConfig.load(config)
+    rdir = Path(run_dir) if run_dir else run_dir_for(cfg)
+    ckpt_path = rdir / CHECKPOINT
+    state = open_run(ckpt_path, resume)
+    if state is not None and AutoencoderConfig.from_dict(state["model_config"]) != cfg.model:
+        raise StrataError(f"the model section of the config differs from the checkpoint's in {rdir}")
+    rdir.mkdir(parents=True, exist_ok=True)
+    tc = cfg.train
+    train_x, held_x = split_dataset(cfg)
+
+    torch.manual_seed(int(tc["seed"]))
+    ae = PatchAutoencoder(cfg.model).train()
+    opt = torch.optim.Adam(ae.parameters(), lr=float(tc["lr"]), weight_decay=float(tc["weight_decay"]))
+    g = torch.Generator().manual_seed(int(tc["seed"]))
+    step = 0
+    if state is not None:
+        ae.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        g.set_state(state["generator"])
+        step = int(state["step"])
+    print(f"run dir {rdir} | step {step}/{tc['steps']} | autoencoder "
+          f"{sum(p.numel() for p in ae.parameters()) / 1e6:.2f} M params | {len(train_x)} train / {len(held_x)} "
+          f"held-out images | {threads} thread(s)", flush=True)
+
+    def checkpoint() -> None:
+        save_checkpoint(ckpt_path, {"model": ae.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                                    "generator": g.get_state(), "model_config": cfg.model.__dict__,
+                                    "train": tc, "saved_at": time.time()})
+
+    stop = {"flag": False}
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(flag=True))
+    signal.signal(signal.SIGINT, lambda *_: stop.update(flag=True))
+    bar = _progress_bar(step, int(tc["steps"]))
+    t_start = t_ckpt = t_log = time.time()
+    loss_acc, n_acc = 0.0, 0
+    with open(rdir / "log.jsonl", "a", encoding="utf-8") as log:
+        while not stop["flag"] and step < int(tc["steps"]):
+            if max_minutes is not None and time.time() - t_start > max_minutes * 60:
+                break
+            idx = torch.randint(0, len(train_x), (int(tc["batch_size"]),), generator=g)
+            x = premultiply(train_x[idx].float() / 255.0)
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, tc)
+            loss = reconstruction_loss(ae, x, tc, g)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            loss_acc, n_acc = loss_acc + loss.item(), n_acc + 1
+            if not math.isfinite(loss.item()):
+                raise StrataError(f"loss became {loss.item()} at step {step}; lower train.lr and resume")
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+            if step % int(cfg.run["log_every"]) == 0 or step % int(cfg.run["eval_every"]) == 0:
+                now = time.time()
+                rec = {"step": step, "loss": round(loss_acc / max(n_acc, 1), 5),
+                       "it_s": round(n_acc / max(now - t_log, 1e-9), 3), "lr": lr_at(step, tc), "time": round(now)}
+                if step % int(cfg.run["eval_every"]) == 0:
+                    ae.eval()
+                    rec["heldout_psnr"] = round(psnr(ae, held_x), 2)
+                    ae.train()
+                log.write(json.dumps(rec) + "\n")
+                log.flush()
+                if bar is None:
+                    print(" ".join(f"{k} {v}" for k, v in rec.items() if k != "time"), flush=True)
+                t_log, loss_acc, n_acc = time.time(), 0.0, 0
+            if time.time() - t_ckpt > float(cfg.run["checkpoint_minutes"]) * 60:
+                checkpoint()
+                t_ckpt = time.time()
+    checkpoint()
+    print(f"checkpoint at step {step} in {ckpt_path}", flush=True)
+    return rdir
+
+
+def export(*, config: Path | None = None, run_dir: Path | None = None, out_dir: Path = REPO_WEIGHTS) -> dict:
+    """Fit latent normalization on the whole dataset, write fp16 weights + a reconstruction sheet.
+
+    Returns the export record (held-out PSNR before and after fp16, step, sheet path).
+    """
+    cfg = AutoencoderTrainConfig.load(config)
+    rdir = Path(run_dir) if run_dir else run_dir_for(cfg)
+    state = load_checkpoint(rdir / CHECKPOINT)
+    ae = PatchAutoencoder(AutoencoderConfig.from_dict(state["model_config"]))
+    ae.load_state_dict(state["model"])
+    ae.eval()
+    train_x, held_x = split_dataset(cfg)
+    with torch.no_grad():
+        raw = torch.cat([ae.encode_raw(premultiply(train_x[i:i + 256].float() / 255.0))
+                         for i in range(0, len(train_x), 256)])
+    ae.fit_normalization(raw)
+    record = {"step": int(state["step"]), "heldout_psnr_fp32": round(psnr(ae, held_x), 2)}
+    path = ae.save(Path(out_dir), extra={"training": {**record, "train": state["train"]}})
+    reloaded = PatchAutoencoder.load(Path(out_dir))
+    record["heldout_psnr_fp16"] = round(psnr(reloaded, held_x), 2)
+    record["sheet"] = str(reconstruction_sheet(reloaded, held_x[:16], rdir / "reconstructions.png"))
+    record["weights"] = str(path)
+    (rdir / "export.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return record
+
+
+@torch.no_grad()
+def reconstruction_sheet(ae: PatchAutoencoder, images: torch.Tensor, out: Path) -> Path:
+    """Originals (top row) over reconstructions (bottom row), on white, as a PNG."""
+    from PIL import Image as PILImage
+
+    from strata.models.image_autoencoder import unpremultiply
+
+    x = images.float() / 255.0
+    rec = unpremultiply(ae.decode(ae.encode(premultiply(x))))
+    rows = []
+    for t in (x, rec):
+        rgb = t[:, :3] * t[:, 3:] + (1 - t[:, 3:])
+        rows.append(torch.cat(list(rgb), dim=2))
+    sheet = torch.cat(rows, dim=1).permute(1, 2, 0).numpy()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    PILImage.fromarray(np.clip(np.rint(sheet * 255), 0, 255).astype(np.uint8)).save(out)
+    return out
