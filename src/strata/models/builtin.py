@@ -1,7 +1,7 @@
 """strata's built-in models, registered with the default registry when their weights exist.
 
 The text-to-image model's weights ship in ``weights/image/`` (``unet.safetensors`` + its
-``config.json``); ``STRATA_IMAGE_MODEL=/path/to/dir`` points at another export (e.g. a newer
+``config.json``, and the ``autoencoder.*`` whose latent it works in); ``STRATA_IMAGE_MODEL=/path/to/dir`` points at another export (e.g. a newer
 training export, or a tiny model in tests).
 """
 
@@ -32,6 +32,10 @@ def register_image_model(registry: ModelRegistry) -> None:
     directory = image_model_dir()
     weights, config = directory / "unet.safetensors", directory / "config.json"
     if weights.is_file() and config.is_file():
+        files = [weights, config]
+        autoencoder = directory / "autoencoder.safetensors"
+        if autoencoder.is_file():  # part of the model: its hash must name the model too
+            files += [autoencoder, directory / "autoencoder.json"]
         # The frozen MiniLM text encoder (~90 MB in memory) comes with the model.
-        registry.add(ModelEntry(IMAGE_MODEL_ID, {"text-to-image"}, [weights, config], _load_image_model,
-                                size_bytes=weights.stat().st_size * 2 + 100 * 2**20))
+        registry.add(ModelEntry(IMAGE_MODEL_ID, {"text-to-image"}, files, _load_image_model,
+                                size_bytes=sum(f.stat().st_size for f in files) * 2 + 100 * 2**20))
