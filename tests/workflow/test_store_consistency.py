@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import io
+import threading
 
 import numpy as np
 import pytest
 from PIL import Image as PILImage
 
+from strata.errors import StoreError
 from strata.store import Store
 from strata.workflow.executor import Executor
 from strata.workflow.spec import parse_workflow
@@ -72,3 +74,53 @@ def test_good_file_runs_and_store_is_consistent(tmp_path):
     result = Executor(store).run(parse_workflow(load_then_scale(good)), out_dir=tmp_path / "out")
     assert result.ok and (tmp_path / "out" / "half.png").is_file()
     assert_consistent(store)
+
+
+def test_values_written_behind_the_run_are_on_disk_and_cached_when_it_returns(tmp_path):
+    src = tmp_path / "in.png"
+    src.write_bytes(png_bytes())
+    store = Store(tmp_path / "store")
+    first = Executor(store).run(parse_workflow(load_then_scale(src)), out_dir=tmp_path / "out")
+    assert first.status == "ok" and store._pending == []
+    assert_consistent(store)
+    fresh = Store(tmp_path / "store")  # another process sees every value: nothing was left in memory only
+    again = Executor(fresh).run(parse_workflow(load_then_scale(src)), out_dir=tmp_path / "out")
+    assert again.executed == [] and sorted(again.cached) == ["half", "load"]
+
+
+def test_a_failed_background_write_fails_the_run_and_caches_nothing(tmp_path, monkeypatch):
+    src = tmp_path / "in.png"
+    src.write_bytes(png_bytes())
+    store = Store(tmp_path / "store")
+
+    put_known = store.blobs.put_known
+
+    def disk_full_behind(blob_id, data):  # only the background writer's writes fail
+        if threading.current_thread().name.startswith("strata-store"):
+            raise OSError(28, "No space left on device")
+        put_known(blob_id, data)
+
+    monkeypatch.setattr(store.blobs, "put_known", disk_full_behind)
+    with pytest.raises(StoreError, match="No space left on device"):
+        Executor(store).run(parse_workflow(load_then_scale(src)), out_dir=tmp_path / "out")
+    assert store.db.query("SELECT status FROM runs")[0]["status"] == "failed"
+    assert store.db.query("SELECT COUNT(*) AS n FROM cache WHERE op != 'export'")[0]["n"] == 0  # values: none cached
+    for row in store.db.query("SELECT key FROM cache"):  # and no entry points at a missing blob
+        assert store.cache_lookup(row["key"]) is not None
+    monkeypatch.undo()
+    rerun = Executor(store).run(parse_workflow(load_then_scale(src)), out_dir=tmp_path / "out")
+    assert rerun.status == "ok" and sorted(rerun.executed) == ["half", "load"]
+    assert_consistent(store)
+
+
+def test_an_unwritable_output_folder_fails_the_run_clearly_and_keeps_the_values(tmp_path):
+    src = tmp_path / "in.png"
+    src.write_bytes(png_bytes())
+    blocker = tmp_path / "out"
+    blocker.write_text("a file where the output folder should be")
+    store = Store(tmp_path / "store")
+    with pytest.raises(StoreError, match="cannot write the outputs into"):
+        Executor(store).run(parse_workflow(load_then_scale(src)), out_dir=blocker)
+    assert store.db.query("SELECT status FROM runs")[0]["status"] == "failed"
+    rerun = Executor(store).run(parse_workflow(load_then_scale(src)), out_dir=tmp_path / "elsewhere")
+    assert rerun.executed == [] and (tmp_path / "elsewhere" / "half.png").is_file()  # computed values were kept

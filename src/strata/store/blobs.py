@@ -46,11 +46,15 @@ class BlobStore:
     def put(self, data: bytes) -> str:
         """Store ``data``; returns its id. Storing the same bytes twice is a no-op."""
         blob_id = sha256_bytes(data)
+        self.put_known(blob_id, data)
+        return blob_id
+
+    def put_known(self, blob_id: str, data: bytes) -> None:
+        """Store ``data`` whose sha256 the caller already computed as ``blob_id`` (no second hash)."""
         target = self.path(blob_id)
         if not target.is_file():
             # Temp files live in ROOT/tmp, where gc finds what an interruption left behind.
             atomic_write_bytes(target, data, tmp_dir=self.tmp_dir)
-        return blob_id
 
     def get(self, blob_id: str) -> bytes:
         try:

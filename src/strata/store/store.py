@@ -10,12 +10,13 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from strata.errors import StoreError
-from strata.store.blobs import BlobStore
+from strata.store.blobs import BlobStore, sha256_bytes
 from strata.store.db import HistoryDB
 
 DEFAULT_ROOT = "strata-data"
@@ -57,22 +58,33 @@ class Store:
         self._value_bytes: dict[str, int] = {}
         self._values_lock = threading.Lock()  # outputs are written from several threads
         self.value_cache_bytes = value_cache_bytes
+        self._writer: ThreadPoolExecutor | None = None  # one background thread for write-behind values
+        self._pending: list[Future[None]] = []
 
     # -- values -------------------------------------------------------------------------
     def put_value(self, value: Any) -> tuple[AssetRef, list[tuple[str, str, int]]]:
         """Store a node output value; returns its asset ref and the (id, kind, size) rows to record."""
+        blobs: list[tuple[str, bytes]] = []
+        ref, rows = self._encode(value, blobs)
+        for blob_id, data in blobs:
+            self.blobs.put_known(blob_id, data)
+        return ref, rows
+
+    def _encode(self, value: Any, blobs: list[tuple[str, bytes]]) -> tuple[AssetRef, list[tuple[str, str, int]]]:
+        """Encode and hash ``value`` (a list: each item), remember it decoded; blobs to write go to ``blobs``."""
         from strata.media.codec import encode_value
 
         if isinstance(value, (list, tuple)):
             ids: list[str] = []
             rows: list[tuple[str, str, int]] = []
             for item in value:
-                ref, item_rows = self.put_value(item)
+                ref, item_rows = self._encode(item, blobs)
                 ids.append(ref)  # type: ignore[arg-type]
                 rows += item_rows
             return ids, rows
         kind, data = encode_value(value)
-        blob_id = self.blobs.put(data)
+        blob_id = sha256_bytes(data)
+        blobs.append((blob_id, data))
         self._remember(blob_id, value, len(data))
         return blob_id, [(blob_id, kind, len(data))]
 
@@ -116,15 +128,54 @@ class Store:
             return None
         return outputs
 
-    def cache_record(self, key: str, op: str, values: dict[str, Any], duration_s: float | None) -> dict[str, AssetRef]:
-        """Store output values and the cache entry for them; returns the asset refs."""
+    def cache_record(self, key: str, op: str, values: dict[str, Any], duration_s: float | None, *,
+                     write_behind: bool = False) -> dict[str, AssetRef]:
+        """Store output values and the cache entry for them; returns the asset refs.
+
+        With ``write_behind`` the blob files and then the cache entry are written by a background
+        thread, so the engine goes on (e.g. encoding output files) while the bytes reach the disk;
+        the values are served from memory meanwhile. :meth:`flush` waits for those writes. The
+        cache entry is recorded only after its blobs are on disk, so a cache hit never points at a
+        missing blob.
+        """
         refs: dict[str, AssetRef] = {}
         rows: list[tuple[str, str, int]] = []
+        blobs: list[tuple[str, bytes]] = []
         for name, value in values.items():
-            refs[name], r = self.put_value(value)
+            refs[name], r = self._encode(value, blobs)
             rows += r
-        self.db.cache_put(key, op, refs, rows, duration_s)
+
+        def persist() -> None:
+            for blob_id, data in blobs:
+                self.blobs.put_known(blob_id, data)
+            self.db.cache_put(key, op, refs, rows, duration_s)
+
+        if write_behind:
+            with self._values_lock:
+                if self._writer is None:
+                    self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="strata-store")
+                self._pending.append(self._writer.submit(persist))
+        else:
+            persist()
         return refs
+
+    def flush(self) -> None:
+        """Wait for write-behind values (:meth:`cache_record`) to be on disk and in the cache.
+
+        Raises:
+            StoreError: a write failed (disk full, folder not writable); those values are not cached.
+        """
+        with self._values_lock:
+            pending, self._pending = self._pending, []
+        errors = []
+        for future in pending:
+            try:
+                future.result()
+            except Exception as exc:  # noqa: BLE001 - reported together below
+                errors.append(exc)
+        if errors:
+            raise StoreError(f"could not store {len(errors)} result(s) in {self.root}: {errors[0]}; "
+                             "free disk space or choose another store with --store") from errors[0]
 
     def put_file_bytes(self, key: str, data: bytes, kind: str) -> str:
         """Cache an encoded output file (so an unchanged rerun copies bytes, not re-encodes)."""
@@ -155,4 +206,11 @@ class Store:
         return GcReport(removed, len(temps), freed)
 
     def close(self) -> None:
-        self.db.close()
+        """Finish pending writes and close this thread's database connection."""
+        try:
+            self.flush()
+        finally:
+            if self._writer is not None:
+                self._writer.shutdown(wait=True)
+                self._writer = None
+            self.db.close()

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Protocol
 
-from strata.errors import OpError, RunInterrupted, StrataError, StrataWarning
+from strata.errors import OpError, RunInterrupted, StoreError, StrataError, StrataWarning
 from strata.store import Store, new_run_id, sha256_file
 from strata.store.store import AssetRef
 from strata.workflow.events import (
@@ -150,9 +150,18 @@ class Executor:
                 if out_dir is not None and plan.outputs:
                     from strata.workflow.outputs import write_outputs
 
-                    result.outputs = write_outputs(plan, refs, models, self.store, Path(out_dir), run_id, self.bus)
+                    try:
+                        result.outputs = write_outputs(plan, refs, models, self.store, Path(out_dir), run_id, self.bus)
+                    except OSError as exc:
+                        self._flush(result, t0)  # the computed values stay cached for the rerun
+                        result.status = "failed"
+                        self._finish(result, t0)
+                        raise StoreError(f"cannot write the outputs into {out_dir}: {exc.strerror or exc}; "
+                                         "choose a writable folder with free space (finished nodes are cached, "
+                                         "so a rerun only writes the files)") from None
         except KeyboardInterrupt:
             result.status = "interrupted"
+            self._flush(result, t0)
             self._finish(result, t0)
             raise RunInterrupted(
                 f"run {run_id} interrupted; {len(result.executed) + len(result.cached)} finished node(s) are stored — "
@@ -160,11 +169,22 @@ class Executor:
             ) from None
         finally:
             self._cancel = None
+        # Values were written behind the run (overlapping later nodes and the output files);
+        # the run is finished only when they are on disk and cached.
+        self._flush(result, t0)
         if result.failed:
             result.status = "failed"
         result.refs = refs
         self._finish(result, t0)
         return result
+
+    def _flush(self, result: RunResult, t0: float) -> None:
+        try:
+            self.store.flush()
+        except StoreError:
+            result.status = "failed"
+            self._finish(result, t0)
+            raise
 
     def _check_cancel(self) -> None:
         # Cancellation reuses the Ctrl-C path, so a cancelled run is recorded like an interrupted one.
@@ -236,7 +256,7 @@ class Executor:
             self.bus.emit(NodeStarted(run_id, nid, op, key))
             values = self._call(pn, input_refs, run_id)
             duration = time.perf_counter() - t
-            stored = self.store.cache_record(key, op, values, duration)
+            stored = self.store.cache_record(key, op, values, duration, write_behind=True)
         except KeyboardInterrupt:
             db.upsert_node(run_id, nid, op=op, op_version=pn.spec.version, params=pn.params, cache_key=key,
                            status="interrupted", seq=seq, started=started)
