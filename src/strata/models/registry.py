@@ -33,6 +33,8 @@ class ModelEntry:
         files: weight files; their content hashes identify the model.
         loader: builds the model object from ``files`` (called lazily, once while cached).
         size_bytes: estimated memory when loaded (default: the files' size).
+        trust_pickle: the user vouched for pickled files among ``files`` (``--trust-pickle``).
+        info: facts for listings and callers (a user model's architecture, format, path).
     """
 
     id: str
@@ -40,27 +42,51 @@ class ModelEntry:
     files: list[Path]
     loader: Callable[[list[Path]], Any]
     size_bytes: int | None = None
+    trust_pickle: bool = False
+    info: dict[str, Any] = field(default_factory=dict)
     _hash: str | None = field(default=None, repr=False)
 
     def weights_hash(self) -> str:
         if self._hash is None:
-            import hashlib
-
             for f in self.files:
                 if not f.is_file():
-                    raise ModelError(f"model '{self.id}': weights file {f} is missing; reinstall strata or "
-                                     "re-export the weights (`strata train image --export`)")
-                if f.suffix.lower() in PICKLE_SUFFIXES:
+                    raise ModelError(f"model '{self.id}': weights file {f} is missing; reinstall strata, re-export the "
+                                     "weights (`strata train image --export`) or re-add your model (`strata models add`)")
+                if f.suffix.lower() in PICKLE_SUFFIXES and not self.trust_pickle:
                     raise ModelError(f"model '{self.id}': {f.name} is a pickled checkpoint, which can run arbitrary "
                                      "code when loaded; convert it to .safetensors")
-            h = hashlib.sha256()
-            for f in sorted(self.files):
-                h.update(sha256_file(f).encode())
-            self._hash = h.hexdigest()
+            self._hash = combined_hash(self.files)
         return self._hash
 
     def memory_bytes(self) -> int:
         return self.size_bytes if self.size_bytes is not None else sum(f.stat().st_size for f in self.files)
+
+
+def combined_hash(files: list[Path]) -> str:
+    """sha256 over the sorted files' sha256s: the identity of a model made of several files."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted(files):
+        h.update(sha256_file(f).encode())
+    return h.hexdigest()
+
+
+def lora_hash(base_hash: str, loras: list[Any] | None) -> str:
+    """The weights hash of a model with ``loras`` (dicts with path and scale) applied: the base
+    hash when there are none, else a hash over it and each LoRA file's content and scale."""
+    if not loras:
+        return base_hash
+    import hashlib
+
+    h = hashlib.sha256(base_hash.encode())
+    for lora in loras:
+        path = Path(lora["path"] if isinstance(lora, dict) else lora.path)
+        scale = float(lora.get("scale", 1.0) if isinstance(lora, dict) else lora.scale)
+        if not path.is_file():
+            raise ModelError(f"LoRA file {path} does not exist")
+        h.update(f"|{sha256_file(path)}@{scale!r}".encode())
+    return h.hexdigest()
 
 
 class ModelRegistry:
@@ -90,8 +116,10 @@ class ModelRegistry:
         raise ModelError(f"no installed model can do '{capability}'; `strata models` lists what is installed")
 
     def identify(self, capability: str, params: dict[str, Any]) -> ModelInfo:
+        """The model's id and weights hash; LoRAs in ``params["lora"]`` are part of the hash
+        (so the cache key changes with a LoRA file's content)."""
         entry = self.find(capability, params.get("model"))
-        return ModelInfo(entry.id, entry.weights_hash())
+        return ModelInfo(entry.id, lora_hash(entry.weights_hash(), params.get("lora")))
 
     def load(self, capability: str, params: dict[str, Any]) -> Any:
         entry = self.find(capability, params.get("model"))
@@ -129,6 +157,7 @@ def default_registry() -> ModelRegistry:
     if _DEFAULT is None:
         import strata.models.builtin  # noqa: F401  (@builtin functions register themselves on import)
         import strata.models.speech  # noqa: F401
+        import strata.models.user_models  # noqa: F401  (the user's own models, `strata models add`)
 
         _DEFAULT = ModelRegistry()
         for register in _BUILTIN_REGISTRARS:

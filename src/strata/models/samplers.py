@@ -1,0 +1,58 @@
+"""Sampler names strata accepts, and the diffusers scheduler each one is.
+
+One table for the whole project: the ``sampler`` param of the generation ops, the A1111
+endpoints and diffusers-format models all read it. Names are AUTOMATIC1111's (what users of
+Stable Diffusion know), plus strata's three short names, which the built-in model has always
+used. Each A1111 name maps to a diffusers scheduler class and the config overrides that make
+it that sampler (diffusers' documented A1111 correspondence); the scheduler is built from the
+model's own scheduler config, so the training schedule (betas, prediction type) is kept.
+
+This module does not import torch or diffusers: the server reads it to validate requests.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# A1111 name → (diffusers scheduler class, config overrides).
+A1111_SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "DPM++ 2M": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "use_karras_sigmas": False}),
+    "DPM++ 2M Karras": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "use_karras_sigmas": True}),
+    "DPM++ 2M SDE": ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", "use_karras_sigmas": False}),
+    "DPM++ 2M SDE Karras": ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++",
+                                                             "use_karras_sigmas": True}),
+    "DPM++ SDE": ("DPMSolverSinglestepScheduler", {"use_karras_sigmas": False}),
+    "DPM++ SDE Karras": ("DPMSolverSinglestepScheduler", {"use_karras_sigmas": True}),
+    "DPM2": ("KDPM2DiscreteScheduler", {}),
+    "DPM2 a": ("KDPM2AncestralDiscreteScheduler", {}),
+    "Euler": ("EulerDiscreteScheduler", {}),
+    "Euler a": ("EulerAncestralDiscreteScheduler", {}),
+    "Heun": ("HeunDiscreteScheduler", {}),
+    "LMS": ("LMSDiscreteScheduler", {"use_karras_sigmas": False}),
+    "LMS Karras": ("LMSDiscreteScheduler", {"use_karras_sigmas": True}),
+    "DDIM": ("DDIMScheduler", {}),
+    "PLMS": ("PNDMScheduler", {}),
+    "UniPC": ("UniPCMultistepScheduler", {}),
+}
+
+# strata's short names (the built-in model's samplers) and the A1111 sampler each one is.
+SHORT_NAMES: dict[str, str] = {"dpmpp": "DPM++ 2M", "euler": "Euler", "ddim": "DDIM"}
+
+SAMPLER_NAMES: tuple[str, ...] = tuple(SHORT_NAMES) + tuple(A1111_SCHEDULERS)
+
+
+def a1111_name(sampler: str) -> str:
+    """The A1111 name of ``sampler`` (a short name or an A1111 name).
+
+    Raises:
+        KeyError: not a sampler strata knows (use :func:`check_sampler` for a user-facing error).
+    """
+    name = SHORT_NAMES.get(sampler, sampler)
+    if name not in A1111_SCHEDULERS:
+        raise KeyError(sampler)
+    return name
+
+
+def unknown_sampler_message(name: str) -> str:
+    """What to tell a user who asked for a sampler strata does not have."""
+    return f"unknown sampler {name!r}; supported: {', '.join(SAMPLER_NAMES)}"
