@@ -98,7 +98,7 @@ def test_long_prompt_warns_through_the_event_stream(registry, tmp_path):
     ({"steps": 0}, "node 'gen', 'steps': Input should be greater than or equal to 1"),
     ({"guidance": 31}, "node 'gen', 'guidance': Input should be less than or equal to 30"),
     ({"count": 65}, "node 'gen', 'count': Input should be less than or equal to 64"),
-    ({"sampler": "plms"}, "node 'gen', 'sampler': Input should be 'dpmpp', 'euler' or 'ddim'"),
+    ({"sampler": "plms"}, "node 'gen', 'sampler': Input should be 'dpmpp', 'euler', 'ddim', 'DPM++ 2M'"),
     ({"seed": -1}, "node 'gen', 'seed': Input should be greater than or equal to 0"),
     ({"size": 4}, "node 'gen', 'size': Input should be greater than or equal to 8"),
     ({"background": "red"}, "node 'gen', 'background': String should match pattern"),

@@ -1,39 +1,78 @@
 """Generate layer: text → new pixels with a diffusion model reached by capability.
 
-``image.generate`` runs the registry's "text-to-image" model (strata's built-in model, or a
-user's own). Torch is imported only when a node actually runs.
+``image.generate`` runs the registry's "text-to-image" model: strata's built-in model, or a
+user's own Stable Diffusion 1.x / SDXL model (``strata models add``), which runs through the
+matching diffusers pipeline. ``image.variation`` (image-to-image) and ``image.inpaint`` need a
+user model with those capabilities. All return opaque-or-alpha RGBA :class:`Image` lists, take
+``model`` to pick a registered model, and (for diffusers models) ``lora``, ``precision`` and
+``attention_slicing``. Torch is imported only when a node actually runs.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Annotated, Any, Callable, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 import numpy as np
 
-from strata.errors import OpError, StrataError
-from strata.media.image import Image
+from strata.errors import ModelError, OpError, StrataError, StrataWarning
+from strata.media.image import Image, Mask
+from strata.models.samplers import SAMPLER_NAMES, SHORT_NAMES
 from strata.ops.composite import composite_over
 from strata.ops.edit import Color, parse_color
 from strata.workflow.node import node
 
-Sampler = Literal["dpmpp", "euler", "ddim"]
+Sampler = Literal[SAMPLER_NAMES]  # type: ignore[valid-type]
+
+
+class LoraRef(BaseModel):
+    """A LoRA to apply for this run: a local ``.safetensors`` file and its strength."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(min_length=1, description="LoRA .safetensors file")
+    scale: float = Field(1.0, ge=-4, le=4, description="strength (1 = as trained, 0 = off)")
+
+
+# Params shared by the generation ops, declared once.
+Prompt = Annotated[str, Field(min_length=1, max_length=2000, description="what to draw")]
+Negative = Annotated[str, Field(max_length=2000, description="what to steer away from")]
+Count = Annotated[int, Field(ge=1, le=64, description="images to make; image i uses seed + i")]
+Seed = Annotated[int, Field(ge=0, le=2**63 - 1, description="seed of the first image")]
+Steps = Annotated[int, Field(ge=1, le=200, description="denoising steps")]
+Guidance = Annotated[float, Field(ge=0, le=30, description="classifier-free guidance scale (1 = none)")]
+SamplerParam = Annotated[Sampler, Field(description="dpmpp/euler/ddim, or an A1111 sampler name "
+                                                    "('Euler a', 'DPM++ 2M Karras', ...)")]
+Side = Annotated[int | None, Field(ge=8, le=4096, description="px, multiple of 8 (default: the model's native size)")]
+ModelId = Annotated[str | None, Field(description="registered model id (default: the first installed)")]
+Loras = Annotated[list[LoraRef], Field(max_length=8, description="LoRAs [{path, scale}] (diffusers models)")]
+Precision = Annotated[Literal["fp32", "bf16"], Field(description="bf16 = bfloat16 autocast (diffusers models)")]
+Slicing = Annotated[bool, Field(description="attention slicing: less peak memory (diffusers models)")]
+Strength = Annotated[float, Field(ge=0, le=1, description="how far to move from the input image (1 = ignore it)")]
+
+_BUILTIN_FAMILY = {"DPM++": "dpmpp", "Euler": "euler", "DDIM": "ddim"}
 
 
 @node("image.generate", layer="generate", version=1, model="text-to-image")
 def generate(
     *,
-    prompt: Annotated[str, Field(min_length=1, max_length=2000, description="what to draw")],
-    negative: Annotated[str, Field(max_length=2000, description="what to steer away from")] = "",
-    count: Annotated[int, Field(ge=1, le=64, description="images to make; image i uses seed + i")] = 4,
-    seed: Annotated[int, Field(ge=0, le=2**63 - 1, description="seed of the first image")] = 0,
-    steps: Annotated[int, Field(ge=1, le=200, description="denoising steps")] = 20,
-    guidance: Annotated[float, Field(ge=0, le=30, description="classifier-free guidance scale (1 = none)")] = 4.0,
-    sampler: Annotated[Sampler, Field(description="dpmpp = DPM-Solver++ 2M; euler; ddim")] = "dpmpp",
+    prompt: Prompt,
+    negative: Negative = "",
+    count: Count = 4,
+    seed: Seed = 0,
+    steps: Steps = 20,
+    guidance: Guidance = 4.0,
+    sampler: SamplerParam = "dpmpp",
     size: Annotated[int | None, Field(ge=8, le=4096, description="output side, px (default: the model's native size)")] = None,
+    width: Side = None,
+    height: Side = None,
     background: Annotated[Color | None, Field(description="'#rrggbb' to render onto a color; empty keeps transparency")] = None,
-    model: Annotated[str | None, Field(description="registered model id (default: the built-in model)")] = None,
+    model: ModelId = None,
+    lora: Loras = [],  # noqa: B006 - pydantic copies defaults; never mutated
+    precision: Precision = "fp32",
+    attention_slicing: Slicing = False,
     loaded_model: Any = None,
     progress: Callable[..., None] | None = None,
 ) -> list[Image]:
@@ -46,17 +85,160 @@ def generate(
         count: 1..64 (default 4); the text is encoded once for the whole batch.
         seed: ≥ 0 (default: the workflow's seed); image i uses ``seed + i``.
         steps: 1..200 (default 20).
-        guidance: 0..30 (default 4).
-        sampler: dpmpp (default), euler or ddim.
-        size: output side; the built-in model makes 64×64 only (upscale afterwards).
+        guidance: 0..30 (default 4; Stable Diffusion models usually want 5..8).
+        sampler: dpmpp (default), euler, ddim, or an A1111 name (user models take them all;
+            the built-in model uses its sampler of the same family and says so).
+        size: square output side (default: the model's native size; the built-in model makes
+            64×64 only — upscale afterwards).
+        width, height: output size of a user model, multiples of 8 (default: ``size``, else native).
         background: '#rrggbb' to flatten onto a color (default: keep alpha).
         model: id of a registered text-to-image model (default: the first installed, strata's own).
+        lora: LoRA files ``[{path, scale}]`` applied for this run only (user models).
+        precision: fp32 (default) or bf16 autocast (user models).
+        attention_slicing: lower peak memory (user models).
     """
-    from strata.models.image_pipeline import generate as run_pipeline
-
     if loaded_model is None:
         raise OpError("no text-to-image model was loaded; run this op through a workflow (the engine loads "
                       "the model) or pass loaded_model=", param="model")
+    if _is_diffusers(loaded_model):
+        images = _run_diffusers(
+            loaded_model, "text-to-image", prompt=prompt, negative=negative, count=count, seed=seed, steps=steps,
+            guidance=guidance, sampler=sampler, width=width or size, height=height or size, lora=lora,
+            precision=precision, attention_slicing=attention_slicing, progress=progress)
+    else:
+        images = _run_builtin(loaded_model, prompt=prompt, negative=negative, count=count, seed=seed, steps=steps,
+                              guidance=guidance, sampler=sampler, size=size, width=width, height=height, lora=lora,
+                              precision=precision, attention_slicing=attention_slicing, progress=progress)
+    if not background:
+        return images
+    backdrop = np.broadcast_to(parse_color(background)[None, None, :3], images[0].pixels.shape[:2] + (3,))
+    opaque = np.concatenate([backdrop, np.ones(backdrop.shape[:2] + (1,), np.float32)], axis=2)
+    return [Image(composite_over(opaque, im.pixels, "normal")) for im in images]
+
+
+@node("image.variation", layer="generate", version=1, model="image-to-image")
+def variation(
+    image: Image,
+    *,
+    prompt: Prompt,
+    negative: Negative = "",
+    strength: Strength = 0.6,
+    count: Count = 1,
+    seed: Seed = 0,
+    steps: Steps = 20,
+    guidance: Guidance = 7.0,
+    sampler: SamplerParam = "dpmpp",
+    model: ModelId = None,
+    lora: Loras = [],  # noqa: B006
+    precision: Precision = "fp32",
+    attention_slicing: Slicing = False,
+    loaded_model: Any = None,
+    progress: Callable[..., None] | None = None,
+) -> list[Image]:
+    """Image-to-image: ``count`` variations of ``image`` steered by ``prompt`` (a user model).
+
+    Args:
+        image: the starting image (its size, a multiple of 8, is the output size).
+        strength: 0..1 (default 0.6): how much of the denoising to redo; 1 ignores the image.
+        prompt, negative, count, seed, steps, guidance, sampler, model, lora, precision,
+            attention_slicing: as for ``image.generate``. Runs ``round(steps × strength)`` steps.
+    """
+    return _run_diffusers(_require_diffusers(loaded_model, "image-to-image"), "image-to-image", prompt=prompt,
+                          negative=negative, count=count, seed=seed, steps=steps, guidance=guidance, sampler=sampler,
+                          image=image, strength=strength, lora=lora, precision=precision,
+                          attention_slicing=attention_slicing, progress=progress)
+
+
+@node("image.inpaint", layer="generate", version=1, model="inpaint")
+def inpaint(
+    image: Image,
+    mask: Mask,
+    *,
+    prompt: Prompt,
+    negative: Negative = "",
+    strength: Strength = 1.0,
+    count: Count = 1,
+    seed: Seed = 0,
+    steps: Steps = 20,
+    guidance: Guidance = 7.0,
+    sampler: SamplerParam = "dpmpp",
+    model: ModelId = None,
+    lora: Loras = [],  # noqa: B006
+    precision: Precision = "fp32",
+    attention_slicing: Slicing = False,
+    loaded_model: Any = None,
+    progress: Callable[..., None] | None = None,
+) -> list[Image]:
+    """Repaint the masked part of ``image`` (mask 1 = repaint) with an inpainting model (UNet with
+    9 input channels, registered with the "inpaint" capability).
+
+    Args:
+        image, mask: same size, multiples of 8.
+        strength: 0..1 (default 1): how much of the masked area to redo.
+        prompt, negative, count, seed, steps, guidance, sampler, model, lora, precision,
+            attention_slicing: as for ``image.generate``.
+    """
+    if mask.size != image.size:
+        raise OpError(f"mask is {mask.width}×{mask.height} but the image is {image.width}×{image.height}; "
+                      "they must match", param="mask")
+    return _run_diffusers(_require_diffusers(loaded_model, "inpaint"), "inpaint", prompt=prompt, negative=negative,
+                          count=count, seed=seed, steps=steps, guidance=guidance, sampler=sampler, image=image,
+                          mask=mask, strength=strength, lora=lora, precision=precision,
+                          attention_slicing=attention_slicing, progress=progress)
+
+
+def _is_diffusers(loaded_model: Any) -> bool:
+    from strata.models.diffusers_models import DiffusersModel
+
+    return isinstance(loaded_model, DiffusersModel)
+
+
+def _require_diffusers(loaded_model: Any, capability: str) -> Any:
+    if loaded_model is None or not _is_diffusers(loaded_model):
+        raise OpError(f"no {capability} model was loaded; register one with `strata models add NAME PATH` and run "
+                      "this op through a workflow (the engine loads the model)", param="model")
+    return loaded_model
+
+
+def _run_diffusers(loaded_model: Any, capability: str, *, lora: list[Any], progress: Callable[..., None] | None,
+                   negative: str, **kwargs: Any) -> list[Image]:
+    from pathlib import Path
+
+    from strata.models.diffusers_models import Lora, run
+
+    loras = [Lora(Path(x["path"] if isinstance(x, dict) else x.path),
+                  float(x.get("scale", 1.0) if isinstance(x, dict) else x.scale)) for x in lora]
+    try:
+        return run(loaded_model, capability, negative_prompt=negative, loras=loras,
+                   callback=(lambda step, total: progress(step, total)) if progress else None, **kwargs)
+    except ModelError as exc:
+        raise OpError(str(exc), param=_param_named_in(str(exc)) or ("lora" if "LoRA" in str(exc) else None)) from None
+
+
+def _run_builtin(loaded_model: Any, *, prompt: str, negative: str, count: int, seed: int, steps: int, guidance: float,
+                 sampler: str, size: int | None, width: int | None, height: int | None, lora: list[Any],
+                 precision: str, attention_slicing: bool, progress: Callable[..., None] | None) -> list[Image]:
+    from strata.models.image_pipeline import generate as run_pipeline
+
+    for name, value, default in (("lora", lora, []), ("precision", precision, "fp32"),
+                                 ("attention_slicing", attention_slicing, False)):
+        if value != default:
+            raise OpError(f"the built-in model does not take {name}; it applies to user models "
+                          "(`strata models add`)", param=name)
+    if width is not None or height is not None:
+        if width != height or (size is not None and size != width):
+            raise OpError("the built-in model makes square images; give size (or equal width and height)",
+                          param="width")
+        size = width
+    if sampler not in SHORT_NAMES:
+        ours = next((v for k, v in _BUILTIN_FAMILY.items() if sampler.startswith(k)), None)
+        if ours is None:
+            raise OpError(f"the built-in model has no {sampler!r} sampler; it has {', '.join(SHORT_NAMES)} "
+                          f"({', '.join(SHORT_NAMES.values())})", param="sampler")
+        if sampler != SHORT_NAMES[ours]:
+            warnings.warn(StrataWarning(f"sampler {sampler!r} is not available for the built-in model; used "
+                                        f"{SHORT_NAMES[ours]!r} ({ours})"), stacklevel=2)
+        sampler = ours
     try:
         result = run_pipeline(
             loaded_model, prompt, negative_prompt=negative, count=count, seed=seed, steps=steps, guidance=guidance,
@@ -65,13 +247,10 @@ def generate(
         )
     except StrataError as exc:
         raise OpError(str(exc), param=_param_named_in(str(exc))) from None
-    if not background:
-        return result.images
-    backdrop = np.broadcast_to(parse_color(background)[None, None, :3], result.images[0].pixels.shape[:2] + (3,))
-    opaque = np.concatenate([backdrop, np.ones(backdrop.shape[:2] + (1,), np.float32)], axis=2)
-    return [Image(composite_over(opaque, im.pixels, "normal")) for im in result.images]
+    return result.images
 
 
 def _param_named_in(message: str) -> str | None:
     head = message.split(" ", 1)[0]
-    return head if head in {"count", "steps", "guidance", "sampler", "seed", "size", "background"} else None
+    return head if head in {"count", "steps", "guidance", "sampler", "seed", "size", "background", "width",
+                            "height"} else None
