@@ -10,11 +10,40 @@ import typer
 from rich.markup import escape
 
 from strata.cli.main import StoreOpt, _execute, err, handle_errors
+from strata.errors import StrataError
 
 
 def _slug(prompt: str) -> str:
     words = re.sub(r"[^a-z0-9]+", "_", prompt.lower()).strip("_")
     return (words[:40].rstrip("_") or "image")
+
+
+def _lora_ref(item: str) -> dict:
+    path, sep, scale = item.rpartition(":")
+    if sep and path and scale.replace(".", "", 1).lstrip("-").isdigit():
+        return {"path": str(Path(path).resolve()), "scale": float(scale)}
+    return {"path": str(Path(item).resolve()), "scale": 1.0}
+
+
+def _announce_estimate(params: dict) -> None:
+    """Before a user model spends minutes of CPU, say roughly how many (before starting)."""
+    from strata.models.registry import default_registry
+
+    try:
+        entry = default_registry().find("text-to-image", params.get("model"))
+    except StrataError:
+        return  # the run reports it
+    if not entry.info.get("unet_params"):
+        return
+    from strata.models.diffusers_models import estimate_seconds
+
+    native = 1024 if entry.info.get("arch", "").startswith("sdxl") else 512
+    low, high = estimate_seconds(entry.info["unet_params"], width=params.get("width") or native,
+                                 height=params.get("height") or native, steps=params["steps"],
+                                 count=params["count"], guidance=params["guidance"])
+    if high >= 10:
+        err.print(f"[dim]{entry.id}: roughly {low / 60:.1f}–{high / 60:.1f} min on this CPU "
+                  f"({params['count']} image(s), {params['steps']} steps); progress shows the time left[/]")
 
 
 def register(app: typer.Typer) -> None:
@@ -26,7 +55,10 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed", help="seed of the first image"),
         steps: int = typer.Option(20, "--steps", help="denoising steps"),
         guidance: float = typer.Option(4.0, "--guidance", help="classifier-free guidance scale"),
-        sampler: str = typer.Option("dpmpp", "--sampler", help="dpmpp | euler | ddim"),
+        sampler: str = typer.Option("dpmpp", "--sampler", help="dpmpp | euler | ddim, or an A1111 name ('Euler a', ...)"),
+        width: Optional[int] = typer.Option(None, "--width", help="px (your own models; default: native)"),
+        height: Optional[int] = typer.Option(None, "--height", help="px (your own models; default: native)"),
+        lora: list[str] = typer.Option([], "--lora", help="LoRA file[:scale] for your own models (repeatable)"),
         negative: str = typer.Option("", "--negative", help="what to steer away from"),
         background: Optional[str] = typer.Option(None, "--background", help="'#rrggbb' instead of transparency"),
         model: Optional[str] = typer.Option(None, "--model", help="registered model id (default: built-in)"),
@@ -52,6 +84,12 @@ def register(app: typer.Typer) -> None:
             params["background"] = background
         if model:
             params["model"] = model
+        for name, value in (("width", width), ("height", height)):
+            if value is not None:
+                params[name] = value
+        if lora:
+            params["lora"] = [_lora_ref(item) for item in lora]
+        _announce_estimate(params)
         b = WorkflowBuilder(name="generate", seed=seed)
         images = b.add("image.generate", id="generate", **params)
         b.output(f"{_slug(prompt)}.{fmt}", images)

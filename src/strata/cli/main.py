@@ -138,11 +138,13 @@ def info(file: Path = typer.Argument(..., help="an image (or other media file) t
 # Command groups live in their own modules; each adds its commands to `app`.
 from strata.cli import generate as _generate  # noqa: E402
 from strata.cli import history as _history  # noqa: E402
+from strata.cli import models as _models  # noqa: E402
 from strata.cli import ops as _ops  # noqa: E402
 from strata.cli import provenance as _provenance  # noqa: E402
 from strata.cli import serve as _serve  # noqa: E402
 
 app.add_typer(_ops.ops_app, name="ops")
+app.add_typer(_models.models_app, name="models")
 for _module in (_history, _generate, _provenance, _serve):
     _module.register(app)
 
