@@ -36,27 +36,31 @@ def test_explicit_seed_is_kept():
     assert gen.seed == 7
 
 
-@pytest.mark.parametrize("name,ours,substituted", [
-    (None, "dpmpp", False), ("DPM++ 2M", "dpmpp", False), ("Euler", "euler", False), ("DDIM", "ddim", False),
-    ("euler", "euler", False), ("DPM++ 2M Karras", "dpmpp", True), ("Euler a", "euler", True),
-    ("LMS", "dpmpp", True),
+@pytest.mark.parametrize("name,ours", [
+    (None, "dpmpp"), ("DPM++ 2M", "dpmpp"), ("Euler", "euler"), ("DDIM", "ddim"), ("euler", "euler"),
+    ("DPM++ 2M Karras", "DPM++ 2M Karras"), ("Euler a", "Euler a"), ("LMS", "LMS"),
 ])
-def test_sampler_names(name, ours, substituted):
-    got, note = strata_sampler(name)
-    assert got == ours and (note is not None) == substituted
-    if note:
-        assert name in note
+def test_sampler_names(name, ours):
+    assert strata_sampler(name) == (ours, None)
 
 
-def test_a1111_sampler_names_are_strata_samplers():
+def test_unknown_sampler_is_refused_with_the_supported_names():
+    with pytest.raises(a1111.UnknownSampler, match="unknown sampler 'Restart'; supported: .*DPM\\+\\+ 2M Karras.*Euler a"):
+        strata_sampler("Restart")
+
+
+def test_a1111_short_names_are_the_builtin_samplers():
     # read the pipeline's SAMPLERS keys from its source: importing it would import torch (seconds)
     import ast
     import importlib.util
 
+    from strata.models.samplers import SHORT_NAMES
+
     source = open(importlib.util.find_spec("strata.models.image_pipeline").origin, encoding="utf-8").read()
     table = next(n.value for n in ast.walk(ast.parse(source))
                  if isinstance(n, (ast.Assign, ast.AnnAssign)) and "SAMPLERS" in ast.unparse(n.targets[0] if isinstance(n, ast.Assign) else n.target))
-    assert set(a1111.SAMPLERS.values()) == {k.value for k in table.keys}
+    assert set(SHORT_NAMES) == {k.value for k in table.keys}
+    assert {a1111.SAMPLERS[v] for v in SHORT_NAMES.values()} == set(SHORT_NAMES)
 
 
 def test_batch_over_64_is_refused():
@@ -124,7 +128,8 @@ def test_generation_answers_503_until_a_model_exists(make_client, store_dir):
 
 def test_read_endpoints(make_client):
     client = make_client(models=ModelRegistry())
-    assert [s["name"] for s in client.get("/sdapi/v1/samplers").json()] == ["DPM++ 2M", "Euler", "DDIM"]
+    names = [s["name"] for s in client.get("/sdapi/v1/samplers").json()]
+    assert {"DPM++ 2M", "DPM++ 2M Karras", "Euler", "Euler a", "DDIM"} <= set(names)
     assert client.get("/sdapi/v1/sd-models").json() == []
     assert client.get("/sdapi/v1/options").json()["samples_format"] == "png"
     assert client.post("/sdapi/v1/options", json={}).status_code == 501
@@ -146,7 +151,7 @@ def test_txt2img_returns_images_carrying_prompt_and_seed(t2i_client):
     info = json.loads(body["info"])
     assert len(body["images"]) == 2 and info["all_seeds"] == [42, 43]
     assert info["strata"]["ignored"] == ["width", "height", "tiling"]
-    assert "used 'Euler'" in info["strata"]["substitutions"][0]
+    assert info["sampler_name"] == "Euler a" and info["strata"]["substitutions"] == []
     for i, b64 in enumerate(body["images"]):
         im = PIL.Image.open(io.BytesIO(base64.b64decode(b64)))
         params = im.info["parameters"]

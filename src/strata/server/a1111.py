@@ -3,32 +3,40 @@
 Honored fields
     prompt, negative_prompt; seed (-1 = a random seed, reported back); batch_size × n_iter →
     one batch of that many images (image i uses seed + i, like A1111's batch); steps;
-    cfg_scale → guidance; sampler_name (or the older sampler_index): "DPM++ 2M", "Euler",
-    "DDIM" map to strata's samplers, other names of the same family ("DPM++ 2M Karras",
-    "Euler a") use the family's sampler and are reported in ``info.substitutions``;
-    ``override_settings.sd_model_checkpoint`` → model;
+    cfg_scale → guidance; sampler_name (or the older sampler_index): every A1111 name in
+    :data:`strata.models.samplers.A1111_SCHEDULERS` ("Euler a", "DPM++ 2M Karras", ...) maps
+    to its diffusers scheduler; an unknown name is refused with the list of supported ones (the
+    built-in model runs the sampler of the same family and says so in the job's warnings);
+    ``override_settings.sd_model_checkpoint`` → model (a title from /sd-models works too);
+    width/height for a user's own (Stable Diffusion) model;
     img2img: init_images[0], mask (→ inpainting), denoising_strength → strength.
 Other fields
     accepted and ignored (hires fix, face restoration, scripts, tiling, subseeds, styles, ...);
     their names are listed in ``info.ignored`` so a client can tell. width/height are among
-    them: A1111 clients send 512×512 by default, and strata's models make images at their
-    native size (the built-in one: 64×64), so images come at that size (``/api/generate``
-    takes an explicit size).
+    them for the built-in model: A1111 clients send 512×512 by default, and it makes 64×64
+    images (``/api/generate`` takes an explicit size).
 """
 
 from __future__ import annotations
 
+import re
 import secrets
 from typing import Any, Callable
 
 import pydantic
 
+from strata.models.samplers import A1111_SCHEDULERS, SHORT_NAMES, a1111_name, unknown_sampler_message
 from strata.server.generation import GenerateRequest, generate_params
 
-# A1111 sampler names strata offers, and the strata sampler each is.
-SAMPLERS: dict[str, str] = {"DPM++ 2M": "dpmpp", "Euler": "euler", "DDIM": "ddim"}
-_FAMILIES = (("dpm++", "dpmpp"), ("euler", "euler"), ("ddim", "ddim"))
+# A1111 sampler names strata offers → the generate op's sampler value (strata's short name
+# where there is one, so the built-in model runs them unchanged).
+SAMPLERS: dict[str, str] = {name: next((k for k, v in SHORT_NAMES.items() if v == name), name)
+                            for name in A1111_SCHEDULERS}
 DEFAULT_SAMPLER = "DPM++ 2M"
+
+
+class UnknownSampler(ValueError):
+    """An A1111 request named a sampler strata does not have."""
 
 
 class Txt2ImgRequest(pydantic.BaseModel):
@@ -64,44 +72,62 @@ class PngInfoRequest(pydantic.BaseModel):
 
 
 def strata_sampler(name: str | None) -> tuple[str, str | None]:
-    """(strata sampler, note) for an A1111 sampler name; the note says what was substituted."""
+    """(the op's sampler, note) for an A1111 sampler name; the note is kept for compatibility
+    and is always None now (substitutions are the model's to report).
+
+    Raises:
+        UnknownSampler: ``name`` is not a sampler strata has; the message lists them.
+    """
     if name is None or name == "":
         return SAMPLERS[DEFAULT_SAMPLER], None
     if name in SAMPLERS:
         return SAMPLERS[name], None
-    if name in SAMPLERS.values():
+    if name in SHORT_NAMES:
         return name, None
-    for prefix, ours in _FAMILIES:
-        if name.lower().startswith(prefix):
-            return ours, f"sampler '{name}' is not available; used '{_a1111_name(ours)}'"
-    return SAMPLERS[DEFAULT_SAMPLER], f"sampler '{name}' is not available; used '{DEFAULT_SAMPLER}'"
+    raise UnknownSampler(unknown_sampler_message(name))
 
 
 def _a1111_name(ours: str) -> str:
-    return next(k for k, v in SAMPLERS.items() if v == ours)
+    try:
+        return a1111_name(ours)
+    except KeyError:
+        return ours
 
 
-def to_generate_request(req: Txt2ImgRequest, *, random_seed: Callable[[], int] | None = None) -> tuple[GenerateRequest, list[str]]:
+def to_generate_request(req: Txt2ImgRequest, *, random_seed: Callable[[], int] | None = None,
+                        honor_size: bool = False) -> tuple[GenerateRequest, list[str]]:
     """The strata request for an A1111 one, and notes on substitutions.
+
+    Args:
+        honor_size: pass width/height on (a user's Stable Diffusion model); else they are ignored.
 
     Raises:
         pydantic.ValidationError: batch_size × n_iter over 64, or a bad prompt length.
+        UnknownSampler: the sampler name is not one strata has.
     """
     notes: list[str] = []
     sampler, note = strata_sampler(req.sampler_name or req.sampler_index)
     if note:
         notes.append(note)
     seed = req.seed if req.seed >= 0 else (random_seed or _random_seed)()
-    model = req.override_settings.get("sd_model_checkpoint") or None
+    model = requested_model(req)
     gen = GenerateRequest(prompt=req.prompt or " ", negative_prompt=req.negative_prompt, seed=seed,
                           count=req.batch_size * req.n_iter, steps=req.steps, guidance=req.cfg_scale,
-                          sampler=sampler, model=model)
+                          sampler=sampler, model=model,
+                          width=req.width if honor_size else None, height=req.height if honor_size else None)
     return gen, notes
 
 
-def ignored_fields(req: Txt2ImgRequest) -> list[str]:
+def requested_model(req: Txt2ImgRequest) -> str | None:
+    """The model id a request names (``override_settings.sd_model_checkpoint``), or None for the
+    default; an A1111 title ("name [hash]", as /sd-models lists it) names the model ``name``."""
+    name = req.override_settings.get("sd_model_checkpoint") or None
+    return re.sub(r"\s*\[[0-9a-f]{6,64}\]$", "", str(name)) if name else None
+
+
+def ignored_fields(req: Txt2ImgRequest, *, honor_size: bool = False) -> list[str]:
     """Request fields strata accepts but does not use."""
-    ignored = ["width", "height"] + sorted(req.model_extra or {})
+    ignored = ([] if honor_size else ["width", "height"]) + sorted(req.model_extra or {})
     ignored += sorted(f"override_settings.{k}" for k in req.override_settings if k != "sd_model_checkpoint")
     return ignored
 
@@ -143,7 +169,7 @@ def infotext(gen: GenerateRequest, seed: int) -> str:
     if gen.negative_prompt:
         lines.append(f"Negative prompt: {gen.negative_prompt}")
     size = f", Size: {gen.width}x{gen.height}" if gen.width and gen.height else ""
-    lines.append(f"Steps: {gen.steps}, Sampler: {_a1111_name(gen.sampler) if gen.sampler in SAMPLERS.values() else gen.sampler}, "
+    lines.append(f"Steps: {gen.steps}, Sampler: {_a1111_name(gen.sampler)}, "
                  f"CFG scale: {gen.guidance:g}, Seed: {seed}{size}")
     return "\n".join(lines)
 

@@ -46,7 +46,7 @@ class GenerateRequest(pydantic.BaseModel):
     count: int = pydantic.Field(1, ge=1, le=64, description="images in the batch")
     steps: int = pydantic.Field(20, ge=1, le=200, description="denoising steps")
     guidance: float = pydantic.Field(4.0, ge=0, le=30, description="classifier-free guidance scale")
-    sampler: str = pydantic.Field("dpmpp", description="dpmpp, euler or ddim")
+    sampler: str = pydantic.Field("dpmpp", description="dpmpp, euler, ddim or an A1111 sampler name")
     width: int | None = pydantic.Field(None, ge=8, le=4096, description="px; used if the model supports it")
     height: int | None = pydantic.Field(None, ge=8, le=4096, description="px; used if the model supports it")
     model: str | None = pydantic.Field(None, description="model id (default: the first text-to-image model)")
@@ -67,11 +67,11 @@ class Generative:
 
 
 TEXT_TO_IMAGE = Generative(GENERATE_OP, "text-to-image", "text-to-image")
-IMG2IMG = Generative("image.img2img", "img2img", "image-to-image")
+IMG2IMG = Generative("image.variation", "image-to-image", "image-to-image")
 INPAINT = Generative("image.inpaint", "inpaint", "inpainting")
-# What the generation endpoints run, by capability; create_app(generators=...) can override it
+# What the generation endpoints run, by kind of request; create_app(generators=...) can override it
 # (a user's own op, or a stand-in in tests).
-DEFAULT_GENERATORS: dict[str, Generative] = {g.capability: g for g in (TEXT_TO_IMAGE, IMG2IMG, INPAINT)}
+DEFAULT_GENERATORS: dict[str, Generative] = {"text-to-image": TEXT_TO_IMAGE, "img2img": IMG2IMG, "inpaint": INPAINT}
 
 
 def missing(gen: Generative, models: Any) -> str | None:

@@ -23,8 +23,8 @@ from fastapi.concurrency import run_in_threadpool
 
 from strata.errors import ModelError
 from strata.server.a1111 import (
-    SAMPLERS, Img2ImgRequest, PngInfoRequest, Txt2ImgRequest, ignored_fields, img2img_workflow, info_json,
-    to_generate_request,
+    SAMPLERS, Img2ImgRequest, PngInfoRequest, Txt2ImgRequest, UnknownSampler, ignored_fields, img2img_workflow,
+    info_json, requested_model, to_generate_request,
 )
 from strata.server.errors import ApiError
 from strata.server.generation import GenerateRequest, generate_workflow, require
@@ -39,9 +39,21 @@ WAIT_POLL_S = 0.1
 WAIT_LIMIT_S = 3600.0
 
 
-def _translate(req: Txt2ImgRequest) -> tuple[GenerateRequest, list[str]]:
+def _honors_size(st: ServerState, capability: str, req: Txt2ImgRequest) -> bool:
+    """True when the request's model is a user's Stable Diffusion model (it takes width/height);
+    an unknown model is a 400 naming the installed ones."""
     try:
-        return to_generate_request(req)
+        entry = st.models.find(capability, requested_model(req))
+    except ModelError as exc:
+        raise ApiError(400, "unknown_model", str(exc)) from None
+    return bool(getattr(entry, "info", {}).get("arch"))
+
+
+def _translate(req: Txt2ImgRequest, honor_size: bool = False) -> tuple[GenerateRequest, list[str]]:
+    try:
+        return to_generate_request(req, honor_size=honor_size)
+    except UnknownSampler as exc:
+        raise ApiError(400, "unknown_sampler", str(exc)) from None
     except pydantic.ValidationError as exc:
         detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ApiError(400, "bad_request", f"{detail} (batch_size × n_iter is at most 64)") from None
@@ -90,9 +102,10 @@ def _parameters_text(png: bytes) -> str | None:
 async def txt2img(req: Txt2ImgRequest, request: Request, client: str = Depends(authorized_client)) -> dict[str, Any]:
     st = get_state(request)
     spec = require(st.generators["text-to-image"], st.models)
-    gen, notes = _translate(req)
+    honor_size = _honors_size(st, st.generators["text-to-image"].capability, req)
+    gen, notes = _translate(req, honor_size)
     workflow, ignored = generate_workflow(gen, spec)
-    ignored += ignored_fields(req)
+    ignored += ignored_fields(req, honor_size=honor_size)
     job = await run_in_threadpool(submit_job, st, workflow, kind="a1111", client=client, extra={"ignored": ignored})
     return _response(st, await _wait(st, request, job.id), gen, req, ignored, notes)
 
@@ -163,8 +176,10 @@ def _text_to_image_models(st: ServerState) -> list[dict[str, Any]]:
             digest = entry.weights_hash()
         except ModelError:
             continue  # weights missing: not usable, not listed
+        path = getattr(entry, "info", {}).get("path")
+        filename = Path(path).name if path else (entry.files[0].name if entry.files else entry.id)
         out.append({"title": f"{entry.id} [{digest[:10]}]", "model_name": entry.id, "hash": digest[:10],
-                    "sha256": digest, "filename": entry.files[0].name if entry.files else entry.id, "config": None})
+                    "sha256": digest, "filename": filename, "config": None})
     return out
 
 
