@@ -108,7 +108,7 @@ def generate(
     guidance: float = 4.0,
     sampler: str = "dpmpp",
     size: int | None = None,
-    thresholding: bool = True,
+    thresholding: bool | None = None,
     callback: Callable[[Progress], None] | None = None,
 ) -> GenerateResult:
     """Generate ``count`` images for ``prompt``.
@@ -125,7 +125,10 @@ def generate(
             default 4.
         sampler: "dpmpp" (DPM-Solver++ 2M, default), "euler" or "ddim".
         size: output side in pixels; only the model's native size is accepted (default).
-        thresholding: dynamic thresholding of the predicted clean latent (dpmpp and ddim).
+        thresholding: dynamic thresholding of the predicted clean latent to [-1, 1] (dpmpp and
+            ddim). Default: on for the pixel (unshuffle) latent, whose values are pixels in
+            [-1, 1]; off for the autoencoder latent, which is normalized to unit variance and
+            would be flattened by the clamp.
         callback: called after every step with ``Progress(step, total)``.
     """
     cfg = model.cfg
@@ -146,6 +149,8 @@ def generate(
     latents = torch.stack([torch.randn(shape, generator=torch.Generator("cpu").manual_seed(s)) for s in seeds])
 
     # 4. timesteps
+    if thresholding is None:
+        thresholding = cfg.latent == "unshuffle"
     scheduler = SAMPLERS[sampler](cfg, thresholding)
     scheduler.set_timesteps(steps)
     latents = latents * scheduler.init_noise_sigma
