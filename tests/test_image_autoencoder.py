@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import yaml
@@ -14,6 +13,7 @@ from strata.errors import ModelError, StrataError
 from strata.models.image_autoencoder import AutoencoderConfig, PatchAutoencoder, premultiply, unpremultiply
 from strata.models.image_diffusion import ImageDiffusionConfig, ImageDiffusionModel
 from strata.train import autoencoder as ae_train
+from tiny_emoji import shapes as _shapes, write_dataset
 
 TINY = AutoencoderConfig(channels=16, encoder_blocks=1, decoder_blocks=1, latent_channels=4)
 
@@ -26,31 +26,10 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def _shapes(n: int, seed: int = 0) -> np.ndarray:
-    """n 64×64 RGBA images: a colored disc or square on transparency (emoji-like, learnable)."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:64, 0:64]
-    out = np.zeros((n, 64, 64, 4), np.uint8)
-    for i in range(n):
-        cx, cy, r = rng.integers(20, 44), rng.integers(20, 44), rng.integers(8, 18)
-        inside = (xx - cx) ** 2 + (yy - cy) ** 2 < r * r if i % 2 else (abs(xx - cx) < r) & (abs(yy - cy) < r)
-        out[i][inside] = [*rng.integers(0, 256, 3), 255]
-    return out
-
-
-def _dataset(tmp_path: Path, n: int = 48) -> Path:
-    d = tmp_path / "data"
-    d.mkdir()
-    np.savez(d / "images.npz", images=_shapes(n))
-    rows = [{"source": "test", "codepoint": f"{i:x}", "sha256": str(i), "name": f"shape {i}"} for i in range(n)]
-    (d / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return d
-
-
 def _config(tmp_path: Path, steps: int) -> Path:
     raw = yaml.safe_load(ae_train.DEFAULT_CONFIG.read_text(encoding="utf-8"))
     raw["model"] = TINY.__dict__
-    raw["data"] = {"dir": str(_dataset(tmp_path)), "holdout": 8}
+    raw["data"] = {"dir": str(write_dataset(tmp_path / "data")), "holdout": 8}
     raw["train"].update(steps=steps, batch_size=8, lr=0.003, lr_final=0.001)
     raw["run"].update(dir=str(tmp_path / "run"), log_every=5, eval_every=10)
     path = tmp_path / "ae.yaml"

@@ -71,6 +71,7 @@ def train_image(
     max_steps: int = typer.Option(None, help="Stop (with a checkpoint) at this global step."),
     run_dir: Path = typer.Option(None, help="Run dir (default $STRATA_TRAIN_DIR or ~/.cache/strata/train/image)."),
     export: bool = typer.Option(False, "--export", help="Only export the run's EMA weights (fp16) to weights/image/."),
+    init_from: Path = typer.Option(None, help="Start a new run from exported weights (e.g. weights/image)."),
 ) -> None:
     """Train the text-to-image model (or, with --export, write its shipped weights)."""
     from strata.train import image
@@ -81,7 +82,7 @@ def train_image(
             typer.echo(f"exported {path} ({path.stat().st_size / 1e6:.1f} MB)")
             return
         image.train(config=config, resume=resume, threads=threads, max_minutes=max_minutes,
-                    max_steps=max_steps, run_dir=run_dir)
+                    max_steps=max_steps, run_dir=run_dir, init_from=init_from)
     except StrataError as exc:
         raise _fail(exc) from exc
 

@@ -249,6 +249,7 @@ def train(
     max_minutes: float | None = None,
     max_steps: int | None = None,
     run_dir: Path | None = None,
+    init_from: Path | None = None,
 ) -> Path:
     """Train (or resume) the image model; returns the run directory.
 
@@ -260,12 +261,17 @@ def train(
         max_minutes: stop (after a checkpoint) when this much wall time has passed; None = no limit.
         max_steps: stop at this global step; None = no limit.
         run_dir: overrides the config/env run directory.
+        init_from: start a new run from exported weights (e.g. weights/image on a machine
+            without the run's checkpoint): UNet and EMA start from them, the step count continues
+            from the export's, the optimizer starts fresh (its warmup runs again).
     """
     torch.set_num_threads(threads)
     cfg = TrainConfig.load(config)
     rdir = Path(run_dir) if run_dir else train_dir(cfg)
     ckpt_path = rdir / CHECKPOINT
     state = open_run(ckpt_path, resume)
+    if state is not None and init_from is not None:
+        raise StrataError("pass either --resume (continue the run's checkpoint) or --init-from (start from an export), not both")
     if state is not None and config is None:
         # Resuming without --config continues the exact recipe stored in the checkpoint ...
         cfg = TrainConfig(ImageDiffusionConfig.from_dict(state["model_config"]), state["data"], state["train"],
@@ -292,6 +298,7 @@ def train(
     opt = torch.optim.AdamW(unet.parameters(), lr=tc["lr"], betas=tuple(tc["betas"]), weight_decay=tc["weight_decay"])
     g = torch.Generator("cpu").manual_seed(tc["seed"])
     step = 0
+    warmup_offset = 0 if state is None else int(state.get("warmup_from", 0))
     if state is not None:
         unet.load_state_dict(state["unet"])
         ema.load_state_dict(state["ema"])
@@ -300,6 +307,9 @@ def train(
         torch.set_rng_state(state["rng"]["torch"])
         random.setstate(_tuple_state(state["rng"]["python"]))
         step = int(state["step"])
+    elif init_from is not None:
+        step = _init_from_export(Path(init_from), cfg, unet, ema)
+        warmup_offset = step  # fresh AdamW moments: warm up again from here
     fingerprint = dataset_fingerprint(rows)
     if state is not None and state.get("dataset") not in (None, fingerprint):
         # Same npm versions give the same manifest; a mismatch means a different dataset (or an
@@ -325,6 +335,7 @@ def train(
             "rng": {"generator": g.get_state(), "torch": torch.get_rng_state(), "python": _list_state(random.getstate())},
             "model_config": json.loads(cfg.model.to_json()), "data": cfg.data, "train": tc, "run": cfg.run,
             "config_source": cfg.source, "saved_at": time.time(), "dataset": fingerprint, "autoencoder": ae_sha,
+            "warmup_from": warmup_offset,
         })
 
     stop = {"flag": False}
@@ -354,7 +365,7 @@ def train(
             x0 = latents[idx]
             # --- step
             for group in opt.param_groups:
-                group["lr"] = lr_at(step, tc)
+                group["lr"] = lr_at(step - warmup_offset, tc)
             loss = training_step(unet, noise_sched, x0, context, mask, g, float(tc["min_snr_gamma"]))
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -373,7 +384,7 @@ def train(
             if step % cfg.run["log_every"] == 0:
                 now = time.time()
                 rec = {"step": step, "loss": round(loss_acc / n_acc, 5), "it_s": round(n_acc / (now - t_log), 3),
-                       "lr": lr_at(step, tc), "cached_captions": len(bank.cache), "time": round(now)}
+                       "lr": lr_at(step - warmup_offset, tc), "cached_captions": len(bank.cache), "time": round(now)}
                 log.write(json.dumps(rec) + "\n")
                 log.flush()
                 if bar is None:  # in the background (nohup) one line per log interval, no bar
@@ -389,6 +400,17 @@ def train(
     checkpoint()
     print(f"checkpoint at step {step} in {ckpt_path}", flush=True)
     return rdir
+
+
+def _init_from_export(directory: Path, cfg: TrainConfig, unet: torch.nn.Module, ema: torch.nn.Module) -> int:
+    """Load exported weights into ``unet`` and ``ema``; returns the export's training step."""
+    exported = ImageDiffusionModel.from_pretrained(directory)
+    if exported.cfg != cfg.model:
+        raise StrataError(f"the model in {directory} has a different architecture from the config's model section; "
+                          "use the config it was trained with")
+    unet.load_state_dict(exported.unet.state_dict())
+    ema.load_state_dict(exported.unet.state_dict())
+    return int(exported.extra.get("training", {}).get("step", 0))
 
 
 def _autoencoder_file(cfg: TrainConfig) -> Path:
