@@ -13,3 +13,14 @@ def _isolated_user_dirs(tmp_path_factory):
     mp.setenv("STRATA_DATA", str(home / "store"))
     yield
     mp.undo()
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny tensors: one torch thread avoids OpenMP spin-waits that make them 10× slower on a busy machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

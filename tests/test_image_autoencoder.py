@@ -18,12 +18,7 @@ from tiny_emoji import shapes as _shapes, write_dataset
 TINY = AutoencoderConfig(channels=16, encoder_blocks=1, decoder_blocks=1, latent_channels=4)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _config(tmp_path: Path, steps: int) -> Path:

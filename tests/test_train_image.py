@@ -17,12 +17,7 @@ from strata.train import image as image_train
 from tiny_emoji import write_dataset
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _recipe(tmp_path: Path) -> Path:
