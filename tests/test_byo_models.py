@@ -269,3 +269,26 @@ def test_a1111_txt2img_with_a_user_model(tiny, config):
         assert np.array_equal(np.asarray(png.convert("RGB")), np.clip(np.rint(want[0] * 255), 0, 255).astype(np.uint8))
         bad = client.post("/sdapi/v1/txt2img", json={**body, "sampler_name": "Restart"})
         assert bad.status_code == 400 and "supported: dpmpp" in bad.json()["detail"]
+
+
+@pytest.mark.parametrize("keys,arch,capabilities", [
+    (["cond_stage_model.transformer.text_model.embeddings.position_embedding.weight"], "sd15",
+     {"text-to-image", "image-to-image"}),
+    (["conditioner.embedders.1.model.transformer.resblocks.9.mlp.c_proj.bias"], "sdxl",
+     {"text-to-image", "image-to-image"}),
+    (["conditioner.embedders.0.model.transformer.resblocks.9.mlp.c_proj.bias"], "sdxl-refiner",
+     {"image-to-image", "refiner"}),
+])
+@pytest.mark.parametrize("in_channels", [4, 9])
+def test_single_file_architecture_and_capabilities_from_its_header(tmp_path, keys, arch, capabilities, in_channels):
+    from safetensors.torch import save_file
+
+    from strata.models.diffusers_models import inspect_checkpoint
+
+    tensors = {k: torch.zeros(2) for k in keys}
+    tensors["model.diffusion_model.input_blocks.0.0.weight"] = torch.zeros(8, in_channels, 3, 3)
+    save_file(tensors, tmp_path / "model.safetensors")
+    info = inspect_checkpoint(tmp_path / "model.safetensors")
+    assert (info.format, info.arch, info.unet_in_channels) == ("single-file", arch, in_channels)
+    want = {"inpaint"} if in_channels == 9 and arch != "sdxl-refiner" else capabilities
+    assert info.capabilities == want and info.unet_params == 8 * in_channels * 9
