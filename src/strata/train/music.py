@@ -1,0 +1,316 @@
+"""Train strata's built-in music model (read top to bottom).
+
+    config (YAML) ─► Bach chorales (music21 corpus, 4/4) ─► split by tune (~10% held out)
+    ─► training pieces × every key in range ─► token sequences ─► loop:
+        random window starting at a bar line, ``BOS KEY`` in front → GPT-2 next-token
+        cross-entropy (the prompt and padding are not scored) → AdamW (warmup, cosine lr)
+    every eval_every steps: held-out loss over every held-out chorale → log.jsonl
+    every few minutes, on SIGTERM/Ctrl-C and at the end: atomic checkpoint
+
+``export`` writes fp16 safetensors + config.json + MODEL_CARD.md into ``weights/music/``
+(no optimizer state) and checks the held-out loss of the reloaded fp16 weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import signal
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from strata.errors import StrataError
+from strata.models.music_model import MusicModel, MusicModelConfig, build_network
+from strata.models.music_tokens import TOKEN_ID
+from strata.train import data_chorales
+from strata.train.image import _progress_bar, load_checkpoint, open_run, save_checkpoint
+
+DEFAULT_CONFIG = Path(__file__).parent / "configs" / "music.yaml"
+CHECKPOINT = "checkpoint.pt"
+REPO_WEIGHTS = Path(__file__).resolve().parents[3] / "weights" / "music"
+IGNORE = -100  # label value cross-entropy skips
+PAD, BOS = TOKEN_ID["PAD"], TOKEN_ID["BOS"]
+
+
+@dataclass
+class MusicTrainConfig:
+    """The YAML recipe, parsed (see configs/music.yaml for each value's reason)."""
+
+    model: MusicModelConfig
+    data: dict
+    train: dict
+    run: dict
+    source: str = ""
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> "MusicTrainConfig":
+        path = Path(path or DEFAULT_CONFIG)
+        if not path.is_file():
+            raise StrataError(f"training config {path} not found; pass --config with an existing YAML file")
+        text = path.read_text(encoding="utf-8")
+        raw = yaml.safe_load(text)
+        missing = {"model", "data", "train", "run"} - set(raw)
+        if missing:
+            raise StrataError(f"{path}: missing sections {sorted(missing)}; start from {DEFAULT_CONFIG}")
+        return cls(MusicModelConfig.from_dict(raw["model"]), raw["data"], raw["train"], raw["run"], text)
+
+
+def run_dir_for(cfg: MusicTrainConfig) -> Path:
+    """``run.dir``, else ``$STRATA_TRAIN_DIR/music``, else ~/.cache/strata/train/music."""
+    if cfg.run.get("dir"):
+        return Path(cfg.run["dir"]).expanduser()
+    env = os.environ.get("STRATA_TRAIN_DIR")
+    return (Path(env) if env else Path.home() / ".cache" / "strata" / "train") / "music"
+
+
+def load_split(data: dict) -> tuple[list[data_chorales.Chorale], list[data_chorales.Chorale]]:
+    """(train, held-out) chorales as the recipe's data section says (the bench uses this too)."""
+    chorales = data_chorales.load(Path(data["dir"]).expanduser() if data.get("dir") else None,
+                                  limit=data.get("limit"))
+    return data_chorales.split(chorales, holdout_fraction=float(data["holdout_fraction"]),
+                               seed=int(data["split_seed"]))
+
+
+def fingerprint(train: list, held: list) -> str:
+    """sha256 over the chorale names of each side: identifies the split a run trained on."""
+    names = "|".join(c.name for c in train) + "#" + "|".join(c.name for c in held)
+    return hashlib.sha256(names.encode()).hexdigest()
+
+
+# ---- windows --------------------------------------------------------------------------------
+
+
+class Windows:
+    """Training windows: every (sequence, bar line) pair, drawn uniformly, ``BOS KEY`` in front."""
+
+    def __init__(self, sequences: list[list[int]], length: int):
+        self.seqs = [np.asarray(s, np.int64) for s in sequences]
+        self.length = length
+        self.starts = np.array([(i, b) for i, s in enumerate(sequences) for b in data_chorales.bar_starts(s)], np.int64)
+        if not len(self.starts):
+            raise StrataError("no training windows: the training split is empty")
+
+    def window(self, seq: np.ndarray, start: int, length: int) -> tuple[np.ndarray, np.ndarray]:
+        """(input ids, labels) of one window; the prompt and padding are not scored."""
+        body = seq[start:start + length - 2]  # start ≥ 2: the first BAR follows BOS KEY
+        ids = np.full(length, PAD, np.int64)
+        ids[:2] = seq[:2]  # BOS KEY
+        ids[2:2 + len(body)] = body
+        labels = ids.copy()
+        labels[:2] = IGNORE
+        labels[2 + len(body):] = IGNORE
+        return ids, labels
+
+    def batch(self, size: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        pick = torch.randint(0, len(self.starts), (size,), generator=g).numpy()
+        pairs = [self.window(self.seqs[i], int(s), self.length) for i, s in self.starts[pick]]
+        return torch.from_numpy(np.stack([p[0] for p in pairs])), torch.from_numpy(np.stack([p[1] for p in pairs]))
+
+
+def lm_loss(net, ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy over the scored tokens (GPT-2 shifts the labels itself)."""
+    return net(input_ids=ids, attention_mask=(ids != PAD).long(), labels=labels).loss
+
+
+@torch.no_grad()
+def heldout_loss(net, sequences: list[list[int]], length: int) -> float:
+    """Mean cross-entropy (nats/token) of every token after the KEY in ``sequences``.
+
+    Each piece is scored in windows of ``length``: a window starts at a bar line about half a
+    window before the first unscored token (context) and only tokens not scored yet count.
+    """
+    was_training = net.training
+    net.eval()
+    total, count = 0.0, 0
+    for seq in sequences:
+        seq_arr = np.asarray(seq, np.int64)
+        bars = data_chorales.bar_starts(seq)
+        done = 2
+        while done < len(seq):
+            near = [b for b in bars if done - length // 2 <= b <= done]
+            start = near[0] if near else done
+            ids = np.concatenate([seq_arr[:2], seq_arr[max(start, 2):max(start, 2) + length - 2]])
+            labels = ids.copy()
+            labels[:2] = IGNORE
+            labels[2:2 + max(0, done - max(start, 2))] = IGNORE
+            scored = int((labels != IGNORE).sum())
+            out = net(input_ids=torch.from_numpy(ids)[None], labels=torch.from_numpy(labels)[None])
+            total += float(out.loss) * scored
+            count += scored
+            done = max(start, 2) + length - 2
+    net.train(was_training)
+    return total / max(count, 1)
+
+
+def lr_at(step: int, tc: dict) -> float:
+    """Linear warmup, then cosine from ``lr`` to ``lr_final`` at ``steps`` (constant after)."""
+    warm = int(tc["warmup_steps"])
+    if step < warm:
+        return float(tc["lr"]) * (step + 1) / warm
+    frac = min((step - warm) / max(int(tc["steps"]) - warm, 1), 1.0)
+    return float(tc["lr_final"]) + 0.5 * (float(tc["lr"]) - float(tc["lr_final"])) * (1 + math.cos(math.pi * frac))
+
+
+# ---- the loop -------------------------------------------------------------------------------
+
+
+def train(*, config: Path | None = None, resume: bool = False, threads: int = 1, max_minutes: float | None = None,
+          max_steps: int | None = None, run_dir: Path | None = None) -> Path:
+    """Train (or resume) the music model until ``train.steps`` (or a limit); returns the run directory.
+
+    Args:
+        config: YAML recipe (default configs/music.yaml). Resuming without it uses the recipe stored
+            in the checkpoint; with it, data/train/run values may change, the model may not.
+        resume: continue from ``run_dir/checkpoint.pt`` (error if absent).
+        threads: torch CPU threads (default 1).
+        max_minutes: stop with a checkpoint after this much wall time; None = no limit.
+        max_steps: stop with a checkpoint at this global step; None = ``train.steps``.
+        run_dir: overrides the config/env run directory.
+    """
+    torch.set_num_threads(threads)
+    cfg = MusicTrainConfig.load(config)
+    rdir = Path(run_dir) if run_dir else run_dir_for(cfg)
+    ckpt_path = rdir / CHECKPOINT
+    state = open_run(ckpt_path, resume)
+    if state is not None and config is None:
+        cfg = MusicTrainConfig(MusicModelConfig.from_dict(state["model_config"]), state["data"], state["train"],
+                               state["run"], state["config_source"])
+    elif state is not None and MusicModelConfig.from_dict(state["model_config"]) != cfg.model:
+        raise StrataError(f"{config}: its model section differs from the checkpoint's in {rdir}; "
+                          "only the data/train/run sections may change on resume")
+    rdir.mkdir(parents=True, exist_ok=True)
+    tc = cfg.train
+    train_set, held_set = load_split(cfg.data)
+    split_id = fingerprint(train_set, held_set)
+    if state is not None and state["dataset"] != split_id:
+        raise StrataError(f"the chorale split differs from the one this run started with in {rdir}; "
+                          "use the same data section (holdout_fraction, split_seed) or start a new run")
+    windows = Windows(data_chorales.augmented_sequences(train_set, transpose=bool(cfg.data["transpose"])),
+                      cfg.model.n_positions)
+    held_seqs = [c.tokens() for c in held_set]
+
+    torch.manual_seed(int(tc["seed"]))
+    net = build_network(cfg.model).train()
+    opt = torch.optim.AdamW(net.parameters(), lr=float(tc["lr"]), betas=tuple(tc["betas"]),
+                            weight_decay=float(tc["weight_decay"]))
+    g = torch.Generator().manual_seed(int(tc["seed"]))
+    step, trained_s = 0, 0.0
+    if state is not None:
+        net.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        g.set_state(state["rng"]["generator"])
+        torch.set_rng_state(state["rng"]["torch"])
+        step, trained_s = int(state["step"]), float(state["train_seconds"])
+    last = min(int(tc["steps"]), max_steps) if max_steps is not None else int(tc["steps"])
+    print(f"run dir {rdir} | step {step}/{last} | GPT-2 {sum(p.numel() for p in net.parameters()) / 1e6:.2f} M params "
+          f"| {len(train_set)} train chorales ({len(windows.seqs)} with transpositions, {len(windows.starts)} windows) "
+          f"/ {len(held_set)} held out | {threads} thread(s)", flush=True)
+
+    t_session = time.time()
+
+    def checkpoint() -> None:
+        save_checkpoint(ckpt_path, {
+            "model": net.state_dict(), "optimizer": opt.state_dict(), "step": step,
+            "rng": {"generator": g.get_state(), "torch": torch.get_rng_state()},
+            "model_config": asdict(cfg.model), "data": cfg.data, "train": tc, "run": cfg.run,
+            "config_source": cfg.source, "dataset": split_id, "saved_at": time.time(),
+            "train_seconds": trained_s + time.time() - t_session,
+        })
+
+    stop = {"flag": False}
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(flag=True))  # finish the step, checkpoint, exit
+    signal.signal(signal.SIGINT, lambda *_: stop.update(flag=True))
+    bar = _progress_bar(step, last)
+    t_ckpt = t_log = time.time()
+    loss_acc, n_acc = 0.0, 0
+    with open(rdir / "log.jsonl", "a", encoding="utf-8") as log:
+        while not stop["flag"] and step < last:
+            if max_minutes is not None and time.time() - t_session > max_minutes * 60:
+                break
+            ids, labels = windows.batch(int(tc["batch_size"]), g)
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, tc)
+            loss = lm_loss(net, ids, labels)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), float(tc["grad_clip"]))
+            opt.step()
+            step += 1
+            value = loss.item()
+            if not math.isfinite(value):
+                raise StrataError(f"loss became {value} at step {step}; lower train.lr and resume from the checkpoint")
+            loss_acc, n_acc = loss_acc + value, n_acc + 1
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{value:.3f}", refresh=False)
+            evaluate = step % int(cfg.run["eval_every"]) == 0 or step == last
+            if step % int(cfg.run["log_every"]) == 0 or evaluate:
+                now = time.time()
+                rec = {"step": step, "loss": round(loss_acc / n_acc, 4), "it_s": round(n_acc / max(now - t_log, 1e-9), 3),
+                       "lr": lr_at(step, tc), "time": round(now)}
+                if evaluate:
+                    rec["heldout_loss"] = round(heldout_loss(net, held_seqs, cfg.model.n_positions), 4)
+                log.write(json.dumps(rec) + "\n")
+                log.flush()
+                if bar is None:
+                    print(" ".join(f"{k} {v}" for k, v in rec.items() if k != "time"), flush=True)
+                t_log, loss_acc, n_acc = time.time(), 0.0, 0
+            if time.time() - t_ckpt > float(cfg.run["checkpoint_minutes"]) * 60:
+                checkpoint()
+                t_ckpt = time.time()
+    checkpoint()
+    print(f"checkpoint at step {step} in {ckpt_path}", flush=True)
+    return rdir
+
+
+# ---- export ---------------------------------------------------------------------------------
+
+
+def export(*, config: Path | None = None, run_dir: Path | None = None, out_dir: Path = REPO_WEIGHTS) -> dict:
+    """Write fp16 ``model.safetensors`` + ``config.json`` + ``MODEL_CARD.md`` into ``out_dir``.
+
+    Returns the export record (step, training minutes, held-out loss in fp32 and after the fp16
+    round trip, sizes). The card's evaluation section comes from ``bench/results/music.json`` when
+    that file measured these exact weights; otherwise it says how to produce it.
+    """
+    from strata.train.music_card import write_card
+
+    rdir = Path(run_dir) if run_dir else run_dir_for(MusicTrainConfig.load(config))
+    state = load_checkpoint(rdir / CHECKPOINT)
+    mcfg = MusicModelConfig.from_dict(state["model_config"])
+    net = build_network(mcfg)
+    net.load_state_dict(state["model"])
+    net.eval()
+    train_set, held_set = load_split(state["data"])
+    held_seqs = [c.tokens() for c in held_set]
+    record = {"step": int(state["step"]), "train_minutes": round(float(state["train_seconds"]) / 60, 1),
+              "train_chorales": len(train_set), "heldout_chorales": len(held_set),
+              "train_sequences": len(data_chorales.augmented_sequences(train_set, transpose=bool(state["data"]["transpose"]))),
+              "heldout_loss_fp32": round(heldout_loss(net, held_seqs, mcfg.n_positions), 4)}
+    last_log = _last_train_loss(rdir / "log.jsonl")
+    if last_log is not None:
+        record["train_loss"] = last_log
+    extra = {"training": {**record, "data": state["data"], "train": state["train"], "saved_at": state["saved_at"]}}
+    path = MusicModel(mcfg, net).save_pretrained(Path(out_dir), dtype=torch.float16, extra=extra)
+    reloaded = MusicModel.from_pretrained(Path(out_dir))
+    record["heldout_loss_fp16"] = round(heldout_loss(reloaded.net, held_seqs, mcfg.n_positions), 4)
+    record["weights"] = str(path)
+    record["weights_mb"] = round(path.stat().st_size / 1e6, 2)
+    record["params_m"] = round(reloaded.param_count() / 1e6, 2)
+    write_card(Path(out_dir), record, mcfg, state["train"])
+    (rdir / "export.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return record
+
+
+def _last_train_loss(log_path: Path) -> float | None:
+    if not log_path.is_file():
+        return None
+    lines = [json.loads(line) for line in log_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return lines[-1]["loss"] if lines else None
