@@ -3,6 +3,9 @@
 The text-to-image model's weights ship in ``weights/image/`` (``unet.safetensors`` + its
 ``config.json``, and the ``autoencoder.*`` whose latent it works in); ``STRATA_IMAGE_MODEL=/path/to/dir`` points at another export (e.g. a newer
 training export, or a tiny model in tests).
+
+The music model (``strata-chorales``, capability "music") ships in ``weights/music/``
+(``model.safetensors`` + ``config.json``); ``STRATA_MUSIC_MODEL=/path/to/dir`` overrides it.
 """
 
 from __future__ import annotations
@@ -39,3 +42,26 @@ def register_image_model(registry: ModelRegistry) -> None:
         # The frozen MiniLM text encoder (~90 MB in memory) comes with the model.
         registry.add(ModelEntry(IMAGE_MODEL_ID, {"text-to-image"}, files, _load_image_model,
                                 size_bytes=sum(f.stat().st_size for f in files) * 2 + 100 * 2**20))
+
+
+def music_model_dir() -> Path:
+    """``$STRATA_MUSIC_MODEL`` or ``weights/music`` (written by ``strata train music --export``)."""
+    return Path(os.environ.get("STRATA_MUSIC_MODEL", REPO_WEIGHTS / "music"))
+
+
+def _load_music_model(files: list[Path]) -> Any:
+    from strata.models.music_model import MusicModel
+
+    return MusicModel.from_pretrained(files[0].parent)
+
+
+@builtin
+def register_music_model(registry: ModelRegistry) -> None:
+    from strata.models.music_model import CONFIG_NAME, MODEL_ID, WEIGHTS_NAME
+
+    directory = music_model_dir()
+    files = [directory / WEIGHTS_NAME, directory / CONFIG_NAME]
+    if all(f.is_file() for f in files):
+        # fp16 on disk, float32 in memory (×2), plus the GPT-2 module's own overhead
+        registry.add(ModelEntry(MODEL_ID, {"music"}, files, _load_music_model,
+                                size_bytes=files[0].stat().st_size * 2 + 20 * 2**20))

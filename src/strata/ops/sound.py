@@ -8,6 +8,8 @@
   pyloudnorm) with a true-peak ceiling (4× oversampled peak, as BS.1770-4 Annex 2).
 - ``sound.load_audio``: a WAV/FLAC/OGG file as Audio; ``sound.load_midi`` / ``sound.render_midi``:
   a MIDI score and its rendering through a General MIDI SoundFont.
+- ``sound.music``: four-part music from the built-in chorale model (key, mode, tempo, exact
+  length, cadence, instruments, seed) as Audio and MIDI.
 """
 
 from __future__ import annotations
@@ -189,6 +191,136 @@ def render_midi(
     from strata.media.midi import render_midi as _render
 
     return _render(midi, soundfont=soundfont, sample_rate_hz=sample_rate_hz, tail_s=tail_s)
+
+
+# ---------------------------------------------------------------- music
+
+DEFAULT_INSTRUMENTS = ["Violin", "Violin", "Viola", "Cello"]  # a string quartet: soprano, alto, tenor, bass
+MUSIC_FADE_S = 0.05  # the very end is faded so cutting the release tail to the exact length never clicks
+
+
+def instrument_programs(instruments: list[str | int]) -> list[int]:
+    """General MIDI program numbers (0–127) for one instrument per voice, or one for all four.
+
+    Names are General MIDI names, any case ("Violin", "choir aahs", "Acoustic Grand Piano").
+    """
+    import pretty_midi
+
+    from strata.models.music_tokens import VOICES
+
+    if len(instruments) not in (1, VOICES):
+        raise OpError(f"give 1 or {VOICES} instruments (soprano, alto, tenor, bass), got {len(instruments)}",
+                      param="instruments")
+    programs = []
+    for inst in instruments:
+        if isinstance(inst, int) and not isinstance(inst, bool):
+            if not 0 <= inst <= 127:
+                raise OpError(f"General MIDI programs are 0–127, got {inst}", param="instruments")
+            programs.append(inst)
+            continue
+        try:
+            programs.append(pretty_midi.instrument_name_to_program(str(inst).strip()))
+        except ValueError:
+            raise OpError(f"unknown instrument {inst!r}; use a General MIDI name such as Violin, Cello, "
+                          "Acoustic Grand Piano, Choir Aahs, Flute, French Horn, or a program number 0–127",
+                          param="instruments") from None
+    return programs * VOICES if len(programs) == 1 else programs
+
+
+@node("sound.music", layer="sound", version=1, model="music", outputs={"audio": Audio, "midi": Midi})
+def music(
+    *,
+    key: Annotated[str, Field(max_length=3, description="tonic: C, C#, Db, D, ..., B")] = "C",
+    mode: Annotated[Literal["major", "minor"], Field(description="major or minor")] = "major",
+    tempo_bpm: Annotated[float, Field(ge=30, le=240, description="quarter notes per minute (adjusted slightly to fit duration_s)")] = 90.0,
+    duration_s: Annotated[float | None, Field(gt=0, le=600, description="exact length of the audio, s; empty = use bars")] = None,
+    bars: Annotated[int | None, Field(gt=0, le=256, description="length in 4/4 bars (when duration_s is empty; default 8)")] = None,
+    instruments: Annotated[list[str | int], Field(min_length=1, max_length=4, description="General MIDI instrument per voice (soprano, alto, tenor, bass), names or programs 0–127")] = DEFAULT_INSTRUMENTS,  # noqa: B006 (pydantic copies defaults)
+    seed: Annotated[int, Field(ge=0, le=2**63 - 1, description="sampling seed: same seed, same music")] = 0,
+    temperature: Annotated[float, Field(gt=0, le=2, description="sampling temperature (lower = plainer, more in key)")] = 0.9,
+    cadence: Annotated[bool, Field(description="end on an authentic cadence (bass 5→1, final tonic triad)")] = True,
+    soundfont: Annotated[InputFile | None, Field(description=".sf2/.sf3 General MIDI SoundFont; empty = TimGM6mb")] = None,
+    sample_rate_hz: Annotated[Literal[44100, 48000], Field(description="output rate, Hz")] = 48000,
+    model: Annotated[str | None, Field(description="registered music model id (default: strata-chorales)")] = None,
+    loaded_model: Any = None,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """Compose four-part music with the built-in chorale model and play it with General MIDI instruments.
+
+    Steps: check the controls → choose bars and the exact tempo → sample tokens under the
+    grammar and cadence plan (:mod:`strata.models.music_generate`) → notes → MIDI → audio
+    through the SoundFont → cut/pad to the exact length with a 50 ms fade at the very end.
+
+    Args:
+        key: tonic name (default "C"): C, C#/Db, D, D#/Eb, E, F, F#/Gb, G, G#/Ab, A, A#/Bb, B.
+        mode: "major" (default) or "minor".
+        tempo_bpm: [30, 240] (default 90). With ``duration_s`` the bar count is chosen at this
+            tempo and the tempo then adjusted so the bars fill the time exactly.
+        duration_s: (0, 600] s. The audio has exactly ``round(duration_s · sample_rate_hz)``
+            samples: whole bars plus a release of min(1 s, duration_s / 8) for the last chord.
+        bars: (0, 256] (default 8 when ``duration_s`` is empty); audio = bars at ``tempo_bpm``
+            plus a 1 s release. Give ``duration_s`` or ``bars``, not both.
+        instruments: 1 or 4 General MIDI names or program numbers (default a string quartet:
+            Violin, Violin, Viola, Cello).
+        seed: ≥ 0 (default 0): same seed and settings → the same bytes.
+        temperature: (0, 2] (default 0.9).
+        cadence: end on the planned cadence (default True).
+        soundfont: a .sf2/.sf3 file (default pretty_midi's TimGM6mb).
+        sample_rate_hz: 44100 or 48000 (default 48000).
+        model: a registered "music" model id (default: the built-in one).
+        loaded_model: injected by the engine.
+        progress: injected by the engine (bars done / total).
+    """
+    from strata.media.midi import render_midi as _render
+    from strata.models.music_generate import fit_bars, generate_tokens, parse_key
+    from strata.models.music_tokens import decode, to_midi
+
+    tonic, mode_token = parse_key(key, mode)
+    programs = instrument_programs(list(instruments))
+    if duration_s is not None and bars is not None:
+        raise OpError("give duration_s or bars, not both", param="bars")
+    if duration_s is not None and not 0 < duration_s <= 600:
+        raise OpError(f"duration_s must be in (0, 600] s, got {duration_s}", param="duration_s")
+    if bars is not None and not 0 < bars <= 256:
+        raise OpError(f"bars must be in 1–256, got {bars}", param="bars")
+    if not 30 <= tempo_bpm <= 240:
+        raise OpError(f"tempo_bpm must be in [30, 240], got {tempo_bpm}", param="tempo_bpm")
+    if not 0 < temperature <= 2:
+        raise OpError(f"temperature must be in (0, 2], got {temperature}", param="temperature")
+    if duration_s is not None:
+        n_bars, tempo, release_s = fit_bars(duration_s, tempo_bpm)
+        if not 20 <= tempo <= 400:
+            raise OpError(f"{duration_s} s cannot hold whole bars near {tempo_bpm} bpm (it would need {tempo:.0f} bpm); "
+                          "give at least 1.5 s or use bars", param="duration_s")
+    else:
+        n_bars, tempo, release_s = bars or 8, tempo_bpm, 1.0
+        duration_s = n_bars * 240 / tempo + release_s
+    net = loaded_model if loaded_model is not None else _load_music_model(model)
+    tokens = generate_tokens(net, tonic=tonic, mode=mode_token, n_bars=n_bars, seed=seed, temperature=temperature,
+                             cadence=cadence, progress=progress)
+    notes, _key = decode(tokens)
+    midi = to_midi(notes, tempo_bpm=tempo, programs=programs)
+    audio = _render(midi, soundfont=soundfont, sample_rate_hz=sample_rate_hz, tail_s=release_s)
+    n = round(duration_s * sample_rate_hz)
+    samples = np.zeros((audio.samples.shape[0], n), np.float32)
+    take = min(n, audio.samples.shape[1])  # the MIDI file's tick grid can move the end by a sample or two
+    samples[:, :take] = audio.samples[:, :take]
+    fade = min(n, round(MUSIC_FADE_S * sample_rate_hz))
+    samples[:, n - fade:] *= np.linspace(1, 0, fade, dtype=np.float32)
+    return {"audio": Audio(samples, sample_rate_hz), "midi": midi}
+
+
+def _load_music_model(model: str | None) -> Any:
+    """The music model from the default registry (for calls from Python, outside the engine)."""
+    from strata.errors import ModelError
+    from strata.models.registry import default_registry
+
+    registry = default_registry()
+    if model is None and not any("music" in e.capabilities for e in registry.entries.values()):
+        raise ModelError("no music model is installed (weights/music/ is empty); train and export it with "
+                         "`strata train music` then `strata train music --export`, or set STRATA_MUSIC_MODEL "
+                         "to a folder holding model.safetensors and config.json")
+    return registry.load("music", {"model": model})
 
 
 # ---------------------------------------------------------------- mixing
@@ -397,5 +529,5 @@ def mix(
     return Audio(out, rate)
 
 
-__all__ = ["duck_gain", "integrated_lufs", "limit_true_peak", "load_audio", "mix", "normalize_loudness", "speech",
-           "subtitles", "measure_true_peak"]
+__all__ = ["duck_gain", "instrument_programs", "integrated_lufs", "limit_true_peak", "load_audio", "mix", "music",
+           "normalize_loudness", "speech", "subtitles", "measure_true_peak"]
