@@ -223,6 +223,36 @@ def test_save_and_load_round_trip_through_the_registry(tiny, tmp_path, monkeypat
         reset_default_registry()
 
 
+def test_music_through_the_engine_writes_wav_and_midi_with_provenance(tiny, tmp_path, monkeypatch):
+    from strata.models.registry import default_registry, reset_default_registry
+    from strata.store import Store
+    from strata.workflow.events import CollectSink, NodeProgress
+    from strata.workflow.executor import Executor
+    from strata.workflow.spec import parse_workflow
+
+    tiny.save_pretrained(tmp_path / "m")
+    monkeypatch.setenv("STRATA_MUSIC_MODEL", str(tmp_path / "m"))
+    reset_default_registry()
+    try:
+        wf = {"name": "tune", "seed": 4, "nodes": [{"id": "tune", "op": "sound.music",
+                                                     "params": {"key": "A", "mode": "minor", "duration_s": 5.0}}],
+              "outputs": {"tune.wav": "tune.audio", "tune.mid": "tune.midi"}}
+        sink, store = CollectSink(), Store(tmp_path / "store")
+        result = Executor(store, sinks=[sink], models=default_registry()).run(parse_workflow(wf), out_dir=tmp_path / "out")
+        assert result.ok, result.failed
+        assert store.get_value(result.refs["tune"]["audio"]).samples.shape[1] == 5 * 48000
+        written = pretty_midi.PrettyMIDI(str(tmp_path / "out" / "tune.mid"))  # + a provenance text event
+        direct = music(key="A", mode="minor", duration_s=5.0, seed=4, loaded_model=tiny)["midi"].parse()
+        notes = lambda pm: [(n.pitch, round(n.start, 3)) for i in pm.instruments for n in i.notes]  # noqa: E731
+        assert notes(written) == notes(direct) and notes(direct)  # the workflow seed reached the op
+        assert (tmp_path / "out" / "tune.wav").stat().st_size > 5 * 48000
+        bars = fit_bars(5.0, 90.0)[0]
+        assert [(e.step, e.total) for e in sink if isinstance(e, NodeProgress)] == [(b, bars) for b in range(1, bars + 1)]
+        assert Executor(store, models=default_registry()).run(parse_workflow(wf)).cached == ["tune"]
+    finally:
+        reset_default_registry()
+
+
 # ---- the trainer ----------------------------------------------------------------------------
 
 

@@ -208,7 +208,7 @@ def generate_tokens(model: MusicModel, *, tonic: int, mode: str, n_bars: int, se
         seed: drives all sampling (a CPU ``torch.Generator``): same seed → same tokens.
         temperature: > 0; lower is safer (more in key), higher more adventurous.
         cadence: end on the planned authentic cadence (module docstring).
-        progress: optional ``progress(step, total)`` called once per bar.
+        progress: optional ``progress(bars_done, n_bars)``, called as each bar is completed.
 
     The context slides bar by bar when it fills: the model is re-primed with ``BOS KEY`` plus the
     most recent bars that fit in half its window (how it was trained: windows start at bar lines).
@@ -239,8 +239,8 @@ def generate_tokens(model: MusicModel, *, tonic: int, mode: str, n_bars: int, se
         grammar.feed(token)
         tokens.append(token)
         feed = [token]
-        if token == _BAR and progress is not None:
-            progress(grammar.bar, n_bars)
+        if progress is not None and (token == _EOS or (token == _BAR and grammar.bar > 0)):
+            progress(n_bars if token == _EOS else grammar.bar, n_bars)  # bars completed
     return tokens
 
 

@@ -8,8 +8,9 @@ Training pieces are augmented by transposition into every shift in [−6, +5] se
 keeps all pitches inside the vocabulary, with the KEY token rewritten to the new tonic. Pieces
 in other meters (3/4, 3/2, ...) are skipped: the token grid has 16 positions per bar (4/4 only).
 
-License: music21's corpus files of the Bach chorales are public-domain scores (music21 is
-BSD-licensed; see its corpus documentation), so the trained weights carry no obligations.
+License: Bach's chorales are public-domain compositions; the encodings come with music21
+(BSD-3-Clause), whose corpus documentation calls its collection "freely distributable music ...
+licensed to us (or in a free license)", free at least in the US.
 """
 
 from __future__ import annotations

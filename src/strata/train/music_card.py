@@ -61,7 +61,8 @@ grammar and a cadence plan and plays the result with General MIDI instruments.
 
 ## Data
 
-Bach's chorales from music21's bundled corpus (public-domain scores; music21 is BSD-licensed):
+Bach's chorales (public-domain compositions) as encoded in music21's bundled corpus (music21 is
+BSD-3-Clause; its corpus documentation describes the collection as freely distributable):
 the 4/4 four-part chorales on a sixteenth grid, exact duplicates removed. Held out: whole tunes
 (chorales opening with the same soprano intervals stay together), ~10%:
 {record['train_chorales']} training and {record['heldout_chorales']} held-out chorales. Training pieces
