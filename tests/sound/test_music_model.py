@@ -24,7 +24,7 @@ from strata.models.music_generate import (
 )
 from strata.models.music_model import MusicModel, MusicModelConfig
 from strata.models.music_tokens import STEPS_PER_BAR, TOKEN_ID, VOCAB, decode, encode
-from strata.ops.sound import music
+from strata.ops.sound import instrument_programs, music
 from strata.workflow.node import REGISTRY
 
 TINY = MusicModelConfig(n_layer=1, n_head=2, n_embd=32, n_positions=256, dropout=0.0)
@@ -158,7 +158,8 @@ def test_music_op_has_exact_length_instruments_and_same_bytes_for_same_seed(tiny
 
 
 def test_music_in_bars_lasts_bars_plus_release(tiny):
-    out = music(bars=3, tempo_bpm=120, instruments=["Acoustic Grand Piano"], loaded_model=tiny, seed=0)
+    out = music(bars=3, tempo_bpm=120, instruments=["acoustic grand piano"], loaded_model=tiny, seed=0)
+    assert instrument_programs(["Choir Aahs", "52", 52, "CHOIR AAHS"]) == [52] * 4
     assert out["audio"].samples.shape[1] == round((3 * 2.0 + 1.0) * 48000)
     pm = pretty_midi.PrettyMIDI(io.BytesIO(out["midi"].data))
     assert [i.program for i in pm.instruments] == [0, 0, 0, 0]

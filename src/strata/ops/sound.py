@@ -213,6 +213,8 @@ def instrument_programs(instruments: list[str | int]) -> list[int]:
                       param="instruments")
     programs = []
     for inst in instruments:
+        if isinstance(inst, str) and inst.strip().isdigit():  # "41" from a command line or a form
+            inst = int(inst)
         if isinstance(inst, int) and not isinstance(inst, bool):
             if not 0 <= inst <= 127:
                 raise OpError(f"General MIDI programs are 0–127, got {inst}", param="instruments")
