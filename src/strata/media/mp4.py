@@ -48,14 +48,15 @@ def _tmp_mp4() -> str:
 
 def encode_mp4(clip: Clip, audio: Audio | None, *, crf: int = 20, preset: str = "veryfast",
                audio_overrun: AudioOverrun = "error", audio_bitrate: int = 192_000,
-               progress: Callable[[int, int], None] | None = None) -> bytes:
+               progress: Callable[[int, int], None] | None = None, watermark_bits: np.ndarray | None = None) -> bytes:
     """Encode ``clip`` (and ``audio``) to MP4 bytes: H.264 yuv420p BT.709, AAC, moov atom first.
 
     Frames are rendered one at a time and handed to the encoder (constant memory). The audio
     is made exactly as long as the video (N frames / fps, padded with silence), so the
     streams end together; audio longer than the video follows ``audio_overrun``: "error"
     (default), "trim" (cut it, with a 50 ms fade) or "hold" (hold the last frame until the
-    audio ends).
+    audio ends). With ``watermark_bits``, the frames at
+    :func:`strata.provenance.watermark.video_mark_times` carry strata's invisible watermark.
     """
     import av
 
@@ -93,13 +94,23 @@ def encode_mp4(clip: Clip, audio: Audio | None, *, crf: int = 20, preset: str = 
                     pcm[:, take - fade : take] *= np.linspace(1, 0, fade, dtype=np.float32)
                 pcm = np.clip(pcm, -1, 1)
             renderer = FrameRenderer(clip)
+            marked: set[int] = set()
+            if watermark_bits is not None:
+                from strata.provenance.watermark import MIN_SIDE, VIDEO_GAIN, embed_frame, video_mark_frames
+
+                if min(clip.width, clip.height) >= MIN_SIDE:
+                    marked = video_mark_frames(n_frames, clip.fps)
 
             def make_frame(k: int) -> Any:
                 rgb = renderer.frame(min(k / clip.fps, clip.duration_s))
+                if k in marked:
+                    rgb = embed_frame(rgb, watermark_bits, gain=VIDEO_GAIN)
                 frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
                 # explicit BT.709 matrix for HD (swscale's default is BT.601)
                 frame = frame.reformat(format="yuv420p", src_colorspace="ITU709", dst_colorspace="ITU709")
                 frame.pts = k
+                if k in marked:  # a keyframe keeps the mark's detail (no prediction from unmarked neighbours)
+                    frame.pict_type = av.video.frame.PictureType.I
                 return frame
 
             a_pos, chunk = 0, 1024

@@ -160,7 +160,7 @@ def _retimed(clip: Clip, index: int, duration_s: float, width: int, height: int,
     return Shot(s.layers, duration_s, s.start, s.end, s.easing, s.parallax_px)
 
 
-@node("video.render", layer="video", version=1)
+@node("video.render", layer="video", version=2)
 def render(
     clip: Clip,
     audio: Audio | None = None,
@@ -170,6 +170,7 @@ def render(
                       Field(description="x264 speed/compression trade-off")] = "veryfast",
     audio_overrun: Annotated[Literal["error", "trim", "hold"],
                              Field(description="audio longer than the video: error, trim it, or hold the last frame")] = "error",
+    watermark: Annotated[bool, Field(description="strata's invisible watermark in a few frames (≥ 128 px videos)")] = True,
     progress: Callable[[int, int], None] | None = None,
 ) -> Video:
     """Encode a clip and its sound to an MP4 (H.264 yuv420p + AAC, web-playable).
@@ -183,10 +184,21 @@ def render(
         crf: [0, 51] (default 20).
         preset: x264 preset (default veryfast).
         audio_overrun: "error" (default), "trim" or "hold" — see the module docstring.
+        watermark: embed strata's invisible watermark (default on) in up to four frames, at
+            most one a second (``strata.provenance.watermark.video_mark_times``; ~1 s each).
+            Its payload's hint is the first 16 bits of the timeline's content hash.
     """
     check_size(clip.width, clip.height)
+    bits = None
+    if watermark:
+        from strata.media.codec import encode_value
+        from strata.provenance.watermark import payload_bits
+        from strata.store.blobs import sha256_bytes
+
+        bits = payload_bits(sha256_bytes(encode_value(clip)[1]))
     try:
-        return Video(encode_mp4(clip, audio, crf=crf, preset=preset, audio_overrun=audio_overrun, progress=progress))
+        return Video(encode_mp4(clip, audio, crf=crf, preset=preset, audio_overrun=audio_overrun, progress=progress,
+                                watermark_bits=bits))
     except MediaError as e:
         if "longer than the video" in str(e):
             raise OpError(str(e), param="audio_overrun") from e

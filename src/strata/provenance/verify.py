@@ -276,8 +276,7 @@ def _check_watermark(path: Path, kind: Kind, report: VerifyReport) -> None:
         if kind == "image":
             result = wm.read_watermark(path)
         elif kind == "video":
-            frame = _middle_frame(path)
-            result = None if frame is None else wm.detect_watermark(frame)
+            result = wm.detect_video(path)
         else:
             return
     except MediaError as e:
@@ -293,19 +292,6 @@ def _check_watermark(path: Path, kind: Kind, report: VerifyReport) -> None:
         return
     report.watermark = "found" if result.found else "not found"
     report.watermark_asset_hint = result.asset_hint
-
-
-def _middle_frame(path: Path) -> Any:
-    try:
-        import av
-    except ImportError:
-        return None
-    try:
-        with av.open(str(path)) as container:
-            frames = [f.to_ndarray(format="rgb24") for _, f in zip(range(48), container.decode(video=0))]
-    except (av.FFmpegError, ValueError, IndexError) as e:
-        raise MediaError(f"cannot decode the video: {e}") from e
-    return frames[len(frames) // 2] if frames else None
 
 
 def verify_file(path: str | os.PathLike[str], *, check_watermark: bool = True) -> VerifyReport:
