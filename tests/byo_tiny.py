@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
+TEXT2_PROJECTION = 24  # SDXL's pooled text embedding width (tiny)
 
 
 def write_tokenizer(directory: Path) -> None:
@@ -28,11 +29,15 @@ def tokenizer(directory: Path):
 
 
 def text_encoder(with_projection: bool = False):
+    """CLIP text encoder; SDXL's second one (with projection) is wider than the first, as in the real
+    model (diffusers' single-file loader tells them apart by width), has 10 layers (the original
+    layout is recognised by its 10th block) and a non-square projection."""
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    cfg = CLIPTextConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                         num_attention_heads=2, max_position_embeddings=77, projection_dim=16,
-                         bos_token_id=0, eos_token_id=1, pad_token_id=1)
+    size = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=10, projection_dim=TEXT2_PROJECTION) \
+        if with_projection else dict(hidden_size=16, intermediate_size=32, num_hidden_layers=2, projection_dim=16)
+    cfg = CLIPTextConfig(vocab_size=64, num_attention_heads=2, max_position_embeddings=77, bos_token_id=0,
+                         eos_token_id=1, pad_token_id=1, **size)
     return (CLIPTextModelWithProjection if with_projection else CLIPTextModel)(cfg).eval()
 
 
@@ -52,9 +57,11 @@ def unet(kind: str, in_channels: int = 4):
                   up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), norm_num_groups=8)
     if kind == "sd15":
         return UNet2DConditionModel(cross_attention_dim=16, attention_head_dim=4, **common).eval()
-    return UNet2DConditionModel(cross_attention_dim=32, attention_head_dim=(2, 4), use_linear_projection=True,
+    # SDXL cross-attends to both encoders' hidden states side by side (16 + 32 wide) and embeds the
+    # pooled text plus six size/crop numbers (8 features each)
+    return UNet2DConditionModel(cross_attention_dim=16 + 32, attention_head_dim=(2, 4), use_linear_projection=True,
                                 addition_embed_type="text_time", addition_time_embed_dim=8,
-                                projection_class_embeddings_input_dim=16 + 6 * 8, **common).eval()
+                                projection_class_embeddings_input_dim=TEXT2_PROJECTION + 6 * 8, **common).eval()
 
 
 def scheduler():

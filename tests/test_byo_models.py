@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ import torch
 from typer.testing import CliRunner
 
 import byo_tiny
+import sd_single_file
 from strata.cli import app
 from strata.errors import ModelError, WorkflowError
 from strata.models.registry import ModelRegistry, combined_hash, default_registry, reset_default_registry
@@ -28,13 +30,17 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    """Tiny random pipelines (diffusers folders) and LoRAs, built once for the module."""
+    """Tiny random pipelines (diffusers folders), the same weights as original-layout single files
+    ("sd15-file", "sdxl-file") with a folder of just their configs and tokenizers, and LoRAs; built
+    once for the module."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny tensors: threads only add spin-wait overhead
     root = tmp_path_factory.mktemp("byo")
     paths = {kind: root / kind for kind in ("sd15", "sdxl")}
-    for kind, path in paths.items():
-        byo_tiny.build(kind, path)
+    for kind, path in list(paths.items()):
+        pipe = byo_tiny.build(kind, path)
+        paths[f"{kind}-file"] = sd_single_file.save_single_file(pipe, root / f"{kind}.safetensors")
+        paths[f"{kind}-config"] = sd_single_file.config_folder(path, root / f"{kind}-config")
     paths["inpaint"] = root / "inpaint"
     byo_tiny.build("sd15", paths["inpaint"], inpaint=True)
     paths["lora15"] = byo_tiny.lora_file("sd15", root / "lora15.safetensors")
@@ -54,25 +60,36 @@ def config(tmp_path, monkeypatch):
 
 
 def add(name, path, *extra):
-    result = runner.invoke(app, ["models", "add", name, str(path), *extra])
+    result = runner.invoke(app, ["models", "add", name, str(path), *map(str, extra)])
     reset_default_registry()
     return result
 
 
-def direct(path, kind, *, sampler_cls, prompt, count, seed, steps, guidance, lora=None, **extra):
+def direct(path, kind, *, sampler_cls, prompt, count, seed, steps, guidance, lora=None, scheduler_overrides=None,
+           **extra):
     """The same pipeline called directly through diffusers (the reference)."""
     import diffusers
 
     cls = {"sd15": diffusers.StableDiffusionPipeline, "sdxl": diffusers.StableDiffusionXLPipeline,
            "inpaint": diffusers.StableDiffusionInpaintPipeline}[kind]
-    pipe = cls.from_pretrained(path, local_files_only=True)
+    pipe = load_direct(cls, path, kind)
     pipe.set_progress_bar_config(disable=True)
-    pipe.scheduler = getattr(diffusers, sampler_cls).from_config(pipe.scheduler.config)
+    pipe.scheduler = getattr(diffusers, sampler_cls).from_config(pipe.scheduler.config, **(scheduler_overrides or {}))
     if lora:
         pipe.load_lora_weights(str(lora), adapter_name="x")
     gens = [torch.Generator("cpu").manual_seed(seed + i) for i in range(count)]
     return pipe(prompt, num_images_per_prompt=count, num_inference_steps=steps, guidance_scale=guidance,
                 generator=gens, output_type="np", **extra).images
+
+
+def load_direct(cls, path, kind, config=None):
+    """``cls`` from a pipeline folder, or from a single file with ``config`` (default: the test's
+    config-only folder for ``kind``) — diffusers' own loaders, never strata's."""
+    if path.is_dir():
+        return cls.from_pretrained(path, local_files_only=True)
+    config = config or path.parent / f"{kind}-config"
+    extra = dict(safety_checker=None, feature_extractor=None, requires_safety_checker=False) if kind == "sd15" else {}
+    return cls.from_single_file(str(path), config=str(config), local_files_only=True, **extra)
 
 
 def workflow(model, **params):
@@ -83,23 +100,41 @@ def workflow(model, **params):
         "outputs": {"apple.png": "gen"}})
 
 
-@pytest.mark.parametrize("kind", ["sd15", "sdxl"])
-def test_add_then_generate_matches_diffusers_byte_for_byte(tiny, config, kind):
-    r = add(f"my-{kind}", tiny[kind])
+def add_source(name, tiny, source):
+    """``strata models add`` a pipeline folder ("sd15") or a single file ("sd15-file", with the
+    config-only folder as --config)."""
+    kind = source.removesuffix("-file")
+    extra = ["--config", str(tiny[f"{kind}-config"])] if source.endswith("-file") else []
+    return add(name, tiny[source], *extra)
+
+
+def png_rgb(want):
+    """What a PNG of the float reference holds."""
+    return np.clip(np.rint(want * 255), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("source", ["sd15", "sdxl", "sd15-file", "sdxl-file"])
+def test_add_then_generate_matches_diffusers_byte_for_byte(tiny, config, source):
+    kind = source.removesuffix("-file")
+    r = add_source(f"my-{kind}", tiny, source)
     assert r.exit_code == 0, r.output
     listing = json.loads(runner.invoke(app, ["models", "--json"]).output)
     mine = next(m for m in listing if m["id"] == f"my-{kind}")
     assert mine["kind"] == kind and mine["capabilities"] == ["image-to-image", "text-to-image"]
     entry = load_user_models()[f"my-{kind}"]
-    assert mine["hash"] == entry.hash == combined_hash([__import__("pathlib").Path(f[0]) for f in entry.files])
+    assert entry.format == ("single-file" if source.endswith("-file") else "diffusers")
+    files = [Path(f[0]) for f in entry.files]
+    assert mine["hash"] == entry.hash == combined_hash(files)
+    if source.endswith("-file"):  # the hash covers the weights and the configs/tokenizer used with them
+        assert tiny[source] in files and tiny[f"{kind}-config"] / "scheduler" / "scheduler_config.json" in files
 
     sink, store = CollectSink(), Store(config / "store")
     result = Executor(store, sinks=[sink], models=default_registry()).run(workflow(f"my-{kind}"),
                                                                           out_dir=config / "out")
     assert result.ok, result.failed
     images = store.get_value(result.refs["gen"]["images"])
-    want = direct(tiny[kind], kind, sampler_cls="EulerAncestralDiscreteScheduler", prompt="a red apple", count=2,
-                  seed=5, steps=3, guidance=5.0)
+    want = direct(tiny[source], kind, sampler_cls="EulerAncestralDiscreteScheduler", prompt="a red apple",
+                  count=2, seed=5, steps=3, guidance=5.0)
     got = np.stack([im.pixels[..., :3] for im in images])
     assert got.dtype == np.float32 and got.tobytes() == want.astype(np.float32).tobytes()
     assert all(im.pixels.shape == (32, 32, 4) and (im.pixels[..., 3] == 1).all() for im in images)
@@ -108,9 +143,10 @@ def test_add_then_generate_matches_diffusers_byte_for_byte(tiny, config, kind):
     assert prov.models[0].id == f"my-{kind}" and prov.models[0].hash == entry.hash and prov.seed == 6
 
 
-def test_cli_generate_and_rm(tiny, config, monkeypatch):
+@pytest.mark.parametrize("source", ["sd15", "sd15-file"])
+def test_cli_generate_and_rm(tiny, config, monkeypatch, source):
     monkeypatch.setenv("STRATA_DATA", str(config / "store"))
-    assert add("mine", tiny["sd15"]).exit_code == 0
+    assert add_source("mine", tiny, source).exit_code == 0
     r = runner.invoke(app, ["generate", "a red apple", "--model", "mine", "-n", "1", "--steps", "2",
                             "--sampler", "DPM++ 2M Karras", "--width", "48", "--height", "32", "--no-lint",
                             "-o", str(config / "cli")])
@@ -118,9 +154,14 @@ def test_cli_generate_and_rm(tiny, config, monkeypatch):
     assert [p.name for p in (config / "cli").iterdir()] == ["a_red_apple_0.png"], r.output
     prov = read_provenance(config / "cli" / "a_red_apple_0.png")
     assert prov.models[0].id == "mine" and prov.sampler == "DPM++ 2M Karras"
+    assert prov.models[0].hash == load_user_models()["mine"].hash
     import PIL.Image
 
-    assert PIL.Image.open(config / "cli" / "a_red_apple_0.png").size == (48, 32)
+    want = direct(tiny[source], "sd15", sampler_cls="DPMSolverMultistepScheduler", prompt="a red apple", count=1,
+                  seed=prov.seed, steps=2, guidance=prov.guidance, width=48, height=32,
+                  scheduler_overrides={"algorithm_type": "dpmsolver++", "use_karras_sigmas": True})
+    png = np.asarray(PIL.Image.open(config / "cli" / "a_red_apple_0.png").convert("RGB"))
+    assert png.shape == (32, 48, 3) and np.array_equal(png, png_rgb(want[0]))
     assert runner.invoke(app, ["models", "rm", "mine"]).exit_code == 0
     assert "mine" not in load_user_models()
     assert "no user model named 'nope'" in runner.invoke(app, ["models", "rm", "nope"]).output
@@ -220,6 +261,10 @@ def test_bad_input_is_refused_clearly_and_registers_nothing(tiny, config, tmp_pa
         ((pickle,), "pickled checkpoint, which can run arbitrary code when loaded"),
         ((tiny["lora15"],), "is not a Stable Diffusion 1.x or SDXL checkpoint"),
         ((tmp_path / "missing.safetensors",), "does not exist"),
+        ((tiny["sdxl-file"], "--config", tiny["sd15-config"]), "is a StableDiffusionPipeline folder, but the "
+                                                                 "checkpoint is SDXL"),
+        ((tiny["sd15-file"], "--config", tmp_path / "empty"), "is not a diffusers-format folder"),
+        ((tiny["sd15"], "--config", tiny["sd15-config"]), "--config is only for single-file checkpoints"),
         ((tiny["sdxl"],), None),  # name taken (below)
     ]
     for args, message in cases:
@@ -241,12 +286,13 @@ def test_unknown_sampler_lists_the_supported_ones(tiny, config):
         validate(workflow("mine", sampler="Restart"))
 
 
-def test_a1111_txt2img_with_a_user_model(tiny, config):
+@pytest.mark.parametrize("source", ["sd15", "sd15-file"])
+def test_a1111_txt2img_with_a_user_model(tiny, config, source):
     from fastapi.testclient import TestClient
 
     from strata.server import ServerConfig, create_app
 
-    assert add("mine", tiny["sd15"]).exit_code == 0
+    assert add_source("mine", tiny, source).exit_code == 0
     application = create_app(Store(config / "store"), config=ServerConfig(poll_s=0.05, heartbeat_s=0.05),
                              models=default_registry())
     with TestClient(application, base_url="http://127.0.0.1") as client:
@@ -264,9 +310,9 @@ def test_a1111_txt2img_with_a_user_model(tiny, config):
         import PIL.Image
 
         png = PIL.Image.open(io.BytesIO(base64.b64decode(r.json()["images"][0])))
-        want = direct(tiny["sd15"], "sd15", sampler_cls="EulerAncestralDiscreteScheduler", prompt="a red apple",
+        want = direct(tiny[source], "sd15", sampler_cls="EulerAncestralDiscreteScheduler", prompt="a red apple",
                       count=1, seed=5, steps=3, guidance=5.0)
-        assert np.array_equal(np.asarray(png.convert("RGB")), np.clip(np.rint(want[0] * 255), 0, 255).astype(np.uint8))
+        assert np.array_equal(np.asarray(png.convert("RGB")), png_rgb(want[0]))
         bad = client.post("/sdapi/v1/txt2img", json={**body, "sampler_name": "Restart"})
         assert bad.status_code == 400 and "supported: dpmpp" in bad.json()["detail"]
 
@@ -292,3 +338,29 @@ def test_single_file_architecture_and_capabilities_from_its_header(tmp_path, key
     assert (info.format, info.arch, info.unet_in_channels) == ("single-file", arch, in_channels)
     want = {"inpaint"} if in_channels == 9 and arch != "sdxl-refiner" else capabilities
     assert info.capabilities == want and info.unet_params == 8 * in_channels * 9
+
+
+@pytest.mark.parametrize("kind", ["sd15", "sdxl"])
+def test_single_file_converter_round_trips_through_diffusers(tiny, kind):
+    """The test helper's original-layout file is what diffusers expects: its own detector names
+    the architecture, and its single-file loader (configs only, no weights beside the file)
+    gives back every tensor of every component."""
+    import diffusers
+    from diffusers.loaders.single_file_utils import infer_diffusers_model_type
+    from safetensors.torch import load_file
+
+    state = load_file(tiny[f"{kind}-file"])
+    assert infer_diffusers_model_type(state) == {"sd15": "v1", "sdxl": "xl_base"}[kind]
+    assert not any(p.suffix == ".safetensors" for p in tiny[f"{kind}-config"].rglob("*"))
+    cls = diffusers.StableDiffusionPipeline if kind == "sd15" else diffusers.StableDiffusionXLPipeline
+    original = load_direct(cls, tiny[kind], kind)
+    loaded = load_direct(cls, tiny[f"{kind}-file"], kind)
+    components = ["unet", "vae", "text_encoder"] + (["text_encoder_2"] if kind == "sdxl" else [])
+    n_original = 0
+    for name in components:
+        want, got = getattr(original, name).state_dict(), getattr(loaded, name).state_dict()
+        assert set(got) == set(want), name
+        for key, tensor in want.items():
+            assert got[key].dtype == tensor.dtype and torch.equal(got[key], tensor), f"{name}.{key}"
+        n_original += sum(t.numel() for t in want.values())
+    assert sum(t.numel() for t in state.values()) == n_original  # nothing extra in the file

@@ -255,6 +255,46 @@ class DiffusersModel:
         return self._variants[cls_name]
 
 
+def single_file_config(arch: str, config_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The diffusers-format folder whose configs and tokenizer a single ``arch`` checkpoint loads
+    with: ``config_dir``, or the one strata ships for the architecture.
+
+    Raises:
+        ModelError: no such folder, not a diffusers folder, made for another architecture, or
+            without its tokenizer files.
+    """
+    shipped = config_dir is None
+    folder = CONFIGS / arch if shipped else Path(config_dir).expanduser().resolve()
+    index_file = folder / "model_index.json"
+    if not index_file.is_file():
+        if shipped:
+            raise ModelError(f"strata ships no configs for {ARCH_NAMES[arch]} single files; pass --config DIR, a "
+                             "diffusers-format folder of the same architecture (configs and tokenizer, no weights "
+                             "needed)")
+        raise ModelError(f"--config {folder} is not a diffusers-format folder (no model_index.json)")
+    try:
+        index = json.loads(index_file.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{index_file} cannot be read ({exc})") from None
+    if ("XL" in str(index.get("_class_name", ""))) != arch.startswith("sdxl"):
+        raise ModelError(f"--config {folder} is a {index.get('_class_name')} folder, but the checkpoint is "
+                         f"{ARCH_NAMES[arch]}; give a config folder of the same architecture")
+    for name, spec in index.items():
+        if name.startswith("tokenizer") and isinstance(spec, list) and spec[0] is not None:
+            tok = folder / name
+            if not ((tok / "tokenizer.json").is_file() or (tok / "vocab.json").is_file() and (tok / "merges.txt").is_file()):
+                hint = ("run scripts/install.sh (it fetches the CLIP vocabulary) or pass --config DIR" if shipped
+                        else "copy the pipeline's tokenizer folders too")
+                raise ModelError(f"{tok} has no tokenizer.json nor vocab.json + merges.txt (the CLIP tokenizer); {hint}")
+    return folder
+
+
+def config_files(folder: Path) -> list[Path]:
+    """The files of a config folder that shape a single file's output (configs, tokenizer): part
+    of the model's hash."""
+    return sorted(f for f in folder.rglob("*") if f.is_file() and f.suffix in (".json", ".txt"))
+
+
 def load_model(name: str, info: CheckpointInfo, *, config_dir: Path | None = None) -> DiffusersModel:
     """Build the diffusers pipeline for ``info`` from local files only.
 
@@ -279,10 +319,7 @@ def load_model(name: str, info: CheckpointInfo, *, config_dir: Path | None = Non
         if info.format == "diffusers":
             pipe = cls.from_pretrained(info.path, use_safetensors=None if info.pickled else True, **kwargs)
         else:
-            config = Path(config_dir) if config_dir else CONFIGS / info.arch
-            if not (config / "model_index.json").is_file():
-                raise ModelError(f"model '{name}': no diffusers config folder for {ARCH_NAMES[info.arch]} at {config}; "
-                                 "re-add it with --config DIR (a diffusers-format folder of the same architecture)")
+            config = single_file_config(info.arch, config_dir)
             pipe = cls.from_single_file(str(info.path), config=str(config), **kwargs)
     except ModelError:
         raise

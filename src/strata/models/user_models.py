@@ -95,7 +95,7 @@ def add_user_model(name: str, path: str | Path, *, trust_pickle: bool = False, c
     Raises:
         ModelError: bad name, taken name, or a path that is not a loadable model.
     """
-    from strata.models.diffusers_models import inspect_checkpoint
+    from strata.models.diffusers_models import config_files, inspect_checkpoint, single_file_config
     from strata.models.registry import combined_hash
 
     if not NAME_RE.match(name):
@@ -106,18 +106,20 @@ def add_user_model(name: str, path: str | Path, *, trust_pickle: bool = False, c
         raise ModelError(f"a model named '{name}' is already registered; `strata models rm {name}` first or pick "
                          "another name")
     info = inspect_checkpoint(path, trust_pickle=trust_pickle)
+    files = list(info.files)
     config_path = None
-    if config is not None:
-        config_path = Path(config).expanduser().resolve()
-        if info.format != "single-file":
-            raise ModelError("--config is only for single-file checkpoints; a pipeline folder has its own configs")
-        if not (config_path / "model_index.json").is_file():
-            raise ModelError(f"--config {config_path} is not a diffusers-format folder (no model_index.json)")
+    if info.format == "single-file":
+        # the configs and tokenizer shape the output as much as the weights: they are hashed too
+        folder = single_file_config(info.arch, config)
+        files += config_files(folder)
+        config_path = folder if config is not None else None
+    elif config is not None:
+        raise ModelError("--config is only for single-file checkpoints; a pipeline folder has its own configs")
     entry = UserModel(
         name=name, path=str(info.path), format=info.format, arch=info.arch,
         capabilities=sorted(info.capabilities), unet_in_channels=info.unet_in_channels,
         param_count=info.param_count, unet_params=info.unet_params, memory_bytes=info.memory_bytes,
-        files=[_stat(f) for f in info.files], hash=combined_hash(list(info.files)), trust_pickle=info.pickled,
+        files=[_stat(f) for f in files], hash=combined_hash(files), trust_pickle=info.pickled,
         config=str(config_path) if config_path else None,
     )
     models[name] = entry
