@@ -13,7 +13,7 @@ from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from strata.errors import StoreError
 from strata.store.blobs import BlobStore, sha256_bytes
@@ -150,13 +150,7 @@ class Store:
                 self.blobs.put_known(blob_id, data)
             self.db.cache_put(key, op, refs, rows, duration_s)
 
-        if write_behind:
-            with self._values_lock:
-                if self._writer is None:
-                    self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="strata-store")
-                self._pending.append(self._writer.submit(persist))
-        else:
-            persist()
+        self._persist(persist, write_behind)
         return refs
 
     def flush(self) -> None:
@@ -177,11 +171,28 @@ class Store:
             raise StoreError(f"could not store {len(errors)} result(s) in {self.root}: {errors[0]}; "
                              "free disk space or choose another store with --store") from errors[0]
 
-    def put_file_bytes(self, key: str, data: bytes, kind: str) -> str:
-        """Cache an encoded output file (so an unchanged rerun copies bytes, not re-encodes)."""
-        blob_id = self.blobs.put(data)
-        self.db.cache_put(key, "export", {"file": blob_id}, [(blob_id, kind, len(data))], None)
+    def put_file_bytes(self, key: str, data: bytes, kind: str, *, write_behind: bool = False) -> str:
+        """Cache an encoded output file (so an unchanged rerun copies bytes, not re-encodes).
+
+        ``write_behind`` as in :meth:`cache_record` (the entry appears once the blob is on disk).
+        """
+        blob_id = sha256_bytes(data)
+
+        def persist() -> None:
+            self.blobs.put_known(blob_id, data)
+            self.db.cache_put(key, "export", {"file": blob_id}, [(blob_id, kind, len(data))], None)
+
+        self._persist(persist, write_behind)
         return blob_id
+
+    def _persist(self, persist: Callable[[], None], write_behind: bool) -> None:
+        if not write_behind:
+            persist()
+            return
+        with self._values_lock:
+            if self._writer is None:
+                self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="strata-store")
+            self._pending.append(self._writer.submit(persist))
 
     # -- maintenance --------------------------------------------------------------------
     def gc(self, *, dry_run: bool = False) -> GcReport:

@@ -93,7 +93,8 @@ def build_provenance(plan: Plan, src: Source, asset_id: str, input_assets: list[
 
 
 def _write_one(store: Store, plan: Plan, src: Source, asset_id: str, input_assets: list[str], path: Path,
-               models: dict[str, ModelInfo | None], index: int | None = None) -> Path:
+               models: dict[str, ModelInfo | None], index: int | None = None) -> tuple[Path, str]:
+    """Write one output file; returns its path and sha256."""
     from strata.media.image_io import encode_image
 
     from strata.media.writers import WRITERS, encode_file  # audio, video, subtitles
@@ -113,14 +114,14 @@ def _write_one(store: Store, plan: Plan, src: Source, asset_id: str, input_asset
         if mark:
             value = _embed_watermark(value, asset_id)
         data = encode_image(value, fmt, metadata=prov) if suffix in FORMATS else encode_file(suffix, value, prov)
-        store.put_file_bytes(key, data, f"file/{fmt}")
+        store.put_file_bytes(key, data, f"file/{fmt}", write_behind=True)
     if suffix in FORMATS or WRITERS[suffix].signable:  # C2PA has no place in .srt/.vtt text
         data = _sign(store, plan, src, key, data, fmt, prov, path.name, _watermark_note(data, asset_id) if mark else None)
     digest = sha256_bytes(data)
     # Leave an identical file alone (cheap unchanged reruns; no needless mtime churn).
     if not (path.is_file() and path.stat().st_size == len(data) and sha256_file(path) == digest):
         atomic_write_bytes(path, data)
-    return path
+    return path, digest
 
 
 def _ingredient_files(plan: Plan, src: Source) -> list[Path]:
@@ -217,16 +218,16 @@ def write_outputs(plan: Plan, refs: dict[str, dict[str, AssetRef]], models: dict
         for i, (asset_id, path) in enumerate(zip(items, paths)):
             jobs.append((filename, src, asset_id, input_assets, path, i if isinstance(ref, list) else None))
 
-    def write(job: tuple[str, Source, str, list[str], Path, int | None]) -> Path:
+    def write(job: tuple[str, Source, str, list[str], Path, int | None]) -> tuple[Path, str]:
         _, src, asset_id, input_assets, path, index = job
         return _write_one(store, plan, src, asset_id, input_assets, path, models, index)
 
     # Files are independent, and encoders, the watermark network and hashing release the GIL:
     # writing them side by side uses every core. Results are recorded in the declared order.
     with ThreadPoolExecutor(max_workers=min(len(jobs), os.cpu_count() or 1) or 1) as pool:
-        for job, path in zip(jobs, pool.map(write, jobs)):
+        for job, (path, digest) in zip(jobs, pool.map(write, jobs)):
             filename, src, asset_id = job[0], job[1], job[2]
-            store.db.add_export(str(path.resolve()), sha256_file(path), asset_id, run_id, src.node, src.output)
+            store.db.add_export(str(path.resolve()), digest, asset_id, run_id, src.node, src.output)
             written[filename].append(path)
             if bus is not None:
                 bus.emit(OutputWritten(run_id, str(path), src.node, src.output))
@@ -255,6 +256,7 @@ def export_run(store: Store, run: str, dest: str | Path) -> list[Path]:
     }
     dest = Path(dest)
     written = write_outputs(plan, refs, models, store, dest, run_id)
+    store.flush()  # the export cache entries written behind
     wf_path = dest / "workflow.yaml"
     atomic_write_bytes(wf_path, yaml.safe_dump(plan.workflow.to_dict(), sort_keys=False).encode())
     return [p for ps in written.values() for p in ps] + [wf_path]
