@@ -38,6 +38,21 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
+# The CLIP tokenizer for single-file SD 1.5 / SDXL checkpoints (no installed package has its
+# vocabulary): built from the BPE list in open_clip_torch's wheel (MIT), fetched, never installed.
+vocab_dir=src/strata/models/configs
+if [ ! -f "$vocab_dir/sdxl/tokenizer_2/merges.txt" ]; then
+  echo "strata: fetching the CLIP tokenizer vocabulary (open_clip_torch wheel, 1.5 MB)"
+  tmp=$(mktemp -d)
+  if $PIP download --quiet --no-deps "open_clip_torch==3.3.0" -d "$tmp" \
+      && "$VENV/bin/python" "$vocab_dir/clip_vocab.py" "$tmp"/open_clip_torch-3.3.0-*.whl; then
+    :
+  else
+    echo "strata: no CLIP vocabulary; single-file checkpoints will need --config DIR" >&2
+  fi
+  rm -rf "$tmp"
+fi
+
 # Guard: nothing may have replaced the CPU torch with a CUDA build.
 "$VENV/bin/python" - <<'PYCHECK'
 import importlib.metadata as md, sys

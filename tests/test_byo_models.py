@@ -364,3 +364,82 @@ def test_single_file_converter_round_trips_through_diffusers(tiny, kind):
             assert got[key].dtype == tensor.dtype and torch.equal(got[key], tensor), f"{name}.{key}"
         n_original += sum(t.numel() for t in want.values())
     assert sum(t.numel() for t in state.values()) == n_original  # nothing extra in the file
+
+
+# Parameter counts of the released models (SD 1.5, SDXL base 1.0) as diffusers/transformers build them.
+PUBLISHED_PARAMS = {
+    ("sd15", "unet"): 859_520_964, ("sd15", "vae"): 83_653_863, ("sd15", "text_encoder"): 123_060_480,
+    ("sdxl", "unet"): 2_567_463_684, ("sdxl", "vae"): 83_653_863, ("sdxl", "text_encoder"): 123_060_480,
+    ("sdxl", "text_encoder_2"): 694_659_840,
+}
+
+
+@pytest.mark.parametrize("kind", ["sd15", "sdxl"])
+def test_shipped_configs_describe_the_released_architectures(kind):
+    """Each shipped component config builds (on the meta device: no memory) a model with exactly
+    the released model's parameter count."""
+    import diffusers
+    import transformers
+
+    from strata.models.diffusers_models import CONFIGS
+
+    index = json.loads((CONFIGS / kind / "model_index.json").read_text())
+    for (k, name), want in PUBLISHED_PARAMS.items():
+        if k != kind:
+            continue
+        library, cls_name = index[name]
+        cls = getattr(diffusers if library == "diffusers" else transformers, cls_name)
+        folder = CONFIGS / kind / name
+        with torch.device("meta"):
+            model = cls.from_config(cls.load_config(folder)) if library == "diffusers" else \
+                cls(cls.config_class.from_pretrained(folder))
+        assert sum(p.numel() for p in model.parameters()) == want, name
+
+
+def shipped_tokenizer_or_skip():
+    from strata.models.configs.clip_vocab import TOKENIZER_DIRS
+    from strata.models.diffusers_models import CONFIGS
+
+    missing = [d for d in TOKENIZER_DIRS if not (CONFIGS / d / "vocab.json").is_file()]
+    if missing:
+        pytest.skip(f"CLIP vocabulary not installed in {CONFIGS} (scripts/install.sh fetches it)")
+    return [CONFIGS / d for d in TOKENIZER_DIRS]
+
+
+def test_shipped_tokenizers_are_clips():
+    """Token ids of a known prompt as CLIP's tokenizer gives them; SDXL's second tokenizer pads
+    with "!" (id 0), the first ones with <|endoftext|>."""
+    from transformers import CLIPTokenizer
+
+    for folder in shipped_tokenizer_or_skip():
+        tok = CLIPTokenizer.from_pretrained(folder)
+        assert len(tok) == 49408
+        assert tok("a photo of a cat")["input_ids"] == [49406, 320, 1125, 539, 320, 2368, 49407]
+        assert tok.pad_token_id == (0 if folder.name == "tokenizer_2" else 49407), folder
+
+
+def test_single_file_without_config_uses_the_shipped_configs(tiny, config):
+    from strata.models.diffusers_models import CONFIGS
+
+    shipped_tokenizer_or_skip()
+    r = add("dream", tiny["sd15-file"])
+    assert r.exit_code == 0, r.output
+    entry = load_user_models()["dream"]
+    files = [Path(f[0]) for f in entry.files]
+    assert entry.config is None and CONFIGS / "sd15" / "unet" / "config.json" in files
+    assert CONFIGS / "sd15" / "tokenizer" / "vocab.json" in files
+    # the tiny weights are not the released architecture: loading says so, naming the model
+    failed = Executor(Store(config / "store"), models=default_registry()).run(workflow("dream"))
+    assert "model 'dream' could not be loaded from" in failed.failed["gen"]
+
+
+def test_inpainting_single_file_needs_an_inpainting_config(tmp_path, config):
+    from safetensors.torch import save_file
+
+    shipped_tokenizer_or_skip()
+    save_file({"cond_stage_model.transformer.text_model.embeddings.position_embedding.weight": torch.zeros(77, 8),
+               "model.diffusion_model.input_blocks.0.0.weight": torch.zeros(8, 9, 3, 3)},
+              tmp_path / "inpaint.safetensors")
+    r = add("inp", tmp_path / "inpaint.safetensors")
+    assert r.exit_code == 2 and "has a 9-channel UNet but the configs" in " ".join(r.output.split())
+    assert "inp" not in load_user_models()

@@ -255,14 +255,16 @@ class DiffusersModel:
         return self._variants[cls_name]
 
 
-def single_file_config(arch: str, config_dir: str | os.PathLike[str] | None = None) -> Path:
-    """The diffusers-format folder whose configs and tokenizer a single ``arch`` checkpoint loads
-    with: ``config_dir``, or the one strata ships for the architecture.
+def single_file_config(info: CheckpointInfo, config_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The diffusers-format folder whose configs and tokenizer the single-file checkpoint ``info``
+    loads with: ``config_dir``, or the one strata ships for its architecture.
 
     Raises:
-        ModelError: no such folder, not a diffusers folder, made for another architecture, or
-            without its tokenizer files.
+        ModelError: no such folder, not a diffusers folder, made for another architecture or
+            UNet input (an inpainting checkpoint needs an inpainting config), or without its
+            tokenizer files.
     """
+    arch = info.arch
     shipped = config_dir is None
     folder = CONFIGS / arch if shipped else Path(config_dir).expanduser().resolve()
     index_file = folder / "model_index.json"
@@ -286,6 +288,14 @@ def single_file_config(arch: str, config_dir: str | os.PathLike[str] | None = No
                 hint = ("run scripts/install.sh (it fetches the CLIP vocabulary) or pass --config DIR" if shipped
                         else "copy the pipeline's tokenizer folders too")
                 raise ModelError(f"{tok} has no tokenizer.json nor vocab.json + merges.txt (the CLIP tokenizer); {hint}")
+    try:
+        in_channels = json.loads((folder / "unet" / "config.json").read_text())["in_channels"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelError(f"{folder}: cannot read unet/config.json ({exc})") from None
+    if in_channels != info.unet_in_channels:
+        raise ModelError(f"{info.path.name} has a {info.unet_in_channels}-channel UNet but the configs in {folder} "
+                         f"describe {in_channels} channels; pass --config DIR with an "
+                         f"{'inpainting ' if info.unet_in_channels == 9 else ''}pipeline's configs")
     return folder
 
 
@@ -319,7 +329,7 @@ def load_model(name: str, info: CheckpointInfo, *, config_dir: Path | None = Non
         if info.format == "diffusers":
             pipe = cls.from_pretrained(info.path, use_safetensors=None if info.pickled else True, **kwargs)
         else:
-            config = single_file_config(info.arch, config_dir)
+            config = single_file_config(info, config_dir)
             pipe = cls.from_single_file(str(info.path), config=str(config), **kwargs)
     except ModelError:
         raise

@@ -110,7 +110,7 @@ def add_user_model(name: str, path: str | Path, *, trust_pickle: bool = False, c
     config_path = None
     if info.format == "single-file":
         # the configs and tokenizer shape the output as much as the weights: they are hashed too
-        folder = single_file_config(info.arch, config)
+        folder = single_file_config(info, config)
         files += config_files(folder)
         config_path = folder if config is not None else None
     elif config is not None:
