@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import write_result  # noqa: E402
 
 from strata.models.builtin import image_model_dir  # noqa: E402
-from strata.models.image_diffusion import ImageDiffusionModel, latents_to_images  # noqa: E402
+from strata.models.image_autoencoder import PatchAutoencoder  # noqa: E402
+from strata.models.image_diffusion import ImageDiffusionModel  # noqa: E402
 from strata.models.image_pipeline import generate  # noqa: E402
 from strata.train.image import TrainConfig  # noqa: E402
 
@@ -34,7 +35,13 @@ def load_model() -> tuple[ImageDiffusionModel, str]:
     directory = image_model_dir()
     if (directory / "unet.safetensors").is_file():
         return ImageDiffusionModel.from_pretrained(directory), f"shipped weights ({directory})"
-    return ImageDiffusionModel.random(TrainConfig.load().model, seed=0), "recipe architecture, random weights"
+    cfg = TrainConfig.load()
+    ae = None
+    if cfg.model.latent == "autoencoder":
+        from strata.train.autoencoder import AutoencoderTrainConfig
+
+        ae = PatchAutoencoder(AutoencoderTrainConfig.load().model).eval()
+    return ImageDiffusionModel.random(cfg.model, seed=0, autoencoder=ae), "recipe architecture, random weights"
 
 
 def median_time(fn, repeats: int) -> float:
@@ -80,7 +87,7 @@ def main() -> None:
                             args.repeats)
         encode = median_time(lambda: enc.encode(["", "a red apple"]), args.repeats)
         latents = torch.randn(count, cfg.latent_channels, cfg.latent_size, cfg.latent_size)
-        decode = median_time(lambda: latents_to_images(latents, cfg), args.repeats)
+        decode = median_time(lambda: model.decode_latents(latents), args.repeats)
         # Guidance runs the UNet on the conditional and unconditional halves: 2·count per step.
         flops = unet_flops(model, 2 * count) * 20
         denoise = max(total - encode - decode, 1e-9)

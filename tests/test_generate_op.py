@@ -10,6 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 from strata.cli import app
+from strata.errors import WorkflowError
 from strata.models.image_diffusion import ImageDiffusionConfig, ImageDiffusionModel
 from strata.models.registry import default_registry, reset_default_registry
 from strata.provenance.metadata import read_provenance
@@ -17,6 +18,7 @@ from strata.store import Store
 from strata.workflow.events import CollectSink, NodeProgress, NodeWarning
 from strata.workflow.executor import Executor
 from strata.workflow.spec import parse_workflow
+from strata.workflow.validate import validate
 
 TINY = ImageDiffusionConfig(block_channels=(16, 32), attention_levels=(1,), attention_heads=2, text_tokens=8)
 
@@ -150,3 +152,33 @@ def test_cli_generate_lints_the_prompt_unless_told_not_to(registry, tmp_path, mo
     assert "lint exact-count" in r.output and "lint rendered-text" in r.output and "instead:" in r.output
     r = CliRunner().invoke(app, args + ["--no-lint"])
     assert r.exit_code == 0 and "lint exact-count" not in r.output
+
+
+def test_variation_and_morph_run_the_built_in_model_through_the_engine(registry, tmp_path):
+    wf = {"name": "edit", "seed": 4, "nodes": [
+        {"id": "load", "op": "io.load_image", "params": {"path": str(_apple_png(tmp_path))}},
+        {"id": "var", "op": "image.variation", "inputs": {"image": "load"},
+         "params": {"prompt": "green apple", "strength": 0.5, "steps": 4}},
+        {"id": "morph", "op": "image.interpolate", "params": {"prompt": "red apple", "prompt_b": "banana",
+                                                              "frames": 3, "steps": 2}},
+    ], "outputs": {"var.png": "var", "morph.png": "morph"}}
+    result = Executor(Store(tmp_path / "store"), models=registry).run(parse_workflow(wf), out_dir=tmp_path / "out")
+    assert result.ok, result.failed
+    assert (tmp_path / "out" / "var_0.png").is_file()
+    assert sorted(p.name for p in (tmp_path / "out").glob("morph_*.png")) == ["morph_0.png", "morph_1.png", "morph_2.png"]
+    bad = {"nodes": [{"id": "morph", "op": "image.interpolate", "params": {"prompt": "x", "frames": 1}},
+                     {"id": "var", "op": "image.variation", "params": {"prompt": "x", "strength": 1.5}}]}
+    with pytest.raises(WorkflowError) as info:
+        validate(parse_workflow(bad))
+    assert "frames" in str(info.value) and "strength" in str(info.value)  # every problem at once
+
+
+def _apple_png(tmp_path):
+    from PIL import Image as PILImage
+
+    path = tmp_path / "apple_in.png"
+    yy, xx = np.mgrid[0:96, 0:96]
+    rgba = np.zeros((96, 96, 4), np.uint8)
+    rgba[(xx - 48) ** 2 + (yy - 48) ** 2 < 900] = (220, 30, 30, 255)
+    PILImage.fromarray(rgba).save(path)
+    return path

@@ -40,7 +40,7 @@ def register_image_model(registry: ModelRegistry) -> None:
         if autoencoder.is_file():  # part of the model: its hash must name the model too
             files += [autoencoder, directory / "autoencoder.json"]
         # The frozen MiniLM text encoder (~90 MB in memory) comes with the model.
-        registry.add(ModelEntry(IMAGE_MODEL_ID, {"text-to-image"}, files, _load_image_model,
+        registry.add(ModelEntry(IMAGE_MODEL_ID, {"text-to-image", "image-to-image"}, files, _load_image_model,
                                 size_bytes=sum(f.stat().st_size for f in files) * 2 + 100 * 2**20))
 
 

@@ -136,28 +136,45 @@ def generate(
     # 1. check inputs
     check_args(count=count, steps=steps, guidance=guidance, sampler=sampler, seed=seed, size=size, cfg=cfg)
     seeds = [seed + i for i in range(count)]
-
     # 2. encode the prompt once for the whole batch (and the negative prompt for guidance)
-    use_cfg = guidance != 1.0
-    texts = [negative_prompt, prompt] if use_cfg else [prompt]
-    context, mask = model.text_encoder().encode(texts)
-    context = context.repeat_interleave(count, dim=0)
-    mask = mask.repeat_interleave(count, dim=0)
-
+    context, mask = _encode(model, prompt, negative_prompt, guidance, count)
     # 3. prepare latents: one CPU generator per image, so image i depends only on seeds[i]
-    shape = (cfg.latent_channels, cfg.latent_size, cfg.latent_size)
-    latents = torch.stack([torch.randn(shape, generator=torch.Generator("cpu").manual_seed(s)) for s in seeds])
+    noise = torch.stack([seed_noise(cfg, s) for s in seeds])
+    # 4. timesteps, 5. denoise, 6. decode
+    scheduler = _scheduler(cfg, sampler, steps, thresholding)
+    latents = _denoise(model, scheduler, noise * scheduler.init_noise_sigma, scheduler.timesteps, context, mask,
+                       guidance, callback)
+    return GenerateResult(images=_decode(model, latents), seeds=seeds)
 
-    # 4. timesteps
+
+def seed_noise(cfg: ImageDiffusionConfig, seed: int) -> torch.Tensor:
+    """The initial latent noise of one image: a function of ``seed`` alone."""
+    shape = (cfg.latent_channels, cfg.latent_size, cfg.latent_size)
+    return torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed))
+
+
+def _encode(model: ImageDiffusionModel, prompt: str, negative: str, guidance: float,
+            count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-attention context and mask: [negative × count, prompt × count] with guidance, else prompt × count."""
+    texts = [negative, prompt] if guidance != 1.0 else [prompt]
+    context, mask = model.text_encoder().encode(texts)
+    return context.repeat_interleave(count, dim=0), mask.repeat_interleave(count, dim=0)
+
+
+def _scheduler(cfg: ImageDiffusionConfig, sampler: str, steps: int, thresholding: bool | None):
     if thresholding is None:
         thresholding = cfg.latent == "unshuffle"
     scheduler = SAMPLERS[sampler](cfg, thresholding)
     scheduler.set_timesteps(steps)
-    latents = latents * scheduler.init_noise_sigma
+    return scheduler
 
-    # 5. denoise
+
+def _denoise(model: ImageDiffusionModel, scheduler, latents: torch.Tensor, timesteps, context: torch.Tensor,
+             mask: torch.Tensor, guidance: float, callback: Callable[[Progress], None] | None) -> torch.Tensor:
+    """Run ``timesteps`` of the sampler from ``latents``, with classifier-free guidance unless it is 1."""
+    use_cfg = guidance != 1.0
     unet = model.unet
-    for i, t in enumerate(scheduler.timesteps):
+    for i, t in enumerate(timesteps):
         x_in = scheduler.scale_model_input(latents, t)
         if use_cfg:
             x_in = torch.cat([x_in, x_in])
@@ -169,9 +186,130 @@ def generate(
         if not torch.isfinite(latents).all():
             raise ModelError(f"sampling diverged at step {i + 1} (non-finite values); try fewer steps or lower guidance")
         if callback is not None:
-            callback(Progress(i + 1, steps))
+            callback(Progress(i + 1, len(timesteps)))
+    return latents
 
-    # 6. decode
+
+def _decode(model: ImageDiffusionModel, latents: torch.Tensor) -> list[Image]:
     rgba = model.decode_latents(latents)
-    images = [Image(x.permute(1, 2, 0).contiguous().numpy()) for x in rgba]
-    return GenerateResult(images=images, seeds=seeds)
+    return [Image(x.permute(1, 2, 0).contiguous().numpy()) for x in rgba]
+
+
+@torch.no_grad()
+def variation(
+    model: ImageDiffusionModel,
+    image: Image,
+    prompt: str,
+    *,
+    strength: float = 0.6,
+    negative_prompt: str = "",
+    count: int = 1,
+    seed: int = 0,
+    steps: int = 20,
+    guidance: float = 4.0,
+    sampler: str = "dpmpp",
+    thresholding: bool | None = None,
+    callback: Callable[[Progress], None] | None = None,
+) -> GenerateResult:
+    """Image-to-image by partial noising (SDEdit, Meng et al. 2022): ``count`` variations of ``image``.
+
+    The image is brought into the model's domain (resized to its side with Lanczos, alpha kept)
+    and encoded; it is noised to the level of the sampler's timestep ``len·(1 − strength)`` and
+    denoised from there with the prompt. Strength 0 returns the input (resized) unchanged;
+    strength 1 starts from pure noise and equals :func:`generate` with the same seed.
+
+    Args:
+        image: any size; the result has the model's size.
+        strength: [0, 1], how much of the denoising to redo (default 0.6).
+        Others as for :func:`generate`; image i uses seed ``seed + i``.
+    """
+    cfg = model.cfg
+    check_args(count=count, steps=steps, guidance=guidance, sampler=sampler, seed=seed, size=cfg.image_size, cfg=cfg)
+    if not 0.0 <= strength <= 1.0:
+        raise StrataError(f"strength must be between 0 and 1, got {strength}")
+    seeds = [seed + i for i in range(count)]
+    source = _to_model_size(image, cfg.image_size)
+    if strength == 0.0:
+        return GenerateResult(images=[source] * count, seeds=seeds)
+    noise = torch.stack([seed_noise(cfg, s) for s in seeds])
+    scheduler = _scheduler(cfg, sampler, steps, thresholding)
+    if strength == 1.0:
+        start, latents = 0, noise * scheduler.init_noise_sigma
+    else:
+        start = min(steps - 1, int(round(steps * (1.0 - strength))))
+        x0 = model.encode_images(torch.from_numpy(np.ascontiguousarray(source.pixels)).permute(2, 0, 1)[None])
+        if hasattr(scheduler, "set_begin_index"):  # samplers count their steps (and sigmas) from here
+            scheduler.set_begin_index(start)
+        t_start = scheduler.timesteps[start : start + 1]
+        latents = scheduler.add_noise(x0.repeat(count, 1, 1, 1), noise, t_start.repeat(count))
+    context, mask = _encode(model, prompt, negative_prompt, guidance, count)
+    latents = _denoise(model, scheduler, latents, scheduler.timesteps[start:], context, mask, guidance, callback)
+    return GenerateResult(images=_decode(model, latents), seeds=seeds)
+
+
+def _to_model_size(image: Image, side: int) -> Image:
+    if image.width == side and image.height == side:
+        return image
+    from strata.ops.edit import resample
+
+    return Image(resample(image.pixels, (side, side), "lanczos"))
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
+    """Spherical interpolation between two noise tensors (keeps the noise's norm, unlike a lerp)."""
+    af, bf = a.flatten(), b.flatten()
+    omega = torch.arccos(torch.clamp(torch.dot(af / af.norm(), bf / bf.norm()), -1.0, 1.0))
+    if float(omega) < 1e-6:
+        return (1 - t) * a + t * b
+    so = torch.sin(omega)
+    return (torch.sin((1 - t) * omega) / so) * a + (torch.sin(t * omega) / so) * b
+
+
+@torch.no_grad()
+def interpolate(
+    model: ImageDiffusionModel,
+    prompt_a: str,
+    prompt_b: str,
+    *,
+    seed_a: int = 0,
+    seed_b: int = 1,
+    frames: int = 8,
+    negative_prompt: str = "",
+    steps: int = 20,
+    guidance: float = 4.0,
+    sampler: str = "dpmpp",
+    thresholding: bool | None = None,
+    callback: Callable[[Progress], None] | None = None,
+) -> GenerateResult:
+    """A morph: frame k of ``frames`` uses slerp(noise(seed_a), noise(seed_b), k/(frames−1)) and the
+    linear mix of the two prompts' text conditioning.
+
+    Each frame is denoised on its own, exactly as :func:`generate` does one image, so the first
+    and last frames equal ``generate(prompt_a, seed=seed_a)`` and ``generate(prompt_b,
+    seed=seed_b)`` byte for byte. ``seeds`` in the result holds seed_a for every frame (the
+    frames have no seed of their own).
+    """
+    cfg = model.cfg
+    check_args(count=1, steps=steps, guidance=guidance, sampler=sampler, seed=min(seed_a, seed_b),
+               size=cfg.image_size, cfg=cfg)
+    if not 2 <= frames <= 240:
+        raise StrataError(f"frames must be between 2 and 240, got {frames}")
+    ctx_a, mask_a = _encode(model, prompt_a, negative_prompt, guidance, 1)
+    ctx_b, mask_b = _encode(model, prompt_b, negative_prompt, guidance, 1)
+    # Both prompts' tokens stay visible in between (a padded position of one is a real token
+    # of the other); the ends use their own masks, so they match plain generation exactly.
+    mask_mid = torch.maximum(mask_a, mask_b)
+    noise_a, noise_b = seed_noise(cfg, seed_a), seed_noise(cfg, seed_b)
+    images: list[Image] = []
+    for k in range(frames):
+        u = k / (frames - 1)
+        context = ctx_a if k == 0 else ctx_b if k == frames - 1 else (1 - u) * ctx_a + u * ctx_b
+        mask = mask_a if k == 0 else mask_b if k == frames - 1 else mask_mid
+        noise = noise_a if k == 0 else noise_b if k == frames - 1 else slerp(noise_a, noise_b, u)
+        scheduler = _scheduler(cfg, sampler, steps, thresholding)
+        latents = _denoise(model, scheduler, noise[None] * scheduler.init_noise_sigma, scheduler.timesteps, context,
+                           mask, guidance, None)
+        images += _decode(model, latents)
+        if callback is not None:
+            callback(Progress(k + 1, frames))
+    return GenerateResult(images=images, seeds=[seed_a] * frames)

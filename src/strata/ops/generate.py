@@ -135,14 +135,26 @@ def variation(
     loaded_model: Any = None,
     progress: Callable[..., None] | None = None,
 ) -> list[Image]:
-    """Image-to-image: ``count`` variations of ``image`` steered by ``prompt`` (a user model).
+    """Image-to-image: ``count`` variations of ``image`` steered by ``prompt``.
+
+    With the built-in model the image is brought into its 64×64 domain (the result is 64×64;
+    strength 0 returns that resized input, 1 equals ``image.generate`` with the same seed).
+    With a user model the image's size (a multiple of 8) is the output size.
 
     Args:
-        image: the starting image (its size, a multiple of 8, is the output size).
+        image: the starting image.
         strength: 0..1 (default 0.6): how much of the denoising to redo; 1 ignores the image.
         prompt, negative, count, seed, steps, guidance, sampler, model, lora, precision,
             attention_slicing: as for ``image.generate``. Runs ``round(steps × strength)`` steps.
     """
+    if loaded_model is not None and not _is_diffusers(loaded_model):
+        from strata.models.image_pipeline import variation as run_variation
+
+        _builtin_only_params(lora=lora, precision=precision, attention_slicing=attention_slicing)
+        sampler = _builtin_sampler(sampler)
+        return _builtin_call(run_variation, loaded_model, image, prompt, strength=strength, negative_prompt=negative,
+                             count=count, seed=seed, steps=steps, guidance=guidance, sampler=sampler,
+                             callback=(lambda p: progress(p.step, p.total)) if progress else None)
     return _run_diffusers(_require_diffusers(loaded_model, "image-to-image"), "image-to-image", prompt=prompt,
                           negative=negative, count=count, seed=seed, steps=steps, guidance=guidance, sampler=sampler,
                           image=image, strength=strength, lora=lora, precision=precision,
@@ -220,37 +232,88 @@ def _run_builtin(loaded_model: Any, *, prompt: str, negative: str, count: int, s
                  precision: str, attention_slicing: bool, progress: Callable[..., None] | None) -> list[Image]:
     from strata.models.image_pipeline import generate as run_pipeline
 
-    for name, value, default in (("lora", lora, []), ("precision", precision, "fp32"),
-                                 ("attention_slicing", attention_slicing, False)):
-        if value != default:
-            raise OpError(f"the built-in model does not take {name}; it applies to user models "
-                          "(`strata models add`)", param=name)
+    _builtin_only_params(lora=lora, precision=precision, attention_slicing=attention_slicing)
     if width is not None or height is not None:
         if width != height or (size is not None and size != width):
             raise OpError("the built-in model makes square images; give size (or equal width and height)",
                           param="width")
         size = width
-    if sampler not in SHORT_NAMES:
-        ours = next((v for k, v in _BUILTIN_FAMILY.items() if sampler.startswith(k)), None)
-        if ours is None:
-            raise OpError(f"the built-in model has no {sampler!r} sampler; it has {', '.join(SHORT_NAMES)} "
-                          f"({', '.join(SHORT_NAMES.values())})", param="sampler")
-        if sampler != SHORT_NAMES[ours]:
-            warnings.warn(StrataWarning(f"sampler {sampler!r} is not available for the built-in model; used "
-                                        f"{SHORT_NAMES[ours]!r} ({ours})"), stacklevel=2)
-        sampler = ours
+    return _builtin_call(run_pipeline, loaded_model, prompt, negative_prompt=negative, count=count, seed=seed,
+                         steps=steps, guidance=guidance, sampler=_builtin_sampler(sampler), size=size,
+                         callback=(lambda p: progress(p.step, p.total)) if progress else None)
+
+
+def _builtin_only_params(**values: Any) -> None:
+    """Refuse diffusers-only params with the built-in model."""
+    defaults = {"lora": [], "precision": "fp32", "attention_slicing": False}
+    for name, value in values.items():
+        if value != defaults[name]:
+            raise OpError(f"the built-in model does not take {name}; it applies to user models "
+                          "(`strata models add`)", param=name)
+
+
+def _builtin_sampler(sampler: str) -> str:
+    """The built-in model's sampler for ``sampler`` (an A1111 name maps to its family, with a warning)."""
+    if sampler in SHORT_NAMES:
+        return sampler
+    ours = next((v for k, v in _BUILTIN_FAMILY.items() if sampler.startswith(k)), None)
+    if ours is None:
+        raise OpError(f"the built-in model has no {sampler!r} sampler; it has {', '.join(SHORT_NAMES)} "
+                      f"({', '.join(SHORT_NAMES.values())})", param="sampler")
+    if sampler != SHORT_NAMES[ours]:
+        warnings.warn(StrataWarning(f"sampler {sampler!r} is not available for the built-in model; used "
+                                    f"{SHORT_NAMES[ours]!r} ({ours})"), stacklevel=3)
+    return ours
+
+
+def _builtin_call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> list[Image]:
+    """Run a built-in pipeline function; its errors become OpErrors naming the param."""
     try:
-        result = run_pipeline(
-            loaded_model, prompt, negative_prompt=negative, count=count, seed=seed, steps=steps, guidance=guidance,
-            sampler=sampler, size=size,
-            callback=(lambda p: progress(p.step, p.total)) if progress else None,
-        )
+        return fn(*args, **kwargs).images
     except StrataError as exc:
         raise OpError(str(exc), param=_param_named_in(str(exc))) from None
-    return result.images
+
+
+@node("image.interpolate", layer="generate", version=1, model="text-to-image")
+def interpolate(
+    *,
+    prompt: Prompt,
+    prompt_b: Annotated[str, Field(max_length=2000, description="prompt of the last frame (default: prompt)")] = "",
+    seed: Seed = 0,
+    seed_b: Annotated[int | None, Field(ge=0, le=2**63 - 1, description="seed of the last frame (default seed+1)")] = None,
+    frames: Annotated[int, Field(ge=2, le=240, description="frames, both ends included")] = 8,
+    negative: Negative = "",
+    steps: Steps = 20,
+    guidance: Guidance = 4.0,
+    sampler: SamplerParam = "dpmpp",
+    model: ModelId = None,
+    loaded_model: Any = None,
+    progress: Callable[..., None] | None = None,
+) -> list[Image]:
+    """A latent morph between two prompts and/or two seeds (built-in model): ``frames`` images.
+
+    Frame k mixes the initial noises spherically (slerp) and the text conditioning linearly,
+    at k/(frames−1); the first and last frames equal ``image.generate`` with (prompt, seed) and
+    (prompt_b, seed_b). ``motion.*`` uses the frames as a morph transition.
+
+    Args:
+        prompt / prompt_b: first and last prompt (prompt_b defaults to prompt: a seed morph).
+        seed / seed_b: first and last seed (seed_b defaults to seed + 1).
+        frames: 2..240 (default 8).
+        negative, steps, guidance, sampler, model: as for ``image.generate``.
+    """
+    from strata.models.image_pipeline import interpolate as run_interpolate
+
+    if loaded_model is None or _is_diffusers(loaded_model):
+        raise OpError("image.interpolate runs the built-in model; user models are not supported by it yet",
+                      param="model")
+    return _builtin_call(run_interpolate, loaded_model, prompt, prompt_b or prompt, seed_a=seed,
+                         seed_b=seed + 1 if seed_b is None else seed_b, frames=frames, negative_prompt=negative,
+                         steps=steps, guidance=guidance, sampler=_builtin_sampler(sampler),
+                         callback=(lambda p: progress(p.step, p.total)) if progress else None)
 
 
 def _param_named_in(message: str) -> str | None:
     head = message.split(" ", 1)[0]
     return head if head in {"count", "steps", "guidance", "sampler", "seed", "size", "background", "width",
-                            "height"} else None
+                            "height", "strength", "frames"} else None
