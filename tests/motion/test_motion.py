@@ -9,7 +9,7 @@ from strata.errors import OpError
 from strata.media.image import Image
 from strata.media.timed_text import Subtitles, TimedText
 from strata.media.video import EASINGS, Clip, FrameRenderer, Layer, Shot, Transition, ease, transition_mix
-from strata.ops.motion import camera, camera_rects, captions, cover_rect, parallax, sequence
+from strata.ops.motion import camera, camera_rects, captions, cover_rect, flipbook, parallax, sequence
 
 U = np.linspace(0, 1, 101)
 
@@ -144,3 +144,22 @@ def test_layers_land_in_the_same_place_when_large_stills_are_prefiltered():
     ys, xs = np.nonzero(small > 127)
     yl, xl = np.nonzero(large > 127)
     assert (xs.mean(), ys.mean()) == pytest.approx((xl.mean(), yl.mean()), abs=0.5)
+
+
+@pytest.mark.parametrize("crossfade", [True, False])
+def test_flipbook_shows_each_image_at_the_center_of_its_slot(crossfade):
+    colors = [(1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 1, 0)]
+    images = [Image.solid(80, 60, (*c, 1)) for c in colors]
+    clip = flipbook(images, duration_s=1.0, crossfade=crossfade, width=64, height=48, fps=24)
+    assert abs(clip.duration_s - 1.0) < 1e-9 and clip.num_frames == 24
+    renderer = FrameRenderer(clip)
+    for k, c in enumerate(colors):
+        frame = renderer.frame((k + 0.5) * 0.25)
+        assert np.abs(frame[24, 32].astype(int) - np.array(c) * 255).max() <= 2, (k, frame[24, 32])
+    if crossfade:  # between two slot centers the frames blend
+        mid = renderer.frame(0.25).astype(int)[24, 32]
+        assert 100 < mid[0] < 155 and 100 < mid[1] < 155
+    with pytest.raises(OpError, match="at least 2 images"):
+        flipbook(images[:1])
+    with pytest.raises(OpError, match="less than one frame"):
+        flipbook(images, duration_s=0.1, fps=24)

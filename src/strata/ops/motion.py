@@ -193,6 +193,49 @@ def parallax(
     return Clip(width, height, fps, (Shot(lays, duration_s, view, end, easing, shift),))
 
 
+@node("motion.flipbook", layer="motion", version=1)
+def flipbook(
+    images: list[Image],
+    *,
+    duration_s: Duration = 1.0,
+    crossfade: Annotated[bool, Field(description="blend each frame into the next (smoother at low frame counts)")] = True,
+    width: Width = 1280,
+    height: Height = 720,
+    fps: Fps = 30,
+) -> Clip:
+    """Play images one after another as a clip — e.g. the frames of ``image.interpolate``,
+    which makes the image model's latent morph a transition between two scenes
+    (``motion.sequence`` of scene A, this, scene B with ``cut``).
+
+    Each image is shown for ``duration_s / len(images)`` (framed like ``motion.camera``'s
+    still: the largest centered view of the frame's aspect), joined by crossfades of that
+    length or cuts.
+
+    Args:
+        images: two or more frames.
+        duration_s: the whole flipbook's length, s (default 1).
+        crossfade: blend consecutive frames (default) or cut between them.
+        width, height, fps: as for ``motion.camera``.
+    """
+    check_size(width, height)
+    if len(images) < 2:
+        raise OpError(f"a flipbook needs at least 2 images, got {len(images)}", param="images")
+    per = duration_s / len(images)
+    if per * fps < 1:
+        raise OpError(f"{len(images)} images in {duration_s} s at {fps} fps gives each less than one frame; "
+                      "lengthen duration_s or raise fps", param="duration_s")
+    shots, trans = [], []
+    for i, im in enumerate(images):
+        view = cover_rect(im.width, im.height, width / height)
+        # With crossfades, shots overlap by `per`: each lasts 2·per (the ends 1.5·per) so that
+        # the clip is still duration_s long.
+        length = per if not crossfade else per * (1.5 if i in (0, len(images) - 1) else 2.0)
+        shots.append(Shot((Layer(im),), length, view, view))
+        if i:
+            trans.append(Transition("crossfade" if crossfade else "cut", per if crossfade else 0.0))
+    return Clip(width, height, fps, tuple(shots), tuple(trans))
+
+
 @node("motion.sequence", layer="motion", version=1)
 def sequence(
     clips: list[Clip],
