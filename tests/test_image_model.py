@@ -189,3 +189,17 @@ def test_samplers_recover_the_image_an_exact_model_implies(model: ImageDiffusion
     oracle = ImageDiffusionModel(TINY, _OracleUNet(images_to_latents(rgba, TINY), sched.alphas_cumprod), text=model.text)
     out = generate(oracle, "anything", steps=20, sampler=sampler, guidance=1.0)
     np.testing.assert_allclose(out.images[0].pixels, rgba[0].permute(1, 2, 0).numpy(), atol=1e-5)
+
+
+def test_traced_unet_equals_eager_at_other_timesteps_masks_and_batches(model: ImageDiffusionModel, monkeypatch) -> None:
+    ctx = torch.randn(2, 12, 384)
+    mask = torch.ones(2, 12)
+    mask[0, 5:] = 0
+    x = torch.randn(2, TINY.latent_channels, 16, 16)
+    model.denoise(x, torch.tensor(500), ctx, mask)  # traced here, at t = 500
+    for t, m in ((torch.tensor(10), mask), (torch.tensor(999), torch.ones(2, 12)), (torch.tensor(37.5), mask)):
+        eager = model.unet(x, t, encoder_hidden_states=ctx, encoder_attention_mask=m).sample
+        assert torch.equal(model.denoise(x, t, ctx, m), eager)
+    monkeypatch.setenv("STRATA_JIT", "0")
+    assert torch.equal(model.denoise(x, torch.tensor(3), ctx, mask),
+                       model.unet(x, torch.tensor(3), encoder_hidden_states=ctx, encoder_attention_mask=mask).sample)

@@ -173,12 +173,11 @@ def _denoise(model: ImageDiffusionModel, scheduler, latents: torch.Tensor, times
              mask: torch.Tensor, guidance: float, callback: Callable[[Progress], None] | None) -> torch.Tensor:
     """Run ``timesteps`` of the sampler from ``latents``, with classifier-free guidance unless it is 1."""
     use_cfg = guidance != 1.0
-    unet = model.unet
     for i, t in enumerate(timesteps):
         x_in = scheduler.scale_model_input(latents, t)
         if use_cfg:
             x_in = torch.cat([x_in, x_in])
-        out = unet(x_in, t, encoder_hidden_states=context, encoder_attention_mask=mask).sample
+        out = model.denoise(x_in, t, context, mask)
         if use_cfg:
             uncond, cond = out.chunk(2)
             out = uncond + guidance * (cond - uncond)
