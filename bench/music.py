@@ -1,6 +1,6 @@
 """How musical and how original the built-in music model is, and how fast it composes.
 
-    python bench/music.py [--pieces 12] [--bars 16] [--temperature 0.9]   → bench/results/music.json
+    python bench/music.py [--pieces 12] [--bars 16] [--temperature 0.9] [--top-p 0.95]   → bench/results/music.json
 
 Generates ``pieces`` pieces (seeds 0…, keys around the circle of fifths, major and minor
 alternating) with the shipped weights and compares them in the same run with two references:
@@ -114,6 +114,7 @@ def main() -> None:
     parser.add_argument("--pieces", type=int, default=12)
     parser.add_argument("--bars", type=int, default=16)
     parser.add_argument("--temperature", type=float, default=0.9)
+    parser.add_argument("--top-p", type=float, default=0.95)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--model-dir", type=Path, default=None, help="default: weights/music (or $STRATA_MUSIC_MODEL)")
@@ -131,7 +132,7 @@ def main() -> None:
     for i in range(args.pieces):
         tonic, mode = (7 * i) % 12, ("maj", "min")[i % 2]
         notes, _ = decode(generate_tokens(model, tonic=tonic, mode=mode, n_bars=args.bars, seed=i,
-                                          temperature=args.temperature))
+                                          temperature=args.temperature, top_p=args.top_p))
         generated.append((notes, tonic, mode))
         gen[mode].append((notes, tonic))
     gen_s = time.perf_counter() - t
@@ -183,7 +184,7 @@ def main() -> None:
     result = {
         "model": {"dir": str(directory), "weights_sha256": sha256_file(directory / WEIGHTS_NAME),
                   "training": {k: v for k, v in model.info.get("training", {}).items() if k not in ("data", "train")}},
-        "settings": {"pieces": args.pieces, "bars": args.bars, "temperature": args.temperature,
+        "settings": {"pieces": args.pieces, "bars": args.bars, "temperature": args.temperature, "top_p": args.top_p,
                      "heldout_chorales": len(held_set), "train_chorales": len(train_set), "threads": args.threads},
         "metrics": metrics,
     }

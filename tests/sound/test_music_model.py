@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from collections import Counter
 
 import numpy as np
 import pretty_midi
@@ -75,16 +76,33 @@ def check_cadence(notes: list, n_bars: int, tonic: int, mode: str) -> None:
 @pytest.mark.parametrize("seed", range(24))
 def test_grammar_holds_for_any_choice_of_allowed_tokens(seed):
     tonic, mode, n_bars = seed % 12, ("maj", "min")[seed % 2], 1 + seed % 5
-    tokens = generate_tokens(UniformModel(), tonic=tonic, mode=mode, n_bars=n_bars, seed=seed, temperature=1.0)
+    tokens = generate_tokens(UniformModel(), tonic=tonic, mode=mode, n_bars=n_bars, seed=seed, temperature=1.0, top_p=1.0)
     check_cadence(check_piece(tokens, n_bars), n_bars, tonic, mode)
 
 
 def test_without_cadence_nothing_sounds_past_the_last_bar():
     for seed in range(8):
-        tokens = generate_tokens(UniformModel(), tonic=3, mode="min", n_bars=3, seed=seed, cadence=False)
+        tokens = generate_tokens(UniformModel(), tonic=3, mode="min", n_bars=3, seed=seed, cadence=False, top_p=1.0)
         notes, _ = decode(tokens)
         assert tokens[-1] == TOKEN_ID["EOS"] and tokens.count(TOKEN_ID["BAR"]) == 3
         assert all(n.start + n.dur <= 3 * STEPS_PER_BAR for n in notes)
+
+
+def test_sampling_follows_temperature_and_nucleus():
+    from strata.models.music_generate import sample
+
+    logits = torch.full((len(VOCAB),), 9.0)  # high logits on tokens the grammar forbids: never drawn
+    logits[[5, 6, 7]] = torch.log(torch.tensor([1.0, 2.0, 4.0]))
+    g = torch.Generator().manual_seed(0)
+
+    def freq(**kw) -> np.ndarray:
+        draws = Counter(sample(logits, [5, 6, 7], generator=g, **kw) for _ in range(4000))
+        return np.array([draws[t] for t in (5, 6, 7)]) / 4000
+
+    assert np.allclose(freq(temperature=1.0, top_p=1.0), [1 / 7, 2 / 7, 4 / 7], atol=0.03)
+    assert np.allclose(freq(temperature=2.0, top_p=1.0), np.sqrt([1, 2, 4]) / np.sqrt([1, 2, 4]).sum(), atol=0.03)
+    assert np.allclose(freq(temperature=1.0, top_p=0.5), [0, 0, 1])  # 4/7 already covers half
+    assert np.allclose(freq(temperature=1.0, top_p=0.6), [0, 1 / 3, 2 / 3], atol=0.03)  # 4/7 < 0.6: two kept
 
 
 def test_grammar_refuses_a_token_it_does_not_allow():
@@ -122,7 +140,7 @@ class CountingModel(UniformModel):
 
 def test_long_pieces_slide_the_context_window(tiny):
     counting = CountingModel()
-    tokens = generate_tokens(counting, tonic=0, mode="maj", n_bars=40, seed=0)
+    tokens = generate_tokens(counting, tonic=0, mode="maj", n_bars=40, seed=0, top_p=1.0)
     check_piece(tokens, 40)
     assert len(tokens) > TINY.n_positions and counting.longest <= TINY.n_positions
     assert counting.reprimes and all(r[:3] == [TOKEN_ID["BOS"], TOKEN_ID["KEY_0_maj"], TOKEN_ID["BAR"]]
@@ -170,7 +188,7 @@ def test_bad_music_controls_fail_clearly(tiny):
              ({"key": "H"}, "unknown key"), ({"mode": "dorian"}, "unknown mode"),
              ({"instruments": ["kazoo"]}, "unknown instrument"), ({"instruments": [200]}, "0–127"),
              ({"instruments": ["Violin", "Viola"]}, "1 or 4 instruments"),
-             ({"duration_s": 10, "bars": 4}, "not both"), ({"duration_s": 0.2, "tempo_bpm": 30}, "cannot hold")]
+             ({"duration_s": 10, "bars": 4}, "not both"), ({"top_p": 0}, "top_p"), ({"duration_s": 0.2, "tempo_bpm": 30}, "cannot hold")]
     for params, message in cases:
         with pytest.raises(OpError, match=message):
             music(loaded_model=tiny, **params)
@@ -310,7 +328,7 @@ def test_heldout_loss_scores_every_token_once(tmp_path):
             self.scored = getattr(self, "scored", 0) + int((labels[0, 1:] != -100).sum())
             return type("Out", (), {"loss": loss})
 
-    seqs = [generate_tokens(UniformModel(), tonic=0, mode="maj", n_bars=b, seed=b) for b in (3, 9)]
+    seqs = [generate_tokens(UniformModel(), tonic=0, mode="maj", n_bars=b, seed=b, top_p=1.0) for b in (3, 9)]
     net = Uniform()
     assert heldout_loss(net, seqs, 256) == pytest.approx(np.log(len(VOCAB)))
     assert net.scored == sum(len(s) - 2 for s in seqs)

@@ -197,8 +197,28 @@ class Grammar:
             self.state = "free"
 
 
+def sample(logits: torch.Tensor, allowed: list[int], *, temperature: float, top_p: float,
+           generator: torch.Generator) -> int:
+    """One token from ``allowed``: softmax(logits / temperature) over them, cut to the nucleus.
+
+    Nucleus (top-p) sampling (Holtzman et al. 2020, "The Curious Case of Neural Text
+    Degeneration", §3.1): keep the most likely tokens whose probabilities add up to ``top_p``
+    (always at least one) and renormalize — the unreliable tail, where stray chromatic notes
+    live, is never drawn.
+    """
+    masked = torch.full_like(logits, float("-inf"), dtype=torch.float64)
+    masked[allowed] = logits[allowed].double() / temperature
+    probs = torch.softmax(masked, dim=0)
+    if top_p < 1:
+        sorted_p, order = torch.sort(probs, descending=True, stable=True)
+        keep = (torch.cumsum(sorted_p, 0) - sorted_p) < top_p
+        probs = torch.zeros_like(probs).index_put_((order[keep],), sorted_p[keep])
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
 def generate_tokens(model: MusicModel, *, tonic: int, mode: str, n_bars: int, seed: int,
-                    temperature: float = 0.9, cadence: bool = True, progress=None) -> list[int]:
+                    temperature: float = 0.9, top_p: float = 0.95, cadence: bool = True,
+                    progress=None) -> list[int]:
     """Sample a grammatical token sequence of ``n_bars`` bars in the given key.
 
     Args:
@@ -207,6 +227,7 @@ def generate_tokens(model: MusicModel, *, tonic: int, mode: str, n_bars: int, se
         n_bars: ≥ 1 bars; the sequence has exactly this many BAR tokens.
         seed: drives all sampling (a CPU ``torch.Generator``): same seed → same tokens.
         temperature: > 0; lower is safer (more in key), higher more adventurous.
+        top_p: (0, 1]: nucleus sampling (:func:`sample`); 1 samples from every allowed token.
         cadence: end on the planned authentic cadence (module docstring).
         progress: optional ``progress(bars_done, n_bars)``, called as each bar is completed.
 
@@ -233,9 +254,7 @@ def generate_tokens(model: MusicModel, *, tonic: int, mode: str, n_bars: int, se
         if len(allowed) == 1:
             token = allowed[0]
         else:
-            masked = torch.full_like(logits, float("-inf"))
-            masked[allowed] = logits[allowed] / temperature
-            token = int(torch.multinomial(torch.softmax(masked.double(), dim=0), 1, generator=g))
+            token = sample(logits, allowed, temperature=temperature, top_p=top_p, generator=g)
         grammar.feed(token)
         tokens.append(token)
         feed = [token]
@@ -264,4 +283,4 @@ def in_key_fraction(notes: list[Note], tonic: int, mode: str) -> float:
 
 
 __all__ = ["Anchor", "Grammar", "MODES", "TONICS", "cadence_plan", "fit_bars", "generate_tokens", "in_key_fraction",
-           "parse_key", "scale_of"]
+           "parse_key", "sample", "scale_of"]

@@ -240,6 +240,7 @@ def music(
     instruments: Annotated[list[str | int], Field(min_length=1, max_length=4, description="General MIDI instrument per voice (soprano, alto, tenor, bass), names or programs 0–127")] = DEFAULT_INSTRUMENTS,  # noqa: B006 (pydantic copies defaults)
     seed: Annotated[int, Field(ge=0, le=2**63 - 1, description="sampling seed: same seed, same music")] = 0,
     temperature: Annotated[float, Field(gt=0, le=2, description="sampling temperature (lower = plainer, more in key)")] = 0.9,
+    top_p: Annotated[float, Field(gt=0, le=1, description="nucleus sampling: draw only from the likeliest tokens holding this share of probability")] = 0.95,
     cadence: Annotated[bool, Field(description="end on an authentic cadence (bass 5→1, final tonic triad)")] = True,
     soundfont: Annotated[InputFile | None, Field(description=".sf2/.sf3 General MIDI SoundFont; empty = TimGM6mb")] = None,
     sample_rate_hz: Annotated[Literal[44100, 48000], Field(description="output rate, Hz")] = 48000,
@@ -266,6 +267,7 @@ def music(
             Violin, Violin, Viola, Cello).
         seed: ≥ 0 (default 0): same seed and settings → the same bytes.
         temperature: (0, 2] (default 0.9).
+        top_p: (0, 1] (default 0.95): nucleus sampling; 1 = from every allowed token.
         cadence: end on the planned cadence (default True).
         soundfont: a .sf2/.sf3 file (default pretty_midi's TimGM6mb).
         sample_rate_hz: 44100 or 48000 (default 48000).
@@ -289,6 +291,8 @@ def music(
         raise OpError(f"tempo_bpm must be in [30, 240], got {tempo_bpm}", param="tempo_bpm")
     if not 0 < temperature <= 2:
         raise OpError(f"temperature must be in (0, 2], got {temperature}", param="temperature")
+    if not 0 < top_p <= 1:
+        raise OpError(f"top_p must be in (0, 1], got {top_p}", param="top_p")
     if duration_s is not None:
         n_bars, tempo, release_s = fit_bars(duration_s, tempo_bpm)
         if not 20 <= tempo <= 400:
@@ -299,7 +303,7 @@ def music(
         duration_s = n_bars * 240 / tempo + release_s
     net = loaded_model if loaded_model is not None else _load_music_model(model)
     tokens = generate_tokens(net, tonic=tonic, mode=mode_token, n_bars=n_bars, seed=seed, temperature=temperature,
-                             cadence=cadence, progress=progress)
+                             top_p=top_p, cadence=cadence, progress=progress)
     notes, _key = decode(tokens)
     midi = to_midi(notes, tempo_bpm=tempo, programs=programs)
     audio = _render(midi, soundfont=soundfont, sample_rate_hz=sample_rate_hz, tail_s=release_s)

@@ -37,7 +37,7 @@ def _evaluation(weights_sha: str) -> str:
     ]
     table = "\n".join(f"| {a} | {b} | {c} |" for a, b, c in rows)
     return (f"`bench/music.py` ({bench['settings']['pieces']} pieces of {bench['settings']['bars']} bars, keys and "
-            f"modes alternating, temperature {bench['settings']['temperature']}, {bench['date']}):\n\n"
+            f"modes alternating, temperature {bench['settings']['temperature']}, top-p {bench['settings']['top_p']}, {bench['date']}):\n\n"
             f"| measure | this model | reference in the same run |\n|---|---|---|\n{table}\n")
 
 
