@@ -14,6 +14,7 @@ weights (fp16 safetensors + config JSON) into ``weights/image/``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -25,6 +26,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -32,6 +34,9 @@ import torch.nn.functional as F
 import yaml
 
 from strata.errors import StrataError
+# Imported now, not when the first sample grid is drawn: a run lasts hours, and the code on disk
+# may change meanwhile (a later import would mix two versions of the package).
+from strata.models.image_pipeline import generate
 from strata.models.image_autoencoder import AUTOENCODER_WEIGHTS, PatchAutoencoder
 from strata.models.image_diffusion import (
     ImageDiffusionConfig,
@@ -220,8 +225,6 @@ def sample_grid(model: ImageDiffusionModel, cfg: TrainConfig, out: Path) -> Path
     """Render fixed prompts (rows) × fixed seeds (columns) on a light gray checker, as PNG."""
     from PIL import Image as PILImage
 
-    from strata.models.image_pipeline import generate
-
     rc = cfg.run
     prompts, n, s = rc["sample_prompts"], int(rc["sample_count"]), cfg.model.image_size
     canvas = np.zeros((len(prompts) * s, n * s, 3), np.float32)
@@ -350,7 +353,7 @@ def train(
     t_start = t_ckpt = time.time()
     t_log, loss_acc, n_acc = time.time(), 0.0, 0
     bar = _progress_bar(step, max_steps)
-    with open(log_path, "a", encoding="utf-8") as log:
+    with open(log_path, "a", encoding="utf-8") as log, _checkpoint_on_error(checkpoint):
         while not stop["flag"]:
             if max_steps is not None and step >= max_steps:
                 break
@@ -415,6 +418,16 @@ def _init_from_export(directory: Path, cfg: TrainConfig, unet: torch.nn.Module, 
 
 def _autoencoder_file(cfg: TrainConfig) -> Path:
     return Path(cfg.data.get("autoencoder_dir") or REPO_WEIGHTS).expanduser() / AUTOENCODER_WEIGHTS
+
+
+@contextlib.contextmanager
+def _checkpoint_on_error(checkpoint: Callable[[], None]):
+    """A crash mid-run (a bug in a sample grid, a full disk for the log, ...) still saves the steps done."""
+    try:
+        yield
+    except BaseException:
+        checkpoint()
+        raise
 
 
 def _progress_bar(step: int, max_steps: int | None):
