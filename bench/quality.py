@@ -95,7 +95,8 @@ def concept_images(images: np.ndarray, rows: list[dict], concepts: list[str]) ->
 
 
 class Classifier(nn.Module):
-    """A small CNN on premultiplied RGBA: 64 → 32 → 16 → 8, global average pool, linear."""
+    """A small CNN on premultiplied RGBA at 32×32 (emoji stay recognizable; 4× cheaper than 64²):
+    32 → 16 → 8 → 4, global average pool, linear."""
 
     def __init__(self, n_classes: int):
         super().__init__()
@@ -104,11 +105,11 @@ class Classifier(nn.Module):
             return nn.Sequential(nn.Conv2d(i, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU(),
                                  nn.Conv2d(o, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU(), nn.MaxPool2d(2))
 
-        self.features = nn.Sequential(block(4, 32), block(32, 64), block(64, 128), block(128, 192))
-        self.head = nn.Linear(192, n_classes)
+        self.features = nn.Sequential(block(4, 32), block(32, 64), block(64, 128))
+        self.head = nn.Linear(128, n_classes)
 
     def forward(self, rgba: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([rgba[:, :3] * rgba[:, 3:], rgba[:, 3:]], 1) * 2 - 1
+        x = F.avg_pool2d(torch.cat([rgba[:, :3] * rgba[:, 3:], rgba[:, 3:]], 1) * 2 - 1, 2)
         return self.head(self.features(x).mean(dim=(2, 3)))
 
 
@@ -269,7 +270,7 @@ def main() -> None:
     ap.add_argument("--checkpoint", help="training run dir: evaluate its EMA weights")
     ap.add_argument("--quick", action="store_true", help="2 seeds per concept and a 20-concept sweep")
     ap.add_argument("--readme-grid", action="store_true", help="also write docs/gallery/generated_grid.png")
-    ap.add_argument("--classifier-steps", type=int, default=2000)
+    ap.add_argument("--classifier-steps", type=int, default=1200)
     ap.add_argument("--classifier-only", action="store_true", help="train (and cache) the classifier, report its ceiling, stop")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
