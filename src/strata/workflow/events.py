@@ -35,16 +35,20 @@ class RunStarted(Event):
 
 
 @dataclass(frozen=True)
-class NodeCached(Event):
+class NodeEvent(Event):
+    """Base of the events about one node of a run: which node, running which op."""
+
     node: str
     op: str
+
+
+@dataclass(frozen=True)
+class NodeCached(NodeEvent):
     cache_key: str
 
 
 @dataclass(frozen=True)
-class NodeStarted(Event):
-    node: str
-    op: str
+class NodeStarted(NodeEvent):
     cache_key: str
 
 
@@ -66,24 +70,18 @@ class NodeWarning(Event):
 
 
 @dataclass(frozen=True)
-class NodeFinished(Event):
-    node: str
-    op: str
+class NodeFinished(NodeEvent):
     duration_s: float
     outputs: dict[str, Any]
 
 
 @dataclass(frozen=True)
-class NodeFailed(Event):
-    node: str
-    op: str
+class NodeFailed(NodeEvent):
     error: str
 
 
 @dataclass(frozen=True)
-class NodeSkipped(Event):
-    node: str
-    op: str
+class NodeSkipped(NodeEvent):
     reason: str
 
 
