@@ -4,6 +4,9 @@ The text-to-image model's weights ship in ``weights/image/`` (``unet.safetensors
 ``config.json``, and the ``autoencoder.*`` whose latent it works in); ``STRATA_IMAGE_MODEL=/path/to/dir`` points at another export (e.g. a newer
 training export, or a tiny model in tests).
 
+The upscaler (``strata-upscale``, capability "upscale") ships in ``weights/upscale/``;
+``STRATA_UPSCALE_MODEL=/path/to/dir`` overrides it.
+
 The music model (``strata-chorales``, capability "music") ships in ``weights/music/``
 (``model.safetensors`` + ``config.json``); ``STRATA_MUSIC_MODEL=/path/to/dir`` overrides it.
 """
@@ -65,3 +68,26 @@ def register_music_model(registry: ModelRegistry) -> None:
         # fp16 on disk, float32 in memory (×2), plus the GPT-2 module's own overhead
         registry.add(ModelEntry(MODEL_ID, {"music"}, files, _load_music_model,
                                 size_bytes=files[0].stat().st_size * 2 + 20 * 2**20))
+
+
+def upscale_model_dir() -> Path:
+    """``$STRATA_UPSCALE_MODEL`` or ``weights/upscale`` (written by ``strata train upscale --export``)."""
+    return Path(os.environ.get("STRATA_UPSCALE_MODEL", REPO_WEIGHTS / "upscale"))
+
+
+def _load_upscale_model(files: list[Path]) -> Any:
+    from strata.models.upscale import UpscaleModel
+
+    return UpscaleModel.from_pretrained(files[0].parent)
+
+
+@builtin
+def register_upscale_model(registry: ModelRegistry) -> None:
+    from strata.models.upscale import CONFIG_NAME, MODEL_ID, WEIGHTS_NAME
+
+    directory = upscale_model_dir()
+    files = [directory / WEIGHTS_NAME, directory / CONFIG_NAME]
+    if all(f.is_file() for f in files):
+        # fp16 on disk, float32 in memory (×2), plus torch's own overhead
+        registry.add(ModelEntry(MODEL_ID, {"upscale"}, files, _load_upscale_model,
+                                size_bytes=files[0].stat().st_size * 2 + 50 * 2**20))

@@ -1,4 +1,4 @@
-"""Enhance layer: tone and color correction, 3D LUTs, sharpening, denoising, Lanczos upscaling.
+"""Enhance layer: tone and color correction, 3D LUTs, sharpening, denoising, upscaling (Lanczos and learned).
 
 All ops change color only and keep alpha. Adjustments that model light (exposure, white
 balance) work in linear light (IEC 61966-2-1 sRGB transfer function); the others work on
@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 from pydantic import Field
 
-from strata.errors import MediaError, OpError
+from strata.errors import MediaError, ModelError, OpError
 from strata.media.image import Image
 from strata.ops.edit import MAX_SIDE, gaussian_blur, in_strips, join_alpha, resample, split_rgb
 from strata.workflow.node import InputFile, node
@@ -448,6 +448,53 @@ def upscale_lanczos(
         raise OpError(f"result would be {size[0]}×{size[1]}, over the {MAX_SIDE} px limit; use a smaller factor",
                       param="factor")
     return Image(resample(image.pixels, size, "lanczos"))
+
+
+# Largest learned-upscale result: 8192² float32 RGBA is 1 GiB, the whole result is held in memory.
+MAX_UPSCALE_PIXELS = 8192 * 8192
+
+
+@node("image.upscale", layer="enhance", version=1, model="upscale")
+def upscale(
+    image: Image,
+    *,
+    scale: Annotated[Literal[2, 4], Field(description="size multiplier: 2 or 4")] = 4,
+    tile_px: Annotated[int, Field(ge=48, le=2048, description="tile side in input px (memory grows with its square)")] = 256,
+    overlap_px: Annotated[int, Field(ge=0, le=256, description="context around each tile, input px (≤ tile_px / 2)")] = 24,
+    model: Annotated[str | None, Field(description="registered upscale model id (default: strata's own)")] = None,
+    loaded_model: Any = None,
+) -> Image:
+    """Enlarge ×2 or ×4 with the learned upscaler (capability "upscale"), alpha included.
+
+    The image is processed in tiles of ``tile_px`` with ``overlap_px`` of context on each side;
+    neighbouring tiles cross-fade over ``overlap_px / 2``, so there are no seams and memory does
+    not grow with the image (only the result does).
+
+    Args:
+        scale: 2 or 4 (default 4).
+        tile_px: [48, 2048] (default 256).
+        overlap_px: [0, 256], at most ``tile_px / 2`` (default 24: each side of the 12 px
+            cross-fade keeps 12 px of context, the built-in model's receptive radius, so the
+            result equals an untiled run; see :func:`strata.models.upscale.tiled`).
+        model: id of a registered upscale model (default: the first installed, strata's own).
+    """
+    if scale not in (2, 4):  # the engine validates params; direct Python calls land here
+        raise OpError(f"scale must be 2 or 4, got {scale!r}", param="scale")
+    if 2 * overlap_px > tile_px:
+        raise OpError(f"overlap_px {overlap_px} is more than half of tile_px {tile_px}; lower it or raise tile_px",
+                      param="overlap_px")
+    width, height = image.width * scale, image.height * scale
+    if max(width, height) > MAX_SIDE or width * height > MAX_UPSCALE_PIXELS:
+        raise OpError(f"result would be {width}×{height}, over the output limit ({MAX_SIDE} px a side, "
+                      f"{MAX_UPSCALE_PIXELS / 1e6:.0f} Mpx); crop the image or use a smaller scale", param="scale")
+    if loaded_model is None:
+        raise OpError("no upscale model was loaded: run this op through a workflow (the engine loads the "
+                      "registered model) or pass loaded_model=; if none is installed, train and export one with "
+                      "`strata train upscale` then `strata train upscale --export`", param="model")
+    try:
+        return Image(loaded_model.upscale(image.pixels, scale, tile=tile_px, overlap=overlap_px))
+    except ModelError as exc:
+        raise OpError(str(exc), param="model") from exc
 
 
 def shipped_lut(name: str) -> Path:

@@ -227,8 +227,8 @@ def fetch_package(source: Source, cache_dir: Path) -> Path:
     return tgz
 
 
-def _decode_rgba(data: bytes, what: str) -> np.ndarray:
-    """Decode an image file to SIZE×SIZE uint8 straight-alpha RGBA.
+def _decode_rgba(data: bytes, what: str, size: int = SIZE) -> np.ndarray:
+    """Decode an image file to ``size``×``size`` (default SIZE) uint8 straight-alpha RGBA.
 
     Non-square images are padded (transparent, centered) to a square first. Larger images are
     reduced with a box filter on premultiplied color (Pillow's "RGBa" mode), so colors of
@@ -243,8 +243,8 @@ def _decode_rgba(data: bytes, what: str) -> np.ndarray:
                 canvas = PILImage.new("RGBA", (side, side), (0, 0, 0, 0))
                 canvas.paste(im, ((side - w) // 2, (side - h) // 2))
                 im = canvas
-            if im.size != (SIZE, SIZE):
-                im = im.convert("RGBa").resize((SIZE, SIZE), PILImage.Resampling.BOX).convert("RGBA")
+            if im.size != (size, size):
+                im = im.convert("RGBa").resize((size, size), PILImage.Resampling.BOX).convert("RGBA")
             return np.asarray(im, dtype=np.uint8).copy()
     except Exception as exc:  # Pillow raises many types for corrupt files
         raise MediaError(f"{what}: cannot decode image ({exc})") from exc
@@ -283,8 +283,8 @@ def _name_index(table: list[dict]) -> dict[str, dict]:
     return index
 
 
-def iter_items(source: Source, tgz: Path, names: dict[str, dict]) -> Iterator[tuple[Item, np.ndarray]]:
-    """Yield (item, uint8 RGBA image) for every image of ``source`` that has a known name."""
+def iter_items(source: Source, tgz: Path, names: dict[str, dict], *, size: int = SIZE) -> Iterator[tuple[Item, np.ndarray]]:
+    """Yield (item, uint8 RGBA image at ``size``×``size``) for every image of ``source`` that has a known name."""
     prefix = source.image_dir.rstrip("/") + "/"
     with tarfile.open(tgz, "r:gz") as tar:
         for member in tar:
@@ -296,7 +296,7 @@ def iter_items(source: Source, tgz: Path, names: dict[str, dict]) -> Iterator[tu
                 continue  # counted as "no name" in the card by the caller
             fobj = tar.extractfile(member)
             assert fobj is not None  # isfile() checked above
-            pixels = _decode_rgba(fobj.read(), f"{source.package}:{member.name}")
+            pixels = _decode_rgba(fobj.read(), f"{source.package}:{member.name}", size)
             item = Item(
                 source=source.key, package=source.package, version=source.version,
                 license=source.license, attribution=source.attribution,
