@@ -1,4 +1,4 @@
-"""GET /api/ops/{op}/models: the installed models an op can use (the studio's voice list)."""
+"""What the studio needs from the API: GET /api/ops/{op}/models (its voice list), the page's policy."""
 
 from __future__ import annotations
 
@@ -27,3 +27,9 @@ def test_op_models_of_an_unknown_op_is_a_404_with_a_suggestion(make_client, tmp_
     response = make_client(models=fake_registry(tmp_path)).get("/api/ops/sound.speach/models")
     assert response.status_code == 404
     assert response.json()["error"] == "unknown_op" and "sound.speech" in response.json()["detail"]
+
+
+def test_studio_page_lets_media_play_from_blob_urls_and_nothing_else(client):
+    csp = client.get("/").headers["content-security-policy"]
+    assert "media-src 'self' blob:;" in csp  # videos fetched with a token play from blob: URLs
+    assert "default-src 'self';" in csp and "script-src 'self';" in csp

@@ -24,7 +24,8 @@ def mount_static(app: FastAPI) -> None:
 @router.get("/")
 def studio(request: Request) -> HTMLResponse:
     host = request.headers.get("host", "")
-    csp = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    # blob: media = outputs fetched with the token, which <video src> cannot send
+    csp = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; "
            f"connect-src 'self' ws://{host} wss://{host}; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
     return HTMLResponse((STUDIO_DIR / "index.html").read_text(encoding="utf-8"),
                         headers={"Content-Security-Policy": csp, "X-Content-Type-Options": "nosniff",
