@@ -1,22 +1,34 @@
 """The studio in a real browser (Debian's chromium, headless, driven by Playwright): generate a
 batch and pick one, run a workflow on an uploaded image, rerun from history with a changed
-param, read a file's provenance. Skipped where chromium or playwright is missing.
+param, read a file's provenance; compose layers, text, enhance and upscale; render a narrated
+video with captions and music. Skipped where chromium or playwright is missing.
 
 Screenshots go to ``STRATA_SCREENSHOTS`` if set (the README's come from here), else tmp_path.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import io
 import os
 import shutil
 from pathlib import Path
 from typing import Iterator
 
+import httpx
 import numpy as np
 import PIL.Image
 import pytest
+import skimage.data
 
 from server_helpers import FAKE_GENERATORS, fake_registry, serve_in_thread
+import strata
+from strata.media import Image
+from strata.media.mp4 import probe_mp4
+from strata.models.registry import ModelEntry, ModelRegistry
+from strata.models.speech import _register_espeak as register_espeak
+from strata.ops.enhance import contrast as contrast_op
+from strata.ops.enhance import lut
 from strata.server import ServerConfig, create_app
 from strata.store import Store
 
@@ -117,3 +129,226 @@ def test_studio_main_flows(studio_url, tmp_path):
         page.screenshot(path=str(shots / "studio-provenance.png"))
         browser.close()
     assert problems == []
+
+
+# ---------------------------------------------------------------- compose and video tabs
+
+BASE_RGB = (0x33, 0x66, 0x99)  # the compose tab's default solid color, #336699
+LAYER_RGB = (200, 100, 50)
+
+
+def _launch(p, problems: list[str]):
+    browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+    page = browser.new_page(viewport={"width": 1280, "height": 860}, bypass_csp=True)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    # a 4xx answer the page shows in its banner is logged by chromium too; the flows check the banner
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" and "status of 4" not in m.text else None)
+    page.set_default_timeout(20000)
+    return browser, page
+
+
+def _no_horizontal_scroll(page, tab: str) -> None:
+    for width in (1280, 800):
+        page.set_viewport_size({"width": width, "height": 860})
+        page.click(f"button[data-tab={tab}]")
+        overflow = page.evaluate("document.scrollingElement.scrollWidth - document.scrollingElement.clientWidth")
+        assert overflow <= 0, f"{tab} scrolls sideways by {overflow} px at {width} px"
+    page.set_viewport_size({"width": 1280, "height": 860})
+
+
+def _solid_png(path: Path, rgb: tuple[int, int, int], size: tuple[int, int]) -> Path:
+    PIL.Image.new("RGB", size, rgb).save(path)
+    return path
+
+
+def _compose_and_download(page, path: Path) -> None:
+    """Run the compose tab, wait for this run's result (the last one is cleared) and save it."""
+    page.click("#compose-run")
+    page.wait_for_selector("#compose-result img")
+    with page.expect_download() as download:
+        page.click("#compose-result a.download")
+    download.value.save_as(path)
+
+
+@pytest.fixture
+def media_server(tmp_path: Path) -> Iterator[tuple[str, ModelRegistry]]:
+    """A server with the fake generator, the espeak-ng voice and (added by a test) a music model.
+    The voice is registered by its own registrar: default_registry() would import torch."""
+    registry = fake_registry(tmp_path)
+    register_espeak(registry)
+    app = create_app(Store(tmp_path / "store"), models=registry, generators=FAKE_GENERATORS,
+                     config=ServerConfig(poll_s=0.05, heartbeat_s=0.05))
+    with serve_in_thread(app) as port:
+        yield f"http://127.0.0.1:{port}/", registry
+
+
+def test_compose_layers_text_enhance_upscale(media_server, tmp_path):
+    url, _ = media_server
+    shots = Path(os.environ.get("STRATA_SCREENSHOTS", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    layer = _solid_png(tmp_path / "layer.png", LAYER_RGB, (16, 16))
+    problems: list[str] = []
+    with sync_api.sync_playwright() as p:
+        browser, page = _launch(p, problems)
+        page.goto(url)
+        page.wait_for_selector("body[data-ready=true]")
+        # a generation to pick: fake 8×8 seeded noise, image i has seed i
+        page.fill("textarea[name=prompt]", "noise")
+        page.fill("input[name=count]", "2")
+        page.click("#gen-submit")
+        page.click("#gen-grid figure >> nth=1")
+        page.wait_for_selector("#gen-picked:not([hidden])")
+
+        page.click("button[data-tab=compose]")
+        page.fill("#base-width", "64")
+        page.fill("#base-height", "56")
+        page.set_input_files("#compose-tray input[type=file]", str(layer))
+        page.click("#compose-tray .add-picked")
+        page.click("#compose-tray [aria-label='Add as layer: image 1']")
+        page.click("#compose-tray [aria-label='Add as layer: image 2']")
+        first, second = page.locator("#compose-layers li").nth(0), page.locator("#compose-layers li").nth(1)
+        for name, value in {"x": "8", "y": "8", "opacity": "1.5"}.items():
+            first.locator(f"input[name={name}]").fill(value)
+        first.locator("select[name=mode]").select_option("multiply")
+        second.locator("input[name=x]").fill("40")
+        second.locator("input[name=y]").fill("8")
+        page.check("#text-on")
+        page.fill("#compose-text input[name=text]", "Hi")
+        for name, value in {"x": "4", "y": "30", "size_px": "14"}.items():
+            page.fill(f"#compose-text input[name={name}]", value)
+        page.check("#enh-contrast")
+        page.fill("#compose-enhance [data-node=contrast][data-param=factor]", "1.5")
+
+        # an out-of-range opacity: the server's issue names node and param, shown beside the control
+        page.click("#compose-run")
+        issue = page.wait_for_selector("#compose-layers li >> .issue")
+        assert "layers · settings" in issue.inner_text() and "less than or equal to 1" in issue.inner_text()
+        assert first.locator("input[name=opacity]").get_attribute("aria-invalid") == "true"
+        assert "layers" in page.inner_text("#banner")
+
+        first.locator("input[name=opacity]").fill("0.5")
+        _compose_and_download(page, tmp_path / "composite.png")
+        assert page.locator("#compose-layers .issue").count() == 0 and "job_finished" in page.inner_text("#compose-log")
+        page.evaluate("window.scrollTo(0, 0)")
+        page.screenshot(path=str(shots / "studio-compose.png"))
+
+        page.select_option("#upscale", "2")
+        _compose_and_download(page, tmp_path / "upscaled.png")
+
+        # the uploaded image as the base instead, no layers or text, a shipped LUT after the contrast
+        page.click("#compose-layers li >> nth=1 >> text=Remove layer")
+        page.click("#compose-layers li >> text=Remove layer")
+        page.click("#compose-tray [aria-label='Use as base: image 1']")
+        assert page.is_hidden("#base-solid") and "layer.png" in page.inner_text("#base-image")
+        page.uncheck("#text-on")
+        page.check("#enh-lut")
+        page.select_option("#compose-enhance select[data-param=path]", "strata:luts/film_warm.cube")
+        _compose_and_download(page, tmp_path / "graded.png")
+        assert "node_finished lut" in page.inner_text("#compose-log")
+        page.click("#base-clear")
+        assert page.is_visible("#base-solid") and page.inner_text("#base-image") == ""
+        _no_horizontal_scroll(page, "compose")
+        browser.close()
+    assert problems == []
+
+    out = np.asarray(PIL.Image.open(tmp_path / "composite.png").convert("RGB")).astype(float) / 255
+    assert out.shape == (56, 64, 3)
+    contrast = lambda c: np.clip((c - 0.5) * 1.5 + 0.5, 0, 1)  # noqa: E731 — enhance.contrast
+    cb, cs = np.array(BASE_RGB) / 255, np.array(LAYER_RGB) / 255
+    # W3C multiply at opacity a over an opaque backdrop: co = cb·(1 − a) + a·cb·cs
+    np.testing.assert_allclose(out[12, 12], contrast(cb * 0.5 + 0.5 * cb * cs), atol=1.01 / 255)
+    np.testing.assert_allclose(out[2, 2], contrast(cb), atol=1.01 / 255)  # base only
+    picked = np.random.default_rng(1).random((8, 8, 3))  # the fake generator's image for seed 1
+    np.testing.assert_allclose(out[8:16, 40:48], contrast(picked), atol=1.01 / 255)  # normal, opacity 1
+    assert out[30:46, 4:24].max() > contrast(cb).max() + 0.3  # white text drawn there
+    up = np.asarray(PIL.Image.open(tmp_path / "upscaled.png").convert("RGB")).astype(float) / 255
+    assert up.shape == (112, 128, 3)
+    np.testing.assert_allclose(up[32, 32], out[16, 16], atol=1.01 / 255)  # Lanczos keeps a flat area
+    graded = np.asarray(PIL.Image.open(tmp_path / "graded.png").convert("RGB")).astype(float) / 255
+    flat = Image.from_array(np.full((4, 4, 3), cs, np.float32))
+    expected = lut(contrast_op(flat, factor=1.5), path=str(Path(strata.__file__).parent / "assets/luts/film_warm.cube"))
+    assert graded.shape == (32, 32, 3)
+    np.testing.assert_allclose(graded[16, 16], expected.rgb[0, 0], atol=1.01 / 255)
+    assert np.abs(expected.rgb[0, 0] - contrast(cs)).max() > 0.02  # the grade did change the color
+
+
+def test_video_scenes_narration_captions_music(media_server, tmp_path, monkeypatch):
+    url, registry = media_server
+    shots = Path(os.environ.get("STRATA_SCREENSHOTS", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    photos = []
+    for name in ("rocket", "astronaut"):  # real photographs bundled with scikit-image, small
+        photos.append(tmp_path / f"{name}.png")
+        PIL.Image.fromarray(getattr(skimage.data, name)()).resize((192, 108)).save(photos[-1])
+    problems: list[str] = []
+    # made meanwhile: building it imports torch, most of this test's time when torch is cold
+    maker = concurrent.futures.ThreadPoolExecutor(1)
+    music_model = maker.submit(_tiny_music_model, tmp_path / "music")
+    with sync_api.sync_playwright() as p:
+        browser, page = _launch(p, problems)
+        page.goto(url)
+        page.wait_for_selector("body[data-ready=true]")
+        page.click("button[data-tab=video]")
+        assert "espeak-ng" in page.inner_text("#voice-model")
+        assert "no music models installed" in page.inner_text("#video-music-section")
+        for photo in photos:
+            page.set_input_files("#video-tray input[type=file]", str(photo))
+        page.click("#video-tray [aria-label='Add as scene: image 1']")
+        page.click("#video-tray [aria-label='Add as scene: image 2']")
+        page.click("#video-tray [aria-label='Add as scene: image 1']")
+        page.click("#video-scenes li >> nth=2 >> text=Remove scene")
+        assert page.locator("#video-scenes li").count() == 2
+        scenes = page.locator("#video-scenes li")
+        scenes.nth(0).locator("input[name=duration_s]").fill("1")
+        scenes.nth(1).locator("input[name=duration_s]").fill("1")
+        scenes.nth(1).locator("select[name=move]").select_option("pan_left")
+        for name, value in {"width": "128", "height": "72", "fps": "12"}.items():
+            page.fill(f"#video-frame input[name={name}]", value)
+        page.fill("#video-transition input[name=transition_s]", "0.4")
+        page.fill("#narration", "Hello there.")
+        page.select_option("#voice-model", "espeak-ng")
+        page.check("#music-on")
+        page.fill("#video-music input[name=tempo_bpm]", "120")
+
+        # no music model on this server: the failure is shown beside the music controls
+        page.click("#video-run")
+        issue = page.wait_for_selector("#video-music-section .issue")
+        assert "music" in issue.inner_text() and "no installed model can do 'music'" in issue.inner_text()
+        page.wait_for_selector("#banner:not([hidden])")
+        assert "did not render" in page.inner_text("#banner")
+
+        registry.add(music_model.result())
+        maker.shutdown()
+        page.click("#video-run")
+        page.wait_for_selector("#video-result video")
+        assert page.locator("#video .issue").count() == 0
+        assert "installed music models: strata-chorales" in page.inner_text("#video-music-section")
+        page.wait_for_function("document.querySelector('#video-result video').readyState >= 1")
+        assert abs(page.evaluate("document.querySelector('#video-result video').duration") - 1.6) < 0.15
+        links = {a.inner_text(): a.get_attribute("href") for a in page.query_selector_all("#video-result a.download")}
+        page.evaluate("window.scrollTo(0, 0)")
+        page.screenshot(path=str(shots / "studio-video.png"))
+        _no_horizontal_scroll(page, "video")
+        browser.close()
+    assert problems == []
+
+    fetch = lambda name: httpx.get(url.rstrip("/") + links[f"Download {name}"]).content  # noqa: E731
+    info = probe_mp4(fetch("video.mp4"))
+    video, audio = info["streams"]["video"], info["streams"]["audio"]
+    assert (video["width"], video["height"], video["fps"]) == (128, 72, 12.0)
+    assert abs(video["duration_s"] - (1 + 1 - 0.4)) < 0.1  # scenes minus the crossfade
+    assert audio["sample_rate_hz"] == 48000 and audio["channels"] == 2
+    assert "Hello there" in fetch("captions.vtt").decode()
+    assert PIL.Image.open(io.BytesIO(fetch("poster.png"))).size == (128, 72)
+    mix = fetch("sound.wav")
+    assert len(mix) > 48000 * 2 * 2  # voice and music, over a second of stereo 16-bit
+
+
+def _tiny_music_model(directory: Path) -> ModelEntry:
+    """A random two-layer chorale model, registered as the built-in music model would be."""
+    from strata.models.builtin import _load_music_model
+    from strata.models.music_model import MODEL_ID, MusicModel, MusicModelConfig
+
+    weights = MusicModel.random(MusicModelConfig(n_layer=1, n_head=2, n_embd=32, n_positions=256, dropout=0.0),
+                                seed=0).save_pretrained(directory)
+    return ModelEntry(MODEL_ID, {"music"}, [weights, directory / "config.json"], _load_music_model)

@@ -1,104 +1,14 @@
 // strata studio: one page over the HTTP API (no build step, no network beyond this server).
-// Sections: api helpers · generate · workflow · history · provenance · queue · start-up.
+// Sections: generate · workflow · history · provenance · queue · start-up; compose.js and
+// video.js build workflows from their tabs; common.js holds the shared helpers.
 
-// ---------------------------------------------------------------- api helpers
-const $ = (sel, root = document) => root.querySelector(sel);
-const el = (tag, attrs = {}, ...children) => {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
-    else if (v !== undefined && v !== null) node.setAttribute(k, v);
-  }
-  node.append(...children.filter((c) => c !== null && c !== undefined));
-  return node;
-};
-
-let token = sessionStorage.getItem("strata-token") || "";
-
-class ApiFailure extends Error {
-  constructor(status, body) {
-    super(typeof body === "object" && body ? body.detail || body.error : String(body));
-    this.status = status;
-    this.body = body;
-  }
-}
-
-async function api(path, options = {}, retried = false) {
-  const headers = { ...(options.headers || {}) };
-  if (token) headers.Authorization = `Bearer ${token}`;
-  const response = await fetch(path, { ...options, headers });
-  if (response.status === 401 && !retried) {
-    const given = prompt("This server needs an API token:");
-    if (given) {
-      token = given.trim();
-      sessionStorage.setItem("strata-token", token);
-      return api(path, options, true);
-    }
-  }
-  const type = response.headers.get("content-type") || "";
-  const body = type.includes("json") ? await response.json() : await response.blob();
-  if (!response.ok) throw new ApiFailure(response.status, body);
-  return body;
-}
-
-const postJson = (path, data) =>
-  api(path, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(data) });
-
-function showError(err) {
-  const banner = $("#banner");
-  banner.textContent = err instanceof ApiFailure ? `${err.message}` : `Error: ${err.message || err}`;
-  banner.hidden = false;
-}
-function clearError() { $("#banner").hidden = true; }
-function setStatus(text) { $("#status").textContent = text; }
-
-// Images need the token too, which <img src> cannot send: fetch them as blobs when one is set.
-async function assetImage(id, alt = "") {
-  const img = el("img", { alt, loading: "lazy" });
-  if (!token) {
-    img.src = `/api/assets/${id}`;
-    return img;
-  }
-  try {
-    img.src = URL.createObjectURL(await api(`/api/assets/${id}`));
-  } catch {
-    img.alt = "(not an image)";
-  }
-  return img;
-}
-
-// An output file as the right element: video and audio play in the page, images show.
-async function mediaElement(file) {
-  const ext = file.name.split(".").pop().toLowerCase();
-  const src = token ? URL.createObjectURL(await api(file.url)) : file.url;
-  if (ext === "mp4") return el("video", { src, controls: "", preload: "metadata" });
-  if (ext === "wav") return el("audio", { src, controls: "" });
-  if (["png", "jpg", "jpeg", "webp", "tif", "tiff"].includes(ext)) return el("img", { src, alt: file.name });
-  return el("a", { href: src, download: file.name }, file.name);
-}
-
-function wsUrl(path) {
-  const url = new URL(path, location.href);
-  url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
-  if (token) url.searchParams.set("token", token);
-  return url;
-}
-
-// Follow one job's events; resolves with the job_finished message.
-function followJob(jobId, onEvent = () => {}) {
-  return new Promise((resolve, reject) => {
-    const ws = new WebSocket(wsUrl(`/api/jobs/${jobId}/events`));
-    ws.onmessage = (msg) => {
-      const event = JSON.parse(msg.data);
-      if (event.error) { reject(new ApiFailure(0, event)); return; }
-      onEvent(event);
-      if (event.event === "job_finished") resolve(event);
-    };
-    ws.onerror = () => reject(new Error("the event stream closed unexpectedly"));
-  });
-}
-
-const firstOutput = (nodeOutputs) => Object.values(nodeOutputs || {})[0];
+import {
+  $, api, assetImage, blobToDataUrl, clearError, el, fileUrl, firstOutput, followJob, mediaElement,
+  paramForm, postJson, setStatus, showError, wsUrl,
+} from "./common.js";
+import { setupCompose } from "./compose.js";
+import { setPicked } from "./library.js";
+import { setupVideo } from "./video.js";
 
 // ---------------------------------------------------------------- generate
 async function generate(event) {
@@ -190,12 +100,6 @@ function maskDataUrl() {
   return off.toDataURL("image/png");
 }
 
-const blobToDataUrl = (blob) => new Promise((resolve) => {
-  const reader = new FileReader();
-  reader.onload = () => resolve(reader.result);
-  reader.readAsDataURL(blob);
-});
-
 async function runInpaint() {
   clearError();
   const button = $("#inpaint-run");
@@ -220,7 +124,8 @@ async function pick(figure, assetId, file, seed) {
   document.querySelectorAll("#gen-grid figure").forEach((f) => f.classList.toggle("picked", f === figure));
   const box = $("#gen-picked");
   const link = el("a", { download: `strata-${seed}.png` }, "Download PNG (with provenance)");
-  if (file) link.href = token ? URL.createObjectURL(await api(file.url)) : file.url;
+  if (file) link.href = await fileUrl(file);
+  setPicked({ assetId, seed });
   const edit = el("button", { type: "button", onclick: () => openInpaint(assetId, seed, $("textarea[name=prompt]").value).catch(showError) },
     "Paint a mask & inpaint");
   box.replaceChildren(await assetImage(assetId, "picked image"),
@@ -290,56 +195,6 @@ function showOp(op) {
     `  ${name}: ${JSON.stringify(p.default ?? null)}   # ${p.description || ""}${p.minimum !== undefined ? ` [${p.minimum}, ${p.maximum}]` : ""}`);
   const inputs = Object.entries(op.inputs).map(([n, p]) => `  ${n}: ${p.type}${p.optional ? " (optional)" : ""}`);
   $("#op-detail").textContent = `${op.op} (v${op.version})\n${op.description.split("\n")[0]}\n\ninputs:\n${inputs.join("\n") || "  none"}\nparams:\n${params.join("\n") || "  none"}`;
-}
-
-// ---------------------------------------------------------------- forms from op schemas
-// A param form generated from an op's JSON Schema (the same declaration the engine validates
-// against): numbers with their bounds, choices as selects, switches, text; anything structured
-// (lists, nested settings) as JSON. values() returns the params to send.
-function paramForm(schema, current) {
-  const fields = [];
-  const rows = Object.entries(schema.properties || {}).map(([name, prop]) => {
-    const variants = prop.anyOf || [prop];
-    const main = variants.find((v) => v.type !== "null") || prop;
-    const nullable = variants.some((v) => v.type === "null");
-    const value = name in current ? current[name] : prop.default;
-    let input, read;
-    if (main.enum) {
-      input = el("select", {}, ...(nullable ? [el("option", { value: "" }, "—")] : []),
-        ...main.enum.map((o) => el("option", { value: o }, String(o))));
-      input.value = value ?? "";
-      read = () => (input.value === "" ? null : input.value);
-    } else if (main.type === "integer" || main.type === "number") {
-      input = el("input", { type: "number", min: main.minimum ?? main.exclusiveMinimum, max: main.maximum ?? main.exclusiveMaximum,
-        step: main.type === "integer" ? 1 : "any" });
-      input.value = value ?? "";
-      read = () => (input.value === "" ? null : Number(input.value));
-    } else if (main.type === "boolean") {
-      input = el("input", { type: "checkbox" });
-      input.checked = Boolean(value);
-      read = () => input.checked;
-    } else if (main.type === "string") {
-      input = el("input", { type: "text" });
-      input.value = value ?? "";
-      read = () => (input.value === "" && nullable ? null : input.value);
-    } else {
-      input = el("textarea", { rows: 2 }, JSON.stringify(value ?? null));
-      read = () => JSON.parse(input.value || "null");
-    }
-    input.name = name;
-    fields.push({ name, read, initial: value, given: name in current });
-    return el("label", { title: prop.description || "" }, `${name}${prop.description ? ` — ${prop.description}` : ""}`, input);
-  });
-  const values = () => {
-    const out = {};
-    for (const f of fields) {
-      const v = f.read();
-      // send what the workflow already set, and whatever was changed from the default
-      if (f.given || JSON.stringify(v) !== JSON.stringify(f.initial)) out[f.name] = v;
-    }
-    return out;
-  };
-  return { element: el("div", { class: "params" }, ...rows), values };
 }
 
 // ---------------------------------------------------------------- history
@@ -477,6 +332,9 @@ async function start() {
     setStatus(`strata ${health.version} · ${health.workers} worker(s)`);
     ops = (await api("/api/ops")).ops;
     renderOps();
+    setupCompose(ops);
+    await setupVideo(ops);
+    document.body.dataset.ready = "true";  // every tab is built (tests wait for this)
   } catch (err) {
     showError(err);
   }
