@@ -25,7 +25,8 @@ from server_helpers import FAKE_GENERATORS, fake_registry, serve_in_thread
 import strata
 from strata.media import Image
 from strata.media.mp4 import probe_mp4
-from strata.models.registry import ModelEntry, ModelRegistry
+from strata.models.builtin import register_music_model, register_upscale_model
+from strata.models.registry import ModelRegistry
 from strata.models.speech import _register_espeak as register_espeak
 from strata.ops.enhance import contrast as contrast_op
 from strata.ops.enhance import lut
@@ -182,12 +183,14 @@ def media_server(tmp_path: Path) -> Iterator[tuple[str, ModelRegistry]]:
         yield f"http://127.0.0.1:{port}/", registry
 
 
-def test_compose_layers_text_enhance_upscale(media_server, tmp_path):
-    url, _ = media_server
+def test_compose_layers_text_enhance_upscale(media_server, tmp_path, monkeypatch):
+    url, registry = media_server
     shots = Path(os.environ.get("STRATA_SCREENSHOTS", tmp_path))
     shots.mkdir(parents=True, exist_ok=True)
     layer = _solid_png(tmp_path / "layer.png", LAYER_RGB, (16, 16))
     problems: list[str] = []
+    maker = concurrent.futures.ThreadPoolExecutor(1)  # torch is imported meanwhile
+    upscaler = maker.submit(_tiny_upscaler, tmp_path / "upscaler")
     with sync_api.sync_playwright() as p:
         browser, page = _launch(p, problems)
         page.goto(url)
@@ -232,7 +235,7 @@ def test_compose_layers_text_enhance_upscale(media_server, tmp_path):
         page.evaluate("window.scrollTo(0, 0)")
         page.screenshot(path=str(shots / "studio-compose.png"))
 
-        page.select_option("#upscale", "2")
+        page.select_option("#upscale", "lanczos:2")
         _compose_and_download(page, tmp_path / "upscaled.png")
 
         # the uploaded image as the base instead, no layers or text, a shipped LUT after the contrast
@@ -243,8 +246,19 @@ def test_compose_layers_text_enhance_upscale(media_server, tmp_path):
         page.uncheck("#text-on")
         page.check("#enh-lut")
         page.select_option("#compose-enhance select[data-param=path]", "strata:luts/film_warm.cube")
+        page.select_option("#upscale", "learned:2")
+        assert "no upscale models installed" in page.inner_text("#compose")
+        page.click("#compose-run")  # no upscale model yet: the failure shows beside the upscale choice
+        issue = page.wait_for_selector("#upscale >> xpath=../following-sibling::*[1][contains(@class, 'issue')]")
+        assert "no installed model can do 'upscale'" in issue.inner_text()
+        upscaler.result()
+        maker.shutdown()
+        monkeypatch.setenv("STRATA_UPSCALE_MODEL", str(tmp_path / "upscaler"))
+        register_upscale_model(registry)  # an untrained one is exactly bicubic
         _compose_and_download(page, tmp_path / "graded.png")
-        assert "node_finished lut" in page.inner_text("#compose-log")
+        assert "installed upscale models: strata-upscale" in page.inner_text("#compose")
+        log = page.inner_text("#compose-log")  # the LUT ran in the failed run; now it is cached
+        assert "node_cached lut" in log and "node_finished upscale" in log
         page.click("#base-clear")
         assert page.is_visible("#base-solid") and page.inner_text("#base-image") == ""
         _no_horizontal_scroll(page, "compose")
@@ -268,7 +282,7 @@ def test_compose_layers_text_enhance_upscale(media_server, tmp_path):
     flat = Image.from_array(np.full((4, 4, 3), cs, np.float32))
     expected = lut(contrast_op(flat, factor=1.5), path=str(Path(strata.__file__).parent / "assets/luts/film_warm.cube"))
     assert graded.shape == (32, 32, 3)
-    np.testing.assert_allclose(graded[16, 16], expected.rgb[0, 0], atol=1.01 / 255)
+    np.testing.assert_allclose(graded[16, 16], expected.rgb[0, 0], atol=1.01 / 255)  # bicubic keeps a flat area
     assert np.abs(expected.rgb[0, 0] - contrast(cs)).max() > 0.02  # the grade did change the color
 
 
@@ -317,8 +331,10 @@ def test_video_scenes_narration_captions_music(media_server, tmp_path, monkeypat
         page.wait_for_selector("#banner:not([hidden])")
         assert "did not render" in page.inner_text("#banner")
 
-        registry.add(music_model.result())
+        music_model.result()
         maker.shutdown()
+        monkeypatch.setenv("STRATA_MUSIC_MODEL", str(tmp_path / "music"))
+        register_music_model(registry)
         page.click("#video-run")
         page.wait_for_selector("#video-result video")
         assert page.locator("#video .issue").count() == 0
@@ -344,11 +360,16 @@ def test_video_scenes_narration_captions_music(media_server, tmp_path, monkeypat
     assert len(mix) > 48000 * 2 * 2  # voice and music, over a second of stereo 16-bit
 
 
-def _tiny_music_model(directory: Path) -> ModelEntry:
-    """A random two-layer chorale model, registered as the built-in music model would be."""
-    from strata.models.builtin import _load_music_model
-    from strata.models.music_model import MODEL_ID, MusicModel, MusicModelConfig
+def _tiny_music_model(directory: Path) -> Path:
+    """A random two-layer chorale model, saved as `strata train music --export` would."""
+    from strata.models.music_model import MusicModel, MusicModelConfig
 
-    weights = MusicModel.random(MusicModelConfig(n_layer=1, n_head=2, n_embd=32, n_positions=256, dropout=0.0),
-                                seed=0).save_pretrained(directory)
-    return ModelEntry(MODEL_ID, {"music"}, [weights, directory / "config.json"], _load_music_model)
+    cfg = MusicModelConfig(n_layer=1, n_head=2, n_embd=32, n_positions=256, dropout=0.0)
+    return MusicModel.random(cfg, seed=0).save_pretrained(directory)
+
+
+def _tiny_upscaler(directory: Path) -> Path:
+    """An untrained one-block upscaler (its output is exactly bicubic), saved as an export would be."""
+    from strata.models.upscale import UpscaleConfig, UpscaleModel
+
+    return UpscaleModel(UpscaleConfig(channels=8, blocks=1)).save_pretrained(directory)  # zero tails

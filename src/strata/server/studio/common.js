@@ -252,3 +252,17 @@ export function runButton(tab, { build, show, failure }) {
     }
   });
 }
+
+// The installed models an op can use (GET /api/ops/{op}/models) as the choices of ``select``
+// (the user's choice kept) and a note in [data-models-of=<op>]: which, or that none is.
+export async function opModels(op, what, select = null) {
+  const { models } = await api(`/api/ops/${op}/models`);
+  if (select) {
+    const chosen = select.value;
+    select.replaceChildren(...models.map((m) => el("option", { value: m.id, selected: m.default ? "" : null }, m.id)));
+    if (models.some((m) => m.id === chosen)) select.value = chosen;
+  }
+  const note = $(`[data-models-of="${op}"]`);
+  note.textContent = models.length ? `installed ${what}: ${models.map((m) => m.id).join(", ")}`
+    : `no ${what} installed on this server — running it will fail with the server's message`;
+}

@@ -3,7 +3,7 @@
 // Every control comes from an op schema the server sent; the tab builds one workflow from
 // them and runs it as a job.
 
-import { $, el, fileUrl, paramForm, runButton } from "./common.js";
+import { $, el, fileUrl, opModels, paramForm, runButton } from "./common.js";
 import { libraryTray, stackCard, uploadBlob } from "./library.js";
 
 // Enhance steps in the order they run, with the params a step starts from when switched on
@@ -50,14 +50,17 @@ export function setupCompose(ops) {
     state.enhance.push({ id, op, toggle, params: () => ({ ...form.values(), ...(extra ? { path: $("select", extra).value } : {}) }) });
   }
 
-  const upscale = schemas["enhance.upscale_lanczos"];
-  if (upscale) {
-    const factor = upscale.params.properties.factor;
-    for (let f = factor.minimum; f <= factor.maximum; f++) $("#upscale").append(el("option", { value: f }, `${f}× (Lanczos)`));
-  } else {
-    $("#upscale").closest("label").hidden = true;
+  // upscale choices: "lanczos:<factor>" (enhance.upscale_lanczos), "learned:<scale>" (image.upscale, a model)
+  const lanczos = schemas["enhance.upscale_lanczos"]?.params.properties.factor;
+  for (let f = lanczos?.minimum; lanczos && f <= lanczos.maximum; f++) $("#upscale").append(el("option", { value: `lanczos:${f}` }, `${f}× Lanczos`));
+  for (const f of schemas["image.upscale"]?.params.properties.scale.enum || []) {
+    $("#upscale").append(el("option", { value: `learned:${f}` }, `${f}× learned (image.upscale)`));
   }
-  runButton("compose", { build: buildWorkflow, show: showComposite, failure: "the composite was not made" });
+  $("#upscale").closest("label").hidden = $("#upscale").options.length === 1;  // neither op on this server
+  const learned = () => (schemas["image.upscale"] ? opModels("image.upscale", "upscale models") : null);
+  runButton("compose", { build: async () => { await learned(); return buildWorkflow(); }, show: showComposite,
+    failure: "the composite was not made" });
+  return learned();
 }
 
 // The LUTs shipped with strata, as the op's documentation names them (strata:luts/<name>).
@@ -115,7 +118,9 @@ async function buildWorkflow() {
     last = step.id;
   }
   if ($("#upscale").value) {
-    nodes.push({ id: "upscale", op: "enhance.upscale_lanczos", inputs: { image: last }, params: { factor: Number($("#upscale").value) } });
+    const [kind, factor] = $("#upscale").value.split(":");
+    nodes.push(kind === "learned" ? { id: "upscale", op: "image.upscale", inputs: { image: last }, params: { scale: Number(factor) } }
+      : { id: "upscale", op: "enhance.upscale_lanczos", inputs: { image: last }, params: { factor: Number(factor) } });
     last = "upscale";
   }
   return { name: "compose", nodes, outputs: { "composite.png": last } };

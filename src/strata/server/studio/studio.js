@@ -332,8 +332,7 @@ async function start() {
     setStatus(`strata ${health.version} · ${health.workers} worker(s)`);
     ops = (await api("/api/ops")).ops;
     renderOps();
-    setupCompose(ops);
-    await setupVideo(ops);
+    await Promise.all([setupCompose(ops), setupVideo(ops)]);
     document.body.dataset.ready = "true";  // every tab is built (tests wait for this)
   } catch (err) {
     showError(err);

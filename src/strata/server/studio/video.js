@@ -4,7 +4,7 @@
 // (sound.mix); then video.render and a poster frame (video.poster). Mirrors
 // examples/narrated.yaml, with fixed-length scenes instead of video.timeline.
 
-import { $, api, el, fileUrl, paramForm, runButton } from "./common.js";
+import { $, el, fileUrl, opModels, paramForm, runButton } from "./common.js";
 import { libraryTray, stackCard } from "./library.js";
 
 const SCENE_PARAMS = ["move", "duration_s", "zoom", "easing"];
@@ -42,20 +42,8 @@ export async function setupVideo(ops) {
 
 // Installed models (GET /api/ops/{op}/models): the voice choices and a note on each; listed
 // again before every render, so a model installed meanwhile shows up.
-const listModels = () => Promise.all([modelChoices("sound.speech", $("#voice-model"), "voices"),
-  modelChoices("sound.music", null, "music models")]);
-
-async function modelChoices(op, select, what) {
-  const { models } = await api(`/api/ops/${op}/models`);
-  if (select) {
-    const chosen = select.value;
-    select.replaceChildren(...models.map((m) => el("option", { value: m.id, selected: m.default ? "" : null }, m.id)));
-    if (models.some((m) => m.id === chosen)) select.value = chosen;
-  }
-  const note = $(`[data-models-of="${op}"]`);
-  note.textContent = models.length ? `installed ${what}: ${models.map((m) => m.id).join(", ")}`
-    : `no ${what} installed on this server — running it will fail with the server's message`;
-}
+const listModels = () => Promise.all([opModels("sound.speech", "voices", $("#voice-model")),
+  opModels("sound.music", "music models")]);
 
 function addScene(item) {
   const camera = state.schemas["motion.camera"].params;
