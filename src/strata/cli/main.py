@@ -165,15 +165,27 @@ def demo(
 ) -> None:
     """The main job: run the bundled example workflow(s) on the built-in models."""
     examples = Path(__file__).resolve().parents[3] / "examples"
-    for name in ("poster", "restore", "narrated"):
+    # The storybook (generated pictures, narration, music) is the main job once the image and
+    # music models are installed; until then the narrated photo slideshow stands in for it.
+    film = "storybook" if _builtin_models_installed() else "narrated"
+    for name in ("poster", "restore", film):
         path = examples / f"{name}.yaml"
         if not path.is_file():
             raise StrataError(f"example {path} is missing; run the demo from a strata checkout")
         console.print(f"[bold]{name}[/]  ({path.name} → {out / name})")
         _execute(_load_any_workflow(path), store=store, out=out / name, no_cache=False, as_json=False)
     console.print(f"\n[bold green]done[/]: files in {out.resolve()}: poster/poster.png, restore/restored.png, "
-                  f"narrated/narrated.mp4 (+ .srt, .vtt, poster frame). Try `strata verify {out}/poster/poster.png` "
+                  f"{film}/{film}.mp4 (+ .srt, .vtt, poster frame). Try `strata verify {out}/poster/poster.png` "
                   f"or `strata lineage {out}/poster/poster.png`.")
+
+
+def _builtin_models_installed() -> bool:
+    """Are strata's own image and music models installed (not only a user's model)?"""
+    from strata.models.builtin import IMAGE_MODEL_ID
+    from strata.models.music_model import MODEL_ID as MUSIC_MODEL_ID
+    from strata.models.registry import default_registry
+
+    return {IMAGE_MODEL_ID, MUSIC_MODEL_ID} <= set(default_registry().entries)
 
 
 def main() -> None:  # pragma: no cover
