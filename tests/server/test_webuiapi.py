@@ -1,5 +1,5 @@
 """The ``webuiapi`` client (AUTOMATIC1111's Python client), unchanged, against a real uvicorn
-server on loopback — with stand-in generative ops until the built-in img2img/inpaint exist."""
+server on loopback — with stand-in generative ops, and against the built-in pipeline on a tiny model."""
 
 from __future__ import annotations
 
@@ -56,3 +56,32 @@ def test_wrong_password_is_refused(live_server):
     api = webuiapi.WebUIApi(host="127.0.0.1", port=live_server, username="any", password="not-the-token-at-all")
     with pytest.raises(RuntimeError, match="401"):
         api.txt2img(prompt="x")
+
+
+def test_webuiapi_against_the_built_in_pipeline(tmp_path: Path, monkeypatch):
+    """No stand-ins: the real generation ops and pipeline, on a tiny random built-in model."""
+    import torch
+
+    from strata.models.image_diffusion import ImageDiffusionConfig, ImageDiffusionModel
+    from strata.models.registry import default_registry, reset_default_registry
+
+    tiny = ImageDiffusionConfig(block_channels=(16, 32), attention_levels=(1,), attention_heads=2, text_tokens=8)
+    ImageDiffusionModel.random(tiny, seed=0).save_pretrained(tmp_path / "model")
+    monkeypatch.setenv("STRATA_IMAGE_MODEL", str(tmp_path / "model"))
+    monkeypatch.setenv("STRATA_WATERMARK", "0")
+    torch.set_num_threads(1)
+    reset_default_registry()
+    try:
+        app = create_app(Store(tmp_path / "store"), token=TOKEN, models=default_registry(),
+                         config=ServerConfig(poll_s=0.05, heartbeat_s=0.05))
+        with serve_in_thread(app) as port:
+            api = client(port)
+            result = api.txt2img(prompt="a red apple", seed=21, steps=2, batch_size=2, cfg_scale=4, sampler_name="DDIM")
+            assert len(result.images) == 2 and result.info["all_seeds"] == [21, 22]
+            assert result.images[0].size == (64, 64) and "Seed: 21" in result.images[0].info["parameters"]
+            edited = api.img2img(images=[result.images[0]], prompt="a green apple", seed=3, steps=4,
+                                 denoising_strength=0.5)
+            assert edited.images[0].size == (64, 64) and "a green apple" in edited.images[0].info["parameters"]
+            assert api.get_sd_models()[0]["model_name"] == "strata-emoji-64"
+    finally:
+        reset_default_registry()
