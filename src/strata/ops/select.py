@@ -1,18 +1,40 @@
 """Select layer: choose among candidates.
 
 ``image.pick`` takes one image of a batch by its index (what a person does after looking at
-the batch). Learned ranking of candidates belongs here too, when its scorer is trained.
+the batch). ``image.select`` ranks a batch by technical quality, drops near-duplicates and keeps
+the best K, with a contact sheet showing every candidate and its score — "generate 8, keep the
+best" is one line of a workflow. Ranking by agreement with the prompt needs a learned
+image-text scorer; until one is trained, selection uses the technical measures only.
+
+Technical measures (:func:`measure`), on the picture over white, weighted by alpha:
+
+- **sharpness** — variance of the Laplacian of luminance (Pech-Pacheco et al. 2000): blur lowers it;
+- **noise** — the wavelet estimate of Gaussian noise σ (Donoho & Johnstone 1994: median absolute
+  finest diagonal detail coefficient / 0.6745), over the object's interior only (an emoji's
+  flat background would otherwise make every estimate 0);
+- **clipping** — the share of color values at 0 or 1 where the image is opaque;
+- **alpha fuzz** — the share of pixels that are neither clear nor opaque (0.05 < α < 0.95), beyond
+  what an anti-aliased outline needs (a one-pixel band around the opaque shape).
+
+Each measure becomes a rank among the candidates (ties share a rank), and the score is the mean
+of the ranks scaled to [0, 1] (1 = best on every measure). Rank-based scores need no calibration
+between measures of different units, and a batch of one scores 1.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from dataclasses import dataclass
+from typing import Annotated, Any
 
+import numpy as np
 from pydantic import Field
 
 from strata.errors import OpError
 from strata.media.image import Image
 from strata.workflow.node import node
+
+MEASURES = ("sharpness", "noise", "clipping", "alpha_fuzz")
+HIGHER_IS_BETTER = {"sharpness": True, "noise": False, "clipping": False, "alpha_fuzz": False}
 
 
 @node("image.pick", layer="select", version=1)
@@ -33,3 +55,128 @@ def pick(
         raise OpError(f"index {index} is past the end of the {len(images)} images (0–{len(images) - 1})",
                       param="index")
     return images[index]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One image's measures, score and fate in :func:`select`."""
+
+    index: int
+    measures: dict[str, float]
+    score: float
+    duplicate_of: int | None
+    kept: bool
+
+
+def measure(image: Image) -> dict[str, float]:
+    """The technical measures of one image (see the module docstring)."""
+    import cv2
+    import pywt
+
+    alpha = image.alpha
+    rgb = image.rgb * alpha[..., None] + (1.0 - alpha[..., None])  # over white, as it is usually seen
+    luma = rgb @ np.array([0.2126, 0.7152, 0.0722], np.float32)
+    weight = alpha if alpha.sum() > 0 else np.ones_like(alpha)
+    lap = cv2.Laplacian(luma, cv2.CV_32F)
+    sharp = float(np.average((lap - np.average(lap, weights=weight)) ** 2, weights=weight))
+    opaque = alpha > 0.95
+    _, (_, _, diagonal) = pywt.dwt2(luma, "db1")
+    interior = cv2.erode(opaque.astype(np.uint8), np.ones((5, 5), np.uint8))[::2, ::2].astype(bool)
+    interior = interior[: diagonal.shape[0], : diagonal.shape[1]]
+    detail = diagonal[interior] if interior.any() else diagonal.ravel()
+    noise = float(np.median(np.abs(detail)) / 0.6745)
+    color = image.rgb[opaque]
+    clipping = float(((color <= 0.0) | (color >= 1.0)).mean()) if color.size else 0.0
+    partial = (alpha > 0.05) & (alpha < 0.95)
+    outline = cv2.dilate(opaque.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool) & ~opaque
+    fuzz = float((partial & ~outline).mean())
+    return {"sharpness": sharp, "noise": noise, "clipping": clipping, "alpha_fuzz": fuzz}
+
+
+def _ranks(values: list[float], higher_is_better: bool) -> np.ndarray:
+    """Rank in [0, 1] per value (1 = best), ties sharing the mean rank."""
+    from scipy.stats import rankdata
+
+    v = np.asarray(values, np.float64)
+    r = rankdata(v if higher_is_better else -v, method="average")
+    return (r - 1) / max(len(v) - 1, 1) if len(v) > 1 else np.ones(1)
+
+
+def rank_candidates(images: list[Image], *, keep: int, max_hash_distance: int) -> list[Candidate]:
+    """Measure, score, mark near-duplicates (perceptual hash within ``max_hash_distance`` bits of a
+    better-scored image) and keep the best ``keep`` of the rest."""
+    import imagehash
+    from PIL import Image as PILImage
+
+    measures = [measure(im) for im in images]
+    score = np.mean([_ranks([m[k] for m in measures], HIGHER_IS_BETTER[k]) for k in MEASURES], axis=0)
+    hashes = [imagehash.phash(PILImage.fromarray(im.to_uint8()[:, :, :3] if im.is_opaque else
+                                                 _over_white_u8(im))) for im in images]
+    order = sorted(range(len(images)), key=lambda i: (-score[i], i))
+    dup: dict[int, int] = {}
+    kept: list[int] = []
+    for i in order:
+        better = next((j for j in order[: order.index(i)] if j not in dup and hashes[i] - hashes[j] <= max_hash_distance),
+                      None)
+        if better is not None:
+            dup[i] = better
+        elif len(kept) < keep:
+            kept.append(i)
+    return [Candidate(i, measures[i], float(score[i]), dup.get(i), i in kept) for i in range(len(images))]
+
+
+def _over_white_u8(image: Image) -> np.ndarray:
+    a = image.alpha[..., None]
+    return np.rint((image.rgb * a + (1 - a)) * 255).astype(np.uint8)
+
+
+@node("image.select", layer="select", version=1, outputs={"images": list[Image], "sheet": Image})
+def select(
+    images: list[Image],
+    *,
+    keep: Annotated[int, Field(ge=1, le=64, description="how many to keep")] = 1,
+    max_hash_distance: Annotated[int, Field(ge=0, le=32, description="near-duplicate: perceptual hashes within "
+                                                                     "this many of 64 bits")] = 6,
+    sheet_columns: Annotated[int, Field(ge=1, le=16, description="candidates per row of the contact sheet")] = 4,
+) -> dict[str, Any]:
+    """Rank candidates by technical quality, drop near-duplicates, keep the best ``keep``.
+
+    Args:
+        images: the candidates (e.g. ``image.generate`` with count 8).
+        keep: 1..64 (default 1); fewer come out when near-duplicates leave fewer distinct images.
+        max_hash_distance: 0..32 bits (default 6) between 64-bit perceptual hashes (pHash) below
+            which a lower-scored image counts as a duplicate of a better one.
+        sheet_columns: columns of the contact sheet (default 4).
+
+    Returns:
+        images: the kept ones, best first; sheet: every candidate with its score (kept ones framed
+        in green, duplicates marked).
+    """
+    if not images:
+        raise OpError("no candidates: connect a node that makes at least one image", param="images")
+    ranked = rank_candidates(images, keep=keep, max_hash_distance=max_hash_distance)
+    best = sorted((c for c in ranked if c.kept), key=lambda c: (-c.score, c.index))
+    return {"images": [images[c.index] for c in best], "sheet": contact_sheet(images, ranked, sheet_columns)}
+
+
+def contact_sheet(images: list[Image], ranked: list[Candidate], columns: int) -> Image:
+    """A grid of the candidates on a light checker with '#i score' under each; kept ones framed."""
+    from PIL import Image as PILImage, ImageDraw
+
+    cell = max(96, max(max(im.width, im.height) for im in images))
+    label_h, pad = 16, 6
+    rows = (len(images) + columns - 1) // columns
+    sheet = PILImage.new("RGB", (columns * (cell + pad) + pad, rows * (cell + label_h + pad) + pad), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    for c, im in zip(ranked, images):
+        r, col = divmod(c.index, columns)
+        x, y = pad + col * (cell + pad), pad + r * (cell + label_h + pad)
+        scale = cell / max(im.width, im.height)
+        size = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))
+        thumb = PILImage.fromarray(_over_white_u8(im)).resize(size, PILImage.NEAREST if scale >= 1 else PILImage.LANCZOS)
+        sheet.paste(thumb, (x + (cell - size[0]) // 2, y + (cell - size[1]) // 2))
+        if c.kept:
+            draw.rectangle([x - 3, y - 3, x + cell + 2, y + cell + 2], outline=(20, 160, 60), width=3)
+        note = f"#{c.index} {c.score:.2f}" + (f" dup of #{c.duplicate_of}" if c.duplicate_of is not None else "")
+        draw.text((x, y + cell + 2), note, fill=(30, 30, 30))
+    return Image.from_array(np.asarray(sheet))
