@@ -51,7 +51,7 @@ def test_select_keeps_the_best_distinct_ones_and_draws_a_sheet():
     candidates = [_disc(blur=1.5), _disc(noise=0.08), _disc(), _disc(fuzz=True), _disc(shift=1)]
     out = select(candidates, keep=2)
     # The clean disc wins; its one-pixel-shifted twin is a near-duplicate, never kept beside it.
-    assert out["images"][0] is candidates[2]
+    assert out["images"][0] is candidates[2] is out["best"]
     assert len(out["images"]) == 2 and candidates[4] not in out["images"]
     sheet = out["sheet"]
     assert sheet.width > 4 * 96 and sheet.height > 2 * 96 and sheet.is_opaque

@@ -130,7 +130,7 @@ def _over_white_u8(image: Image) -> np.ndarray:
     return np.rint((image.rgb * a + (1 - a)) * 255).astype(np.uint8)
 
 
-@node("image.select", layer="select", version=1, outputs={"images": list[Image], "sheet": Image})
+@node("image.select", layer="select", version=1, outputs={"images": list[Image], "best": Image, "sheet": Image})
 def select(
     images: list[Image],
     *,
@@ -149,14 +149,15 @@ def select(
         sheet_columns: columns of the contact sheet (default 4).
 
     Returns:
-        images: the kept ones, best first; sheet: every candidate with its score (kept ones framed
-        in green, duplicates marked).
+        images: the kept ones, best first; best: the first of them; sheet: every candidate with
+        its score (kept ones framed in green, duplicates marked).
     """
     if not images:
         raise OpError("no candidates: connect a node that makes at least one image", param="images")
     ranked = rank_candidates(images, keep=keep, max_hash_distance=max_hash_distance)
     best = sorted((c for c in ranked if c.kept), key=lambda c: (-c.score, c.index))
-    return {"images": [images[c.index] for c in best], "sheet": contact_sheet(images, ranked, sheet_columns)}
+    kept = [images[c.index] for c in best]
+    return {"images": kept, "best": kept[0], "sheet": contact_sheet(images, ranked, sheet_columns)}
 
 
 def contact_sheet(images: list[Image], ranked: list[Candidate], columns: int) -> Image:
