@@ -33,7 +33,8 @@ def _evaluation(weights_sha: str) -> str:
         ("longest passage copied from the training set, bars (target ≤ 2)", f"{m['copy_bars']['generated_max']}",
          f"held-out Bach vs. training set: {m['copy_bars']['heldout_max']}"),
         ("generation time per minute of music, s", f"{m['speed']['seconds_per_minute']:.1f}",
-         f"model {m['speed']['model_seconds_per_minute']:.1f} s + rendering"),
+         f"model {m['speed']['model_seconds_per_minute']:.1f} s + rendering; {bench['settings']['threads']} thread, "
+         f"load average {bench['settings'].get('load_average', 'n/a')} on {bench['machine']['cpu_count']} cores"),
     ]
     table = "\n".join(f"| {a} | {b} | {c} |" for a, b, c in rows)
     return (f"`bench/music.py` ({bench['settings']['pieces']} pieces of {bench['settings']['bars']} bars, keys and "
@@ -76,7 +77,8 @@ tokens starting at bar lines with `BOS KEY` in front; AdamW lr {train['lr']} (wa
 steps, cosine to {train['lr_final']} at {train['steps']}), batch {train['batch_size']}, one CPU thread.
 Reproduce: `strata train music` (resume with `--resume`), then `strata train music --export`.
 
-Trained {record['step']} steps in {record['train_minutes']} minutes; last logged training loss
+Trained {record['step']} of the schedule's {train['steps']} steps in {record['train_minutes']} minutes of wall time
+(resume with `strata train music --resume` to finish it); last logged training loss
 {record.get('train_loss', 'n/a')}, held-out loss {record['heldout_loss_fp32']} nats/token
 ({record['heldout_loss_fp16']} with these fp16 weights).
 
