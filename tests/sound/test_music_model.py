@@ -312,7 +312,8 @@ def test_trainer_resumes_exactly_and_exports(tmp_path):
     assert rec["step"] == 4 and abs(rec["heldout_loss_fp16"] - rec["heldout_loss_fp32"]) < 0.01
     assert sorted(p.name for p in (tmp_path / "export").iterdir()) == ["MODEL_CARD.md", "config.json", "model.safetensors"]
     card = (tmp_path / "export" / "MODEL_CARD.md").read_text()
-    assert "Trained 4 steps" in card and "Bach" in card
+    assert "Trained 4 of the schedule's 6 steps" in card and "Bach" in card
+    assert "Not measured yet" in card or "measured other weights" in card  # never another model's numbers
     model = MusicModel.from_pretrained(tmp_path / "export")
     check_piece(generate_tokens(model, tonic=2, mode="maj", n_bars=2, seed=0), 2)
 
