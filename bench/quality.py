@@ -105,8 +105,9 @@ class Classifier(nn.Module):
             return nn.Sequential(nn.Conv2d(i, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU(),
                                  nn.Conv2d(o, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU(), nn.MaxPool2d(2))
 
-        self.features = nn.Sequential(block(4, 32), block(32, 64), block(64, 128))
-        self.head = nn.Linear(128, n_classes)
+        # Narrow on purpose: it trains four times (three folds + the final one) on a busy CPU.
+        self.features = nn.Sequential(block(4, 16), block(16, 32), block(32, 64))
+        self.head = nn.Linear(64, n_classes)
 
     def forward(self, rgba: torch.Tensor) -> torch.Tensor:
         x = F.avg_pool2d(torch.cat([rgba[:, :3] * rgba[:, 3:], rgba[:, 3:]], 1) * 2 - 1, 2)
@@ -135,7 +136,9 @@ def train_classifier(x: torch.Tensor, y: torch.Tensor, n_classes: int, *, steps:
     opt = torch.optim.AdamW(clf.parameters(), lr=2e-3, weight_decay=5e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps)
     clf.train()
-    for _ in range(steps):
+    for step in range(steps):
+        if step % 100 == 0:
+            print(f"    step {step}/{steps}", flush=True)
         idx = torch.randint(0, len(x), (64,), generator=g)
         loss = F.cross_entropy(clf(augment(x[idx], g)), y[idx], label_smoothing=0.1)
         opt.zero_grad()
@@ -270,7 +273,7 @@ def main() -> None:
     ap.add_argument("--checkpoint", help="training run dir: evaluate its EMA weights")
     ap.add_argument("--quick", action="store_true", help="2 seeds per concept and a 20-concept sweep")
     ap.add_argument("--readme-grid", action="store_true", help="also write docs/gallery/generated_grid.png")
-    ap.add_argument("--classifier-steps", type=int, default=1200)
+    ap.add_argument("--classifier-steps", type=int, default=600)
     ap.add_argument("--classifier-only", action="store_true", help="train (and cache) the classifier, report its ceiling, stop")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
