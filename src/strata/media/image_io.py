@@ -447,8 +447,11 @@ def _encode_png(a: np.ndarray, metadata: Provenance | None) -> bytes:
     # zlib level 3 with the RLE strategy (matches only within runs, after PNG's row filters):
     # measured 1.4–1.7× faster than plain level 3 and smaller files on both photos (3–19 %) and
     # flat emoji-style images (26 %); level 6 was 2.5× slower for ~3 % smaller photos.
+    # One filter (Paeth) for every row instead of libpng's per-row trial of all five: measured
+    # 33 → 25 ms on a 768×512 photo (+0.7 % bytes) and 12 → 5 ms on a flat image (+0.4 KB).
     ok, buf = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, 3,
-                                         cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE])
+                                         cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE,
+                                         cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_PAETH])
     if not ok:
         raise MediaError("OpenCV could not encode the PNG")
     png = buf.tobytes()
