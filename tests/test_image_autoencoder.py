@@ -122,3 +122,10 @@ def test_changed_model_section_refuses_to_resume(tmp_path: Path) -> None:
     cfg_path.write_text(yaml.safe_dump(raw))
     with pytest.raises(StrataError, match="differs from the checkpoint"):
         ae_train.train(config=cfg_path, resume=True)
+
+
+def test_re_saving_a_loaded_autoencoder_keeps_its_training_record(tmp_path: Path) -> None:
+    PatchAutoencoder(TINY).save(tmp_path / "a", dtype=torch.float32, extra={"training": {"step": 7}})
+    loaded = PatchAutoencoder.load(tmp_path / "a")
+    loaded.save(tmp_path / "b", dtype=torch.float32)  # as ImageDiffusionModel.save_pretrained does
+    assert json.loads((tmp_path / "b" / "autoencoder.json").read_text())["training"] == {"step": 7}

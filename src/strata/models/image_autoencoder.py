@@ -93,6 +93,7 @@ class PatchAutoencoder(nn.Module):
         )
         self.register_buffer("shift", torch.zeros(1, lc, 1, 1))
         self.register_buffer("scale", torch.ones(1, lc, 1, 1))
+        self.record: dict = {}  # what its autoencoder.json says beside the shape (e.g. its training), kept on re-save
 
     def encode_raw(self, x: torch.Tensor) -> torch.Tensor:
         """Premultiplied RGBA in [-1, 1] → un-normalized latent (training uses this)."""
@@ -128,7 +129,7 @@ class PatchAutoencoder(nn.Module):
         tmp = directory / (AUTOENCODER_WEIGHTS + ".tmp")
         save_file(state, str(tmp), metadata={"format": "pt", "strata": "image_autoencoder"})
         tmp.replace(directory / AUTOENCODER_WEIGHTS)
-        meta = {"autoencoder": asdict(self.cfg), **(extra or {})}
+        meta = {"autoencoder": asdict(self.cfg), **(self.record if extra is None else extra)}
         tmp_json = directory / (AUTOENCODER_CONFIG + ".tmp")
         tmp_json.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         tmp_json.replace(directory / AUTOENCODER_CONFIG)
@@ -144,7 +145,9 @@ class PatchAutoencoder(nn.Module):
         if not cfg_path.is_file() or not w_path.is_file():
             raise ModelError(f"no autoencoder in {directory}: expected {AUTOENCODER_CONFIG} and {AUTOENCODER_WEIGHTS}; "
                              "train one with `strata train autoencoder` (then --export)")
-        ae = cls(AutoencoderConfig.from_dict(json.loads(cfg_path.read_text(encoding="utf-8"))["autoencoder"]))
+        meta = json.loads(cfg_path.read_text(encoding="utf-8"))
+        ae = cls(AutoencoderConfig.from_dict(meta["autoencoder"]))
+        ae.record = {k: v for k, v in meta.items() if k != "autoencoder"}
         state = load_file(str(w_path))
         try:
             ae.load_state_dict({k: v.float() for k, v in state.items()})
