@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
+import numpy as np
 import pytest
 import torch
 
@@ -28,5 +29,8 @@ def test_shipped_weights_are_deterministic_and_draw_on_transparency() -> None:
     assert digests[0] == digests[1] and digests[0][0] != digests[0][1]  # same seed same bytes; seeds differ
     for im in runs[0].images:
         alpha = im.alpha
-        # An emoji model draws an object on a transparent background, not a full-frame texture.
-        assert alpha[0, :].mean() < 0.2 and alpha[-1, :].mean() < 0.2 and alpha[24:40, 24:40].mean() > 0.5
+        # An emoji model draws an object on a transparent background, not a full-frame texture:
+        # both clear and solid areas, and the clear ones mostly around the border.
+        assert (alpha < 0.05).mean() > 0.2 and (alpha > 0.95).mean() > 0.2
+        border = np.concatenate([alpha[0], alpha[-1], alpha[:, 0], alpha[:, -1]])
+        assert border.mean() < alpha[16:48, 16:48].mean()
