@@ -28,7 +28,7 @@ import yaml
 from strata.errors import StrataError
 from strata.models.image_autoencoder import AutoencoderConfig, PatchAutoencoder, premultiply
 from strata.train import data_emoji
-from strata.train.image import REPO_WEIGHTS, _progress_bar, load_checkpoint, open_run, save_checkpoint
+from strata.train.image import REPO_WEIGHTS, _progress_bar, load_checkpoint, open_run, save_checkpoint, write_log
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "autoencoder.yaml"
 CHECKPOINT = "checkpoint.pt"
@@ -166,10 +166,7 @@ def train(*, config: Path | None = None, resume: bool = False, threads: int = 1,
                     ae.eval()
                     rec["heldout_psnr"] = round(psnr(ae, held_x), 2)
                     ae.train()
-                log.write(json.dumps(rec) + "\n")
-                log.flush()
-                if bar is None:
-                    print(" ".join(f"{k} {v}" for k, v in rec.items() if k != "time"), flush=True)
+                write_log(log, rec, bar)
                 t_log, loss_acc, n_acc = time.time(), 0.0, 0
             if time.time() - t_ckpt > float(cfg.run["checkpoint_minutes"]) * 60:
                 checkpoint()

@@ -430,6 +430,14 @@ def _checkpoint_on_error(checkpoint: Callable[[], None]):
         raise
 
 
+def write_log(log, rec: dict, bar) -> None:
+    """Append one record to a run's log.jsonl; in the background (no progress bar) also print it."""
+    log.write(json.dumps(rec) + "\n")
+    log.flush()
+    if bar is None:
+        print(" ".join(f"{k} {v}" for k, v in rec.items() if k != "time"), flush=True)
+
+
 def _progress_bar(step: int, max_steps: int | None):
     """A tqdm bar (loss, it/s) when attached to a terminal; None in the background."""
     if not sys.stderr.isatty():

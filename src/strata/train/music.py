@@ -30,7 +30,7 @@ from strata.errors import StrataError
 from strata.models.music_model import MusicModel, MusicModelConfig, build_network
 from strata.models.music_tokens import TOKEN_ID
 from strata.train import data_chorales
-from strata.train.image import _progress_bar, load_checkpoint, open_run, save_checkpoint
+from strata.train.image import _progress_bar, load_checkpoint, open_run, save_checkpoint, write_log
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "music.yaml"
 CHECKPOINT = "checkpoint.pt"
@@ -257,10 +257,7 @@ def train(*, config: Path | None = None, resume: bool = False, threads: int = 1,
                        "lr": lr_at(step, tc), "time": round(now)}
                 if evaluate:
                     rec["heldout_loss"] = round(heldout_loss(net, held_seqs, cfg.model.n_positions), 4)
-                log.write(json.dumps(rec) + "\n")
-                log.flush()
-                if bar is None:
-                    print(" ".join(f"{k} {v}" for k, v in rec.items() if k != "time"), flush=True)
+                write_log(log, rec, bar)
                 t_log, loss_acc, n_acc = time.time(), 0.0, 0
             if time.time() - t_ckpt > float(cfg.run["checkpoint_minutes"]) * 60:
                 checkpoint()

@@ -32,7 +32,7 @@ from strata.models.upscale import MODEL_ID, UpscaleConfig, UpscaleModel, Upscale
 from strata.ops.edit import gaussian_blur
 from strata.train import data_sr
 from strata.train.data_emoji import OptOut
-from strata.train.image import _progress_bar, load_checkpoint, open_run, save_checkpoint
+from strata.train.image import _progress_bar, load_checkpoint, open_run, save_checkpoint, write_log
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "upscale.yaml"
 CHECKPOINT = "checkpoint.pt"
@@ -256,10 +256,7 @@ def train(*, config: Path | None = None, resume: bool = False, threads: int = 1,
                         p = heldout_psnr(net, data, held256, s)
                         rec[f"heldout_psnr_x{s}"], rec[f"bicubic_psnr_x{s}"] = round(p["model"], 2), round(p["bicubic"], 2)
                     net.train()
-                log.write(json.dumps(rec) + "\n")
-                log.flush()
-                if bar is None:
-                    print(" ".join(f"{k} {v}" for k, v in rec.items() if k != "time"), flush=True)
+                write_log(log, rec, bar)
                 t_log, loss_acc, n_acc = time.time(), 0.0, 0
             if time.time() - t_ckpt > float(cfg.run["checkpoint_minutes"]) * 60:
                 checkpoint()
