@@ -411,3 +411,70 @@ def test_webp_bomb_is_refused_as_too_large(tmp_path: Path) -> None:
     (tmp_path / "bomb.webp").write_bytes(bytes(data))
     with pytest.raises(MediaError, match=r"bomb\.webp: image is (16383×16383|too large to open safely)"):
         load_image(tmp_path / "bomb.webp")
+
+
+def _reference_integers(pixels: np.ndarray, bit_depth: int) -> np.ndarray:
+    """The quantization formula, written the plain numpy way (the encoder's reference)."""
+    top = 65535.0 if bit_depth == 16 else 255.0
+    a = np.rint(np.clip(pixels, 0.0, 1.0) * top).astype(np.uint16 if bit_depth == 16 else np.uint8)
+    return a[:, :, :3] if np.all(a[:, :, 3] == top) else a
+
+
+def _reference_png(pixels: np.ndarray, bit_depth: int) -> bytes:
+    """What the PNG encoder wrote before its fast path: numpy quantization, a fancy-indexed BGR
+    copy, then the same cv2.imencode settings."""
+    import cv2
+
+    a = np.ascontiguousarray(_reference_integers(pixels, bit_depth))
+    bgr = a[:, :, [2, 1, 0, 3][: a.shape[2]]]
+    ok, buf = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, 3,
+                                         cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE,
+                                         cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_PAETH])
+    assert ok
+    return buf.tobytes()
+
+
+def _hard_pixels(opaque: bool) -> np.ndarray:
+    """Values that catch a different rounding or clipping: exact half steps of 1/255 and
+    1/65535 and their float32 neighbours, out-of-range values, ±0, and random ones."""
+    a = RNG.uniform(-0.3, 1.3, (37, 41, 4)).astype(np.float32)
+    steps = np.arange(256, dtype=np.float32)
+    halves = ((steps + 0.5) / 255).astype(np.float32)
+    specials = np.concatenate([halves, np.nextafter(halves, 2), np.nextafter(halves, -2), steps / 255,
+                               ((np.arange(300, dtype=np.float32) * 211 + 0.5) / 65535).astype(np.float32),
+                               np.float32([0.0, -0.0, 1.0, np.nextafter(np.float32(1), 2), -1e-9, 1e9])])
+    a.reshape(-1)[: specials.size] = specials
+    if opaque:
+        a[:, :, 3] = 1.0
+    return a
+
+
+@pytest.mark.parametrize("bit_depth", [8, 16])
+@pytest.mark.parametrize("opaque", [True, False])
+def test_png_bytes_match_the_plain_numpy_encoder(bit_depth: int, opaque: bool) -> None:
+    pixels = _hard_pixels(opaque)
+    assert encode_image(Image(pixels), "PNG", bit_depth=bit_depth) == _reference_png(pixels, bit_depth)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "WEBP", "TIFF"])
+def test_other_formats_get_the_reference_integers(fmt: str) -> None:
+    pixels = _hard_pixels(opaque=True)
+    expected = _reference_integers(pixels, 8)
+    kwargs = {"lossless": True} if fmt == "WEBP" else {}
+    if fmt == "JPEG":  # lossy: compare with Pillow's encoding of the reference integers
+        buf = io.BytesIO()
+        PIL.Image.fromarray(expected).save(buf, "JPEG", quality=95, subsampling=0)
+        assert encode_image(Image(pixels), fmt) == buf.getvalue()
+    else:
+        decoded = np.asarray(PIL.Image.open(io.BytesIO(encode_image(Image(pixels), fmt, **kwargs))))
+        np.testing.assert_array_equal(decoded, expected)
+
+
+def test_quantization_keeps_alpha_when_one_pixel_rounds_below_opaque() -> None:
+    def channels(alpha: float) -> int:
+        pixels = np.ones((4, 4, 4), np.float32)
+        pixels[2, 3, 3] = alpha
+        return np.asarray(PIL.Image.open(io.BytesIO(encode_image(Image(pixels), "PNG")))).shape[2]
+
+    assert channels(254.49 / 255) == 4  # rounds to 254: the file must keep its alpha
+    assert channels(254.51 / 255) == 3  # rounds to 255: opaque, written as RGB

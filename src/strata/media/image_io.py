@@ -424,15 +424,22 @@ def _normalize_format(format: str) -> ImageFormat:
     return fmt  # type: ignore[return-value]
 
 
-def _quantize(image: Image, bit_depth: int, keep_alpha: bool) -> np.ndarray:
+def _quantize(pixels: np.ndarray, bit_depth: int) -> np.ndarray:
+    """Float pixels in [0, 1] → 8- or 16-bit integers, ``rint(clip(p, 0, 1) · max)``."""
     if bit_depth not in (8, 16):
         raise MediaError(f"bit_depth must be 8 or 16, got {bit_depth!r}")
-    p = image.pixels if keep_alpha else image.pixels[:, :, :3]
-    if not np.all(np.isfinite(p)):
+    if not np.isfinite(pixels).all():
         raise MediaError("image contains NaN or infinite values; fix the op that produced them before saving")
-    top = 65535.0 if bit_depth == 16 else 255.0
+    top = np.float32(65535.0 if bit_depth == 16 else 255.0)
     # Files hold [0, 1]; values outside (e.g. after exposure) are clipped as every 8/16-bit file must.
-    return np.rint(np.clip(p, 0.0, 1.0) * top).astype(np.uint16 if bit_depth == 16 else np.uint8)
+    # clip(p·max, 0, max) is clip(p, 0, 1)·max exactly (max·1 = max, the order of clipping and
+    # scaling changes no float32 result), and OpenCV's float → uint8 conversion rounds half to
+    # even like np.rint: the same integers in one fused pass instead of three numpy passes.
+    scaled = np.multiply(pixels, top)
+    np.clip(scaled, 0.0, top, out=scaled)
+    if bit_depth == 8:
+        return cv2.convertScaleAbs(scaled)  # |x|·1 + 0 on x ≥ 0: just the rounding conversion
+    return np.rint(scaled, out=scaled).astype(np.uint16)
 
 
 def _png_chunk(ctype: bytes, payload: bytes) -> bytes:
@@ -443,7 +450,7 @@ def _encode_png(a: np.ndarray, metadata: Provenance | None) -> bytes:
     # OpenCV writes 8- and 16-bit RGB(A) (Pillow cannot write 16-bit colour); metadata chunks
     # are built by Pillow's PngInfo and inserted right after IHDR, before the pixels, so
     # readers that stop at the first IDAT (Pillow's open) still see them.
-    bgr = a[:, :, [2, 1, 0, 3][: a.shape[2]]]
+    bgr = cv2.cvtColor(a, cv2.COLOR_RGB2BGR if a.shape[2] == 3 else cv2.COLOR_RGBA2BGRA)
     # zlib level 3 with the RLE strategy (matches only within runs, after PNG's row filters):
     # measured 1.4–1.7× faster than plain level 3 and smaller files on both photos (3–19 %) and
     # flat emoji-style images (26 %); level 6 was 2.5× slower for ~3 % smaller photos.
@@ -564,10 +571,10 @@ def encode_image(
     if fmt == "JPEG":
         _check_quality(quality)
         image = _flatten(image, background, fmt)
-    a = _quantize(image, bit_depth, keep_alpha=True)
-    if np.all(a[:, :, 3] == np.iinfo(a.dtype).max):
-        a = a[:, :, :3]  # fully opaque after quantization: RGB is smaller and more widely read
-    a = np.ascontiguousarray(a)
+    a = _quantize(image.pixels, bit_depth)
+    if (a[:, :, 3] == np.iinfo(a.dtype).max).all():
+        # Fully opaque after quantization: RGB is smaller and more widely read.
+        a = cv2.cvtColor(a, cv2.COLOR_RGBA2RGB)  # a contiguous copy without the alpha lane
     if fmt == "PNG":
         return _encode_png(a, metadata)
     if fmt == "TIFF":
