@@ -82,3 +82,34 @@ def test_decoded_values_are_read_only_views() -> None:
     kind, data = encode_value(Image(RNG.random((3, 3, 4), dtype=np.float32)))
     back = decode_value(kind, data)
     assert not back.pixels.flags.writeable
+
+
+def test_parts_join_to_the_encoded_bytes_and_the_store_hashes_them_as_one() -> None:
+    import hashlib
+
+    from strata.media.codec import encode_value_parts
+    from strata.store.blobs import sha256_parts
+
+    values = [Image(RNG.random((5, 7, 4), dtype=np.float32)), Mask(RNG.random((3, 2), dtype=np.float32)),
+              {"a": 1}, [Image(RNG.random((2, 2, 4), dtype=np.float32))]]
+    for value in values:
+        kind, data = encode_value(value)
+        parts_kind, parts = encode_value_parts(value)
+        assert (parts_kind, b"".join(parts)) == (kind, data)
+        assert sha256_parts(parts) == hashlib.sha256(data).hexdigest()
+
+
+def test_a_stored_image_keeps_the_id_of_its_np_save_bytes(tmp_path) -> None:
+    import hashlib
+
+    from strata.store import Store
+
+    pixels = RNG.random((6, 5, 4), dtype=np.float32)
+    reference = io.BytesIO()
+    np.save(reference, pixels)
+    store = Store(tmp_path / "store")
+    refs = store.cache_record("k", "test", {"image": Image(pixels)}, None, write_behind=True)
+    store.flush()
+    assert refs["image"] == hashlib.sha256(reference.getvalue()).hexdigest()
+    assert store.blobs.path(refs["image"]).read_bytes() == reference.getvalue()
+    store.close()

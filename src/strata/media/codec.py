@@ -21,12 +21,15 @@ import io
 import json
 import struct
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from strata.errors import MediaError
 from strata.media.image import Image, Mask
+
+
+Buffer = bytes | memoryview  # what an encoded value is made of
 
 
 @dataclass(frozen=True)
@@ -38,19 +41,23 @@ class Codec:
         type: the Python class of the values.
         encode: value → bytes; must be deterministic and lossless.
         decode: bytes → value; raises MediaError on bad data.
+        parts: optional value → pieces whose concatenation is ``encode(value)``, for large
+            values whose bytes need not be joined to be hashed and stored (no copy).
     """
 
     kind: str
     type: type
     encode: Callable[[Any], bytes]
     decode: Callable[[bytes], Any]
+    parts: Callable[[Any], Sequence[Buffer]] | None = None
 
 
 _BY_KIND: dict[str, Codec] = {}
 _BY_TYPE: dict[type, Codec] = {}
 
 
-def register_codec(kind: str, type_: type, encode: Callable[[Any], bytes], decode: Callable[[bytes], Any]) -> None:
+def register_codec(kind: str, type_: type, encode: Callable[[Any], bytes], decode: Callable[[bytes], Any],
+                   parts: Callable[[Any], Sequence[Buffer]] | None = None) -> None:
     """Register how values of ``type_`` are stored.
 
     Args:
@@ -58,21 +65,28 @@ def register_codec(kind: str, type_: type, encode: Callable[[Any], bytes], decod
         type_: the value class (exact class; subclasses are not matched).
         encode: deterministic, lossless value → bytes.
         decode: bytes → value (raise MediaError on malformed bytes).
+        parts: optional value → pieces that concatenate to ``encode(value)`` (see :class:`Codec`).
     """
     if kind in _BY_KIND and _BY_KIND[kind].type is not type_:
         raise MediaError(f"codec kind {kind!r} is already registered for {_BY_KIND[kind].type.__name__}")
-    codec = Codec(kind, type_, encode, decode)
+    codec = Codec(kind, type_, encode, decode, parts)
     _BY_KIND[kind] = codec
     _BY_TYPE[type_] = codec
 
 
-def npy_bytes(array: np.ndarray) -> bytes:
-    """``.npy`` bytes of an array (C order), exactly as ``np.save`` writes them."""
+def npy_parts(array: np.ndarray) -> tuple[bytes, memoryview]:
+    """``.npy`` bytes of an array (C order) as two pieces, the header and a view of the data:
+    joined, exactly what ``np.save`` writes. Hashing or writing the pieces in turn copies nothing."""
     array = np.ascontiguousarray(array)
     header = io.BytesIO()
     np.lib.format.write_array_header_1_0(header, np.lib.format.header_data_from_array_1_0(array))
+    return header.getvalue(), memoryview(array.reshape(-1)).cast("B")
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    """``.npy`` bytes of an array (C order), exactly as ``np.save`` writes them."""
     # One copy (the join) instead of np.save's write-then-getvalue two.
-    return b"".join((header.getvalue(), array.data))
+    return b"".join(npy_parts(array))
 
 
 def npy_array(data: bytes, *, dtype: np.dtype[Any], ndim: int, what: str) -> np.ndarray:
@@ -179,6 +193,19 @@ def encode_value(value: Any) -> tuple[str, bytes]:
     return "json", _encode_json(value)
 
 
+def encode_value_parts(value: Any) -> tuple[str, Sequence[Buffer]]:
+    """:func:`encode_value` as pieces to hash or write in turn; ``b"".join`` of them is its bytes.
+
+    Images and masks come as the ``.npy`` header and a view of their (read-only) pixels, so
+    storing a large value hashes it without first copying it.
+    """
+    codec = _BY_TYPE.get(type(value))
+    if codec is not None and codec.parts is not None:
+        return codec.kind, codec.parts(value)
+    kind, data = encode_value(value)
+    return kind, (data,)
+
+
 def decode_value(kind: str, data: bytes) -> Any:
     """Rebuild a value from :func:`encode_value`'s ``(kind, bytes)``.
 
@@ -196,7 +223,16 @@ def decode_value(kind: str, data: bytes) -> Any:
 
 
 # Explicit little-endian float32, so the bytes (and asset ids) are the same on every machine.
-register_codec("image", Image, lambda im: npy_bytes(im.pixels.astype(_F32, copy=False)), _decode_image)
-register_codec("mask", Mask, lambda m: npy_bytes(m.values.astype(_F32, copy=False)), _decode_mask)
+def _image_parts(image: Image) -> tuple[bytes, memoryview]:
+    return npy_parts(image.pixels.astype(_F32, copy=False))
 
-__all__ = ["Codec", "decode_value", "encode_value", "npy_array", "npy_bytes", "register_codec"]
+
+def _mask_parts(mask: Mask) -> tuple[bytes, memoryview]:
+    return npy_parts(mask.values.astype(_F32, copy=False))
+
+
+register_codec("image", Image, lambda im: b"".join(_image_parts(im)), _decode_image, _image_parts)
+register_codec("mask", Mask, lambda m: b"".join(_mask_parts(m)), _decode_mask, _mask_parts)
+
+__all__ = ["Buffer", "Codec", "decode_value", "encode_value", "encode_value_parts", "npy_array", "npy_bytes",
+           "npy_parts", "register_codec"]

@@ -13,11 +13,14 @@ from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from strata.errors import StoreError
-from strata.store.blobs import BlobStore, sha256_bytes
+from strata.store.blobs import BlobStore, sha256_bytes, sha256_parts
 from strata.store.db import HistoryDB
+
+if TYPE_CHECKING:
+    from strata.media.codec import Buffer
 
 DEFAULT_ROOT = "strata-data"
 # Stored value of one output: an asset id, or a list of them for list outputs.
@@ -64,15 +67,20 @@ class Store:
     # -- values -------------------------------------------------------------------------
     def put_value(self, value: Any) -> tuple[AssetRef, list[tuple[str, str, int]]]:
         """Store a node output value; returns its asset ref and the (id, kind, size) rows to record."""
-        blobs: list[tuple[str, bytes]] = []
+        blobs: list[tuple[str, Sequence[Buffer]]] = []
         ref, rows = self._encode(value, blobs)
         for blob_id, data in blobs:
             self.blobs.put_known(blob_id, data)
         return ref, rows
 
-    def _encode(self, value: Any, blobs: list[tuple[str, bytes]]) -> tuple[AssetRef, list[tuple[str, str, int]]]:
-        """Encode and hash ``value`` (a list: each item), remember it decoded; blobs to write go to ``blobs``."""
-        from strata.media.codec import encode_value
+    def _encode(self, value: Any, blobs: list[tuple[str, Sequence[Buffer]]]) -> tuple[AssetRef, list[tuple[str, str, int]]]:
+        """Encode and hash ``value`` (a list: each item), remember it decoded; blobs to write go to ``blobs``.
+
+        A large value's bytes are hashed piece by piece (an image: its ``.npy`` header, then its
+        pixels in place), so it is not copied to be hashed; the pieces are joined only when the
+        blob is written, which with write-behind happens off the run's critical path.
+        """
+        from strata.media.codec import encode_value_parts
 
         if isinstance(value, (list, tuple)):
             ids: list[str] = []
@@ -82,11 +90,11 @@ class Store:
                 ids.append(ref)  # type: ignore[arg-type]
                 rows += item_rows
             return ids, rows
-        kind, data = encode_value(value)
-        blob_id = sha256_bytes(data)
-        blobs.append((blob_id, data))
-        self._remember(blob_id, value, len(data))
-        return blob_id, [(blob_id, kind, len(data))]
+        kind, parts = encode_value_parts(value)
+        blob_id, size = sha256_parts(parts), sum(len(p) for p in parts)
+        blobs.append((blob_id, parts))
+        self._remember(blob_id, value, size)
+        return blob_id, [(blob_id, kind, size)]
 
     def _remember(self, blob_id: str, value: Any, size: int) -> None:
         with self._values_lock:
@@ -140,7 +148,7 @@ class Store:
         """
         refs: dict[str, AssetRef] = {}
         rows: list[tuple[str, str, int]] = []
-        blobs: list[tuple[str, bytes]] = []
+        blobs: list[tuple[str, Sequence[Buffer]]] = []
         for name, value in values.items():
             refs[name], r = self._encode(value, blobs)
             rows += r
