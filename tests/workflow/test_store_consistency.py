@@ -124,3 +124,29 @@ def test_an_unwritable_output_folder_fails_the_run_clearly_and_keeps_the_values(
     assert store.db.query("SELECT status FROM runs")[0]["status"] == "failed"
     rerun = Executor(store).run(parse_workflow(load_then_scale(src)), out_dir=tmp_path / "elsewhere")
     assert rerun.executed == [] and (tmp_path / "elsewhere" / "half.png").is_file()  # computed values were kept
+
+
+def test_the_file_hash_cache_sees_every_change_and_rehashes_fresh_files(tmp_path, monkeypatch) -> None:
+    import hashlib
+
+    from strata.store import blobs
+
+    calls = []
+    real = blobs.sha256_file
+    monkeypatch.setattr(blobs, "sha256_file", lambda p: calls.append(p) or real(p))
+    monkeypatch.setattr(blobs, "_FILE_HASHES", {})
+    f = tmp_path / "grade.cube"
+    f.write_bytes(b"LUT_3D_SIZE 2\n")
+    # Just written: its timestamps could still miss a same-second change, so it is hashed each time.
+    assert blobs.sha256_file_cached(f) == blobs.sha256_file_cached(f) == hashlib.sha256(f.read_bytes()).hexdigest()
+    assert len(calls) == 2
+    monkeypatch.setattr(blobs, "_SETTLED_S", -1.0)  # as if written long ago
+    blobs.sha256_file_cached(f)
+    blobs.sha256_file_cached(f)
+    assert len(calls) == 3  # the second call was served from the cache
+    f.write_bytes(b"LUT_3D_SIZE 3\n")  # same size, new content: a new version
+    assert blobs.sha256_file_cached(f) == hashlib.sha256(b"LUT_3D_SIZE 3\n").hexdigest()
+    replacement = tmp_path / "other.cube"
+    replacement.write_bytes(b"LUT_3D_SIZE 4\n")
+    replacement.replace(f)  # replaced by rename: another inode
+    assert blobs.sha256_file_cached(f) == hashlib.sha256(b"LUT_3D_SIZE 4\n").hexdigest()

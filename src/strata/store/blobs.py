@@ -8,8 +8,10 @@ write leaves only a temp file, which ``gc`` removes.
 from __future__ import annotations
 
 import hashlib
+import os
+import time
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from strata.errors import StoreError
 from strata.files import atomic_write_bytes
@@ -19,12 +21,50 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def sha256_parts(parts: Sequence[bytes | memoryview]) -> str:
+    """The sha256 of the concatenation of ``parts``, without concatenating them."""
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part)
+    return h.hexdigest()
+
+
 def sha256_file(path: str | Path, *, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+# A file modified this recently may change again within its timestamp's resolution without
+# its stat changing (git's "racily clean" problem): such files are hashed every time.
+_SETTLED_S = 2.0
+_FILE_HASHES: dict[tuple[str, int, int, int, int, int], str] = {}
+_FILE_HASHES_MAX = 256
+
+
+def sha256_file_cached(path: str | Path) -> str:
+    """:func:`sha256_file`, remembered per file version within the process.
+
+    A version is the file's (path, device, inode, size, mtime, ctime): rewriting, replacing or
+    touching the file is a new version and is hashed again. Files changed in the last two
+    seconds are always hashed (their timestamps could still miss a change). A workflow that
+    reads a 1 MB LUT or a model file then costs a ``stat`` per run instead of a full read.
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    st = os.stat(path)
+    stamp = (os.fspath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    digest = _FILE_HASHES.get(stamp)
+    if digest is None:
+        digest = sha256_file(path)
+        if time.time() - max(st.st_mtime_ns, st.st_ctime_ns) / 1e9 > _SETTLED_S:
+            if len(_FILE_HASHES) >= _FILE_HASHES_MAX:
+                _FILE_HASHES.clear()
+            _FILE_HASHES[stamp] = digest
+    return digest
 
 
 class BlobStore:
@@ -49,12 +89,16 @@ class BlobStore:
         self.put_known(blob_id, data)
         return blob_id
 
-    def put_known(self, blob_id: str, data: bytes) -> None:
-        """Store ``data`` whose sha256 the caller already computed as ``blob_id`` (no second hash)."""
+    def put_known(self, blob_id: str, data: bytes | Sequence[bytes | memoryview]) -> None:
+        """Store ``data`` whose sha256 the caller already computed as ``blob_id`` (no second hash).
+
+        ``data`` may also be pieces to concatenate (see :func:`strata.media.codec.encode_value_parts`).
+        """
         target = self.path(blob_id)
         if not target.is_file():
+            whole = data if isinstance(data, bytes) else b"".join(data)
             # Temp files live in ROOT/tmp, where gc finds what an interruption left behind.
-            atomic_write_bytes(target, data, tmp_dir=self.tmp_dir)
+            atomic_write_bytes(target, whole, tmp_dir=self.tmp_dir)
 
     def get(self, blob_id: str) -> bytes:
         try:

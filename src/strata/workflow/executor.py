@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any, Iterator, Protocol
 
 from strata.errors import OpError, RunInterrupted, StoreError, StrataError, StrataWarning
-from strata.store import Store, new_run_id, sha256_file
+from strata.store import Store, new_run_id
+from strata.store.blobs import sha256_file_cached
 from strata.store.store import AssetRef
 from strata.workflow.events import (
     EventBus, NodeCached, NodeFailed, NodeFinished, NodeProgress, NodeSkipped, NodeStarted, NodeWarning, RunFinished,
@@ -82,7 +83,7 @@ def canonical_hash(payload: Any) -> str:
 
 def cache_key(pn: PlannedNode, input_refs: dict[str, AssetRef], model: ModelInfo | None) -> str:
     """The node's cache key (see the module docstring)."""
-    files = {name: sha256_file(pn.params[name]) for name in pn.spec.file_params if pn.params.get(name)}
+    files = {name: sha256_file_cached(pn.params[name]) for name in pn.spec.file_params if pn.params.get(name)}
     return canonical_hash({
         "op": pn.spec.op,
         "version": pn.spec.version,
