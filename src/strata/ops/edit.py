@@ -14,9 +14,6 @@ This module also holds the pixel helpers the composite and enhance layers share
 from __future__ import annotations
 
 import math
-import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any, Callable, Literal
 
 import cv2
@@ -26,6 +23,7 @@ from pydantic import Field
 
 from strata.errors import OpError
 from strata.media.image import Image, Mask
+from strata.parallel import parallel_map
 from strata.workflow.node import node
 
 MAX_SIDE = 32768
@@ -100,26 +98,12 @@ def in_strips(fn: Callable[..., np.ndarray], *args: Any) -> np.ndarray:
         out[y : y + rows] = fn(*(cut(a, y) for a in args))
 
     starts = range(rows, height, rows)
-    # Nested use (a strip function that itself calls in_strips) runs in place: waiting on the
-    # pool from inside the pool could deadlock.
-    nested = threading.current_thread().name.startswith("strata-strips")
-    if len(starts) < 4 or nested or _strip_pool() is None:
+    if len(starts) < 4:  # a few strips: dispatching them would cost more than it saves
         for y in starts:
             strip(y)
-    else:
-        list(_strip_pool().map(strip, starts))  # list(): re-raises the first error of any strip
+    else:  # nested use (a strip function that itself calls in_strips) runs in place
+        parallel_map(strip, starts, pool="strips")
     return out
-
-
-_POOL: list[ThreadPoolExecutor | None] = []
-
-
-def _strip_pool() -> ThreadPoolExecutor | None:
-    """One process-wide pool with a thread per core (None on a single core: threads would only cost)."""
-    if not _POOL:
-        cores = os.cpu_count() or 1
-        _POOL.append(ThreadPoolExecutor(max_workers=cores, thread_name_prefix="strata-strips") if cores > 1 else None)
-    return _POOL[0]
 
 
 def split_rgb(pixels: np.ndarray) -> np.ndarray:
@@ -181,8 +165,7 @@ def resample(pixels: np.ndarray, size: tuple[int, int], method: Resample) -> np.
     channels = 3 if opaque else 4
     planes = [cv2.extractChannel(source, c) for c in range(channels)]
     # Pillow releases the GIL while resampling, so the planes resize in parallel.
-    with ThreadPoolExecutor(max_workers=channels) as pool:
-        resized = list(pool.map(lambda p: _resample_plane(p, size, method), planes))
+    resized = parallel_map(lambda p: _resample_plane(p, size, method), planes, pool="planes")
     if opaque:
         resized.append(np.ones((size[1], size[0]), np.float32))
     out = cv2.merge(resized)

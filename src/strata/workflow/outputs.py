@@ -16,8 +16,6 @@ pixels and provenance but different signatures.
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +25,8 @@ from strata import __version__
 from strata.errors import MediaError
 from strata.files import atomic_write_bytes
 from strata.media.image_io import EXTENSIONS as IMAGE_EXTENSIONS
-from strata.store import Store, sha256_bytes, sha256_file
+from strata.parallel import parallel_map
+from strata.store import Store, sha256_bytes
 from strata.store.store import AssetRef
 from strata.workflow.events import EventBus, OutputWritten
 from strata.workflow.executor import ModelInfo, canonical_hash
@@ -106,22 +105,25 @@ def _write_one(store: Store, plan: Plan, src: Source, asset_id: str, input_asset
     mark = _watermark_method() if image_out else None
     key = canonical_hash({"export": asset_id, "format": fmt, "provenance": prov.model_dump(mode="json"),
                           **({"watermark": mark} if mark else {})})
+    # A cached file's blob id is the sha256 of its bytes: no need to hash them again.
     cached = store.cache_lookup(key)
     if cached is not None:
-        data = store.blobs.get(cached["file"])  # type: ignore[arg-type]
+        digest = cached["file"]
+        data = store.blobs.get(digest)  # type: ignore[arg-type]
     else:
         value = store.get_value(asset_id)
         if mark:
             value = _embed_watermark(value, asset_id)
         data = encode_image(value, fmt, metadata=prov) if suffix in FORMATS else encode_file(suffix, value, prov)
-        store.put_file_bytes(key, data, f"file/{fmt}", write_behind=True)
+        digest = store.put_file_bytes(key, data, f"file/{fmt}", write_behind=True)
     if suffix in FORMATS or WRITERS[suffix].signable:  # C2PA has no place in .srt/.vtt text
-        data = _sign(store, plan, src, key, data, fmt, prov, path.name, _watermark_note(data, asset_id) if mark else None)
-    digest = sha256_bytes(data)
-    # Leave an identical file alone (cheap unchanged reruns; no needless mtime churn).
-    if not (path.is_file() and path.stat().st_size == len(data) and sha256_file(path) == digest):
+        data, digest = _sign(store, plan, src, key, data, digest, fmt, prov, path.name,
+                             _watermark_note(data, asset_id) if mark else None)
+    # Leave an identical file alone (cheap unchanged reruns; no needless mtime churn). Comparing
+    # the bytes costs less than hashing the file.
+    if not (path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data):
         atomic_write_bytes(path, data)
-    return path, digest
+    return path, digest  # type: ignore[return-value]
 
 
 def _ingredient_files(plan: Plan, src: Source) -> list[Path]:
@@ -162,13 +164,14 @@ def _watermark_note(data: bytes, asset_id: str) -> dict[str, Any] | None:
         return describe(asset_id) if min(im.size) >= MIN_SIDE else None
 
 
-def _sign(store: Store, plan: Plan, src: Source, key: str, data: bytes, fmt: str, prov: Any, title: str,
-          watermark: dict[str, Any] | None = None) -> bytes:
-    """``data`` with signed content credentials (cached per signer), or as it is when signing is off."""
+def _sign(store: Store, plan: Plan, src: Source, key: str, data: bytes, digest: str, fmt: str, prov: Any, title: str,
+          watermark: dict[str, Any] | None = None) -> tuple[bytes, str]:
+    """``data`` (whose sha256 is ``digest``) with signed content credentials (cached per signer),
+    or as it is when signing is off; with the sha256 of what is returned."""
     from strata.provenance.credentials import Ingredient, MIME_TYPES, load_identity, sign_file_bytes, signing_enabled
 
     if not signing_enabled():
-        return data
+        return data, digest
     identity = load_identity()
     files = _ingredient_files(plan, src)
     blobs = [f.read_bytes() for f in files]
@@ -176,7 +179,7 @@ def _sign(store: Store, plan: Plan, src: Source, key: str, data: bytes, fmt: str
                                  "ingredients": [sha256_bytes(b) for b in blobs]})
     cached = store.cache_lookup(signed_key)
     if cached is not None:
-        return store.blobs.get(cached["file"])  # type: ignore[arg-type]
+        return store.blobs.get(cached["file"]), cached["file"]  # type: ignore[arg-type,return-value]
     relationship = "parentOf" if len(files) == 1 else "componentOf"
     ingredients = []
     for f, b in zip(files, blobs):
@@ -191,8 +194,7 @@ def _sign(store: Store, plan: Plan, src: Source, key: str, data: bytes, fmt: str
             raise
         # an input file c2pa cannot parse: its id is still recorded as an asset ingredient
         signed = sign_file_bytes(data, fmt, prov, identity=identity, title=title, watermark=watermark)
-    store.put_file_bytes(signed_key, signed, f"file/{fmt}+c2pa")
-    return signed
+    return signed, store.put_file_bytes(signed_key, signed, f"file/{fmt}+c2pa")
 
 
 def write_outputs(plan: Plan, refs: dict[str, dict[str, AssetRef]], models: dict[str, ModelInfo | None], store: Store,
@@ -224,13 +226,12 @@ def write_outputs(plan: Plan, refs: dict[str, dict[str, AssetRef]], models: dict
 
     # Files are independent, and encoders, the watermark network and hashing release the GIL:
     # writing them side by side uses every core. Results are recorded in the declared order.
-    with ThreadPoolExecutor(max_workers=min(len(jobs), os.cpu_count() or 1) or 1) as pool:
-        for job, (path, digest) in zip(jobs, pool.map(write, jobs)):
-            filename, src, asset_id = job[0], job[1], job[2]
-            store.db.add_export(str(path.resolve()), digest, asset_id, run_id, src.node, src.output)
-            written[filename].append(path)
-            if bus is not None:
-                bus.emit(OutputWritten(run_id, str(path), src.node, src.output))
+    for job, (path, digest) in zip(jobs, parallel_map(write, jobs, pool="files")):
+        filename, src, asset_id = job[0], job[1], job[2]
+        store.db.add_export(str(path.resolve()), digest, asset_id, run_id, src.node, src.output)
+        written[filename].append(path)
+        if bus is not None:
+            bus.emit(OutputWritten(run_id, str(path), src.node, src.output))
     return written
 
 
