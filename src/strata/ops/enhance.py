@@ -192,6 +192,17 @@ class CubeLUT:
     def size(self) -> int:
         return int(self.table.shape[0])
 
+    @functools.cached_property
+    def texture(self) -> np.ndarray:
+        """The table as :func:`apply_lut`'s ``remap`` reads it: the blue slices stacked into
+        one (N·N, N) 4-lane image (row b·N + g, column r; 4th lane unused). Built once per
+        LUT (not per strip), read-only."""
+        n = self.size
+        texture = np.zeros((n * n, n, 4), np.float32)
+        texture[:, :, :3] = self.table.reshape(n * n, n, 3)
+        texture.setflags(write=False)
+        return texture
+
 
 def read_cube(path: str | Path) -> CubeLUT:
     """Parse an Adobe/Resolve ``.cube`` 3D LUT (keywords first, then rows with red varying fastest).
@@ -297,9 +308,7 @@ def apply_lut(pixels: np.ndarray, lut: CubeLUT) -> np.ndarray:
     corners with numpy); the blue interpolation is done here. Everything runs on 4 channels,
     for which OpenCV has SIMD paths (3-channel remap is ~1.6× slower).
     """
-    n = lut.size
-    texture = np.zeros((n * n, n, 4), np.float32)  # row b·n + g, column r; 4th lane unused
-    texture[:, :, :3] = lut.table.reshape(n * n, n, 3)
+    n, texture = lut.size, lut.texture
     scale = (n - 1) / (lut.domain_max - lut.domain_min)
 
     def grid_coordinate(channel: int) -> np.ndarray:
