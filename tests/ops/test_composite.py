@@ -187,6 +187,22 @@ def test_blend_large_image_in_strips_matches_formula() -> None:
     np.testing.assert_allclose(got, np.concatenate([co / ao, ao], axis=2), atol=3e-6)
 
 
+def test_multiply_of_opaque_images_is_the_product_and_one_translucent_pixel_is_seen() -> None:
+    rng = np.random.default_rng(10)
+    base, top = rng.random((2, 400, 1000, 4), dtype=np.float32)  # 400k px: strips run in parallel
+    base[..., 3] = top[..., 3] = 1.0
+    got = composite.blend(Image(base.copy()), Image(top.copy()), mode="multiply").pixels
+    np.testing.assert_array_equal(got[..., :3], base[..., :3] * top[..., :3])  # float32 cb·cs, bit for bit
+    assert np.all(got[..., 3] == 1.0)
+    # A translucent pixel in one strip of the top and one in another strip of the base: those
+    # strips take the general formula, the others stay the plain product.
+    top[150, 500, 3], base[330, 20, 3] = 0.5, 0.25
+    got = composite.blend(Image(base), Image(top), mode="multiply").pixels
+    want = spec_composite(base[[150, 330]][:, [500, 20]], top[[150, 330]][:, [500, 20]], "multiply", 1.0)
+    np.testing.assert_allclose(got[[150, 330]][:, [500, 20]], want, atol=2e-6)
+    np.testing.assert_array_equal(got[0, :, :3], base[0, :, :3] * top[0, :, :3])
+
+
 def test_blend_errors_name_the_input() -> None:
     b = Image.solid(8, 8, (0, 0, 0, 1))
     with pytest.raises(OpError, match=r"'top': size 4×8 does not match the 8×8 image"):

@@ -34,7 +34,7 @@ from strata.ops.edit import (
     Color,
     Coordinate,
     gaussian_blur,
-    in_strips,
+    in_strips_into,
     parse_color,
     place,
     require_same_size,
@@ -100,6 +100,12 @@ BLEND_FUNCTIONS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
 }
 
 
+# Modes whose blend function OpenCV computes straight into an output array.
+_BLEND_INTO: dict[str, Callable[..., np.ndarray]] = {
+    "multiply": cv2.multiply, "darken": cv2.min, "lighten": cv2.max, "difference": cv2.absdiff,
+}
+
+
 def composite_over(base: np.ndarray, top: np.ndarray, mode: str, coverage: np.ndarray | float = 1.0) -> np.ndarray:
     """Blend straight RGBA ``top`` onto ``base`` (same shape) with ``mode``; returns straight RGBA.
 
@@ -107,34 +113,41 @@ def composite_over(base: np.ndarray, top: np.ndarray, mode: str, coverage: np.nd
     """
     if mode not in BLEND_FUNCTIONS:
         raise OpError(f"unknown blend mode {mode!r}; choose one of {', '.join(BLEND_FUNCTIONS)}", param="mode")
-    return in_strips(_composite_strip, base, top, mode, np.asarray(coverage, np.float32))
+    out = np.empty(base.shape, np.float32)
+    return in_strips_into(_composite_strip, out, base, top, mode, np.asarray(coverage, np.float32))
 
 
-def _composite_strip(base: np.ndarray, top: np.ndarray, mode: str, cover: np.ndarray) -> np.ndarray:
+def _composite_strip(out: np.ndarray, base: np.ndarray, top: np.ndarray, mode: str, cover: np.ndarray) -> None:
     # The blend function runs on whole contiguous RGBA arrays (several times faster in numpy
-    # than on strided RGB views); the alpha lane it computes is overwritten below.
-    mixed = BLEND_FUNCTIONS[mode](base, top)
+    # than on strided RGB views), written into ``out``; its alpha lane is replaced below.
+    if mode in _BLEND_INTO:
+        _BLEND_INTO[mode](base, top, dst=out)
+    else:
+        np.copyto(out, BLEND_FUNCTIONS[mode](base, top))
+    if mode == "multiply" and cover.min() >= 1.0 and out[:, :, 3].min() >= 1.0:
+        # B's alpha lane holds ab·as, which (alphas lie in [0, 1]) is 1 exactly where both are
+        # 1: one look at it replaces reading both alphas, and it already is the result's alpha.
+        return
     opaque_base = base[:, :, 3].min() >= 1.0
     if opaque_base and cover.min() >= 1.0 and top[:, :, 3].min() >= 1.0:
-        out = mixed.copy() if mixed is top else mixed  # everything opaque: the result is B
-        out[:, :, 3] = 1.0
-        return out
+        out[:, :, 3] = 1.0  # everything opaque: the result is B
+        return
     a_s = top[:, :, 3:4] * (cover[:, :, None] if cover.ndim == 2 else cover)
     if opaque_base:
         # Opaque backdrop (the common case): cs' = B and ao = 1, so co = cb + (B − cb)·as.
-        out = mixed - base
+        out -= base
         out *= a_s
         out += base
         out[:, :, 3] = 1.0
-        return out
+        return
     a_b = base[:, :, 3:4]
-    out = mixed - top  # cs' = cs + ab·(B − cs), the general formula
+    out -= top  # cs' = cs + ab·(B − cs), the general formula
     out *= a_b
     out += top
     out *= a_s  # co = cs'·as + cb·ab·(1 − as)
     out += base * (a_b * (1.0 - a_s))
     out[:, :, 3:4] = a_s + a_b * (1.0 - a_s)  # ao
-    return unpremultiply(out)
+    unpremultiply(out)
 
 
 def _top_coverage(opacity: float, mask: Mask | None, reference: Image, *, param: str) -> np.ndarray | float:

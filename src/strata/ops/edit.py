@@ -81,29 +81,52 @@ def in_strips(fn: Callable[..., np.ndarray], *args: Any) -> np.ndarray:
     argument's height are cut into strips; others are passed as they are. ``fn`` must be
     pure: strips may run in any order.
     """
-    height, width = args[0].shape[:2]
-    rows = max(1, STRIP_PIXELS // width)
-
-    def cut(arg: Any, y: int) -> Any:
-        is_image_like = isinstance(arg, np.ndarray) and arg.ndim >= 2 and arg.shape[0] == height
-        return arg[y : y + rows] if is_image_like else arg
-
-    first = fn(*(cut(a, 0) for a in args))
+    height = args[0].shape[0]
+    rows = _strip_rows(args[0])
+    first = fn(*_cut(args, height, 0, rows))
     if rows >= height:
         return first
     out = np.empty((height,) + first.shape[1:], first.dtype)
     out[:rows] = first
 
-    def strip(y: int) -> None:
-        out[y : y + rows] = fn(*(cut(a, y) for a in args))
+    def copy_into(dst: np.ndarray, *strips: Any) -> None:
+        dst[...] = fn(*strips)
 
-    starts = range(rows, height, rows)
+    _each_strip(copy_into, out, args, start=rows)
+    return out
+
+
+def in_strips_into(fn: Callable[..., None], out: np.ndarray, *args: Any) -> np.ndarray:
+    """:func:`in_strips` for an ``fn(dst, *strips)`` that writes its strip of the result into
+    ``dst`` (a strip of ``out``, which has the first argument's height): no temporary result
+    and no copy per strip. Returns ``out``."""
+    _each_strip(fn, out, args, start=0)
+    return out
+
+
+def _strip_rows(array: np.ndarray) -> int:
+    return max(1, STRIP_PIXELS // array.shape[1])
+
+
+def _cut(args: tuple[Any, ...], height: int, y: int, rows: int) -> list[Any]:
+    """Rows ``y:y+rows`` of the arguments that are arrays of ``height`` rows; others as they are."""
+    return [a[y : y + rows] if isinstance(a, np.ndarray) and a.ndim >= 2 and a.shape[0] == height else a
+            for a in args]
+
+
+def _each_strip(fn: Callable[..., None], out: np.ndarray, args: tuple[Any, ...], *, start: int) -> None:
+    height = args[0].shape[0]
+    rows = _strip_rows(args[0])
+
+    def strip(y: int) -> None:
+        fn(out[y : y + rows], *_cut(args, height, y, rows))
+
+    starts = range(start, height, rows)
     if len(starts) < 4:  # a few strips: dispatching them would cost more than it saves
         for y in starts:
             strip(y)
     else:  # nested use (a strip function that itself calls in_strips) runs in place
         parallel_map(strip, starts, pool="strips")
-    return out
 
 
 def split_rgb(pixels: np.ndarray) -> np.ndarray:
