@@ -13,7 +13,6 @@ keep the key conditioning.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -21,11 +20,10 @@ import torch
 
 from strata.errors import ModelError
 from strata.models.music_tokens import TOKEN_ID, VOCAB
+from strata.models.weights_folder import CONFIG_NAME, WEIGHTS_NAME, load_weights_folder, save_weights_folder
 
 # The most tokens one bar can take: BAR, 16 POS, and 4 monophonic voices × 16 onsets × 3 tokens.
 MAX_BAR_TOKENS = 1 + 16 + 4 * 16 * 3
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 MODEL_ID = "strata-chorales"
 
 
@@ -117,35 +115,17 @@ class MusicModel:
 
     def save_pretrained(self, directory: Path, *, dtype: torch.dtype = torch.float16, extra: dict | None = None) -> Path:
         """Write ``model.safetensors`` (in ``dtype``, tied embeddings stored once) + ``config.json``."""
-        from safetensors.torch import save_file
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().to(dtype).contiguous() for k, v in self.net.state_dict().items()
+        state = {k: v.to(dtype) for k, v in self.net.state_dict().items()
                  if k != "lm_head.weight"}  # tied to transformer.wte.weight
-        tmp = directory / (WEIGHTS_NAME + ".tmp")
-        save_file(state, str(tmp), metadata={"format": "pt", "strata": "music_model"})
-        tmp.replace(directory / WEIGHTS_NAME)
-        meta = {"model": asdict(self.cfg), **(extra or {})}
-        tmp_cfg = directory / (CONFIG_NAME + ".tmp")
-        tmp_cfg.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        tmp_cfg.replace(directory / CONFIG_NAME)
-        return directory / WEIGHTS_NAME
+        return save_weights_folder(directory, state, {"model": asdict(self.cfg), **(extra or {})}, tag="music_model")
 
     @classmethod
     def from_pretrained(cls, directory: Path) -> "MusicModel":
         """Load a model written by :meth:`save_pretrained` (safetensors only; computes in float32)."""
-        from safetensors.torch import load_file
-
-        directory = Path(directory)
-        cfg_path, w_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
-        if not cfg_path.is_file() or not w_path.is_file():
-            raise ModelError(f"no music model in {directory}: expected {CONFIG_NAME} and {WEIGHTS_NAME}; "
-                             "train and export one with `strata train music` then `strata train music --export`")
-        meta = json.loads(cfg_path.read_text(encoding="utf-8"))
+        meta, state, w_path = load_weights_folder(directory, what="music model", how_to_make=(
+            "train and export one with `strata train music` then `strata train music --export`"))
         cfg = MusicModelConfig.from_dict(meta["model"])
         net = build_network(cfg)
-        state = {k: v.float() for k, v in load_file(str(w_path)).items()}
         missing, unexpected = net.load_state_dict(state, strict=False)
         missing = [k for k in missing if k != "lm_head.weight"]
         if missing or unexpected:

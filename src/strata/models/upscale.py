@@ -29,7 +29,6 @@ receptive radius, the result equals the untiled one (float rounding aside).
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -40,10 +39,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from strata.errors import ModelError
+from strata.models.weights_folder import CONFIG_NAME, WEIGHTS_NAME, load_weights_folder, save_weights_folder
 
 MODEL_ID = "strata-upscale"
-WEIGHTS_NAME = "model.safetensors"
-CONFIG_NAME = "config.json"
 SCALES = (2, 4)
 
 
@@ -167,37 +165,21 @@ class UpscaleModel:
 
     def save_pretrained(self, directory: Path, *, dtype: torch.dtype = torch.float16, extra: dict | None = None) -> Path:
         """Write ``model.safetensors`` (``dtype``) and ``config.json`` atomically; returns the weights path."""
-        from safetensors.torch import save_file
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().to(dtype).contiguous() for k, v in self.net.state_dict().items()}
-        tmp = directory / (WEIGHTS_NAME + ".tmp")
-        save_file(state, str(tmp), metadata={"format": "pt", "strata": MODEL_ID})
-        tmp.replace(directory / WEIGHTS_NAME)
+        state = {k: v.to(dtype) for k, v in self.net.state_dict().items()}
         meta = {"model_id": MODEL_ID, "upscale": asdict(self.cfg), **(extra if extra is not None else self.extra)}
-        tmp_json = directory / (CONFIG_NAME + ".tmp")
-        tmp_json.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        tmp_json.replace(directory / CONFIG_NAME)
-        return directory / WEIGHTS_NAME
+        return save_weights_folder(directory, state, meta, tag=MODEL_ID)
 
     @classmethod
     def from_pretrained(cls, directory: Path) -> "UpscaleModel":
         """Load what :meth:`save_pretrained` wrote (safetensors only; computes in float32)."""
-        from safetensors.torch import load_file
-
-        directory = Path(directory)
-        cfg_path, w_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
-        if not cfg_path.is_file() or not w_path.is_file():
-            raise ModelError(f"no upscaler in {directory}: expected {CONFIG_NAME} and {WEIGHTS_NAME}; "
-                             "train one with `strata train upscale`, then `strata train upscale --export`")
-        meta = json.loads(cfg_path.read_text(encoding="utf-8"))
+        meta, state, w_path = load_weights_folder(directory, what="upscaler", how_to_make=(
+            "train one with `strata train upscale`, then `strata train upscale --export`"))
         cfg = UpscaleConfig.from_dict(meta["upscale"])
         net = UpscaleNet(cfg)
         try:
-            net.load_state_dict({k: v.float() for k, v in load_file(str(w_path)).items()})
+            net.load_state_dict(state)
         except RuntimeError as exc:
-            raise ModelError(f"{w_path} does not match {cfg_path}: {str(exc)[:200]}") from exc
+            raise ModelError(f"{w_path} does not match {w_path.parent / CONFIG_NAME}: {str(exc)[:200]}") from exc
         return cls(cfg, net, {k: v for k, v in meta.items() if k not in ("model_id", "upscale")})
 
     @torch.no_grad()

@@ -1,0 +1,73 @@
+"""A model's folder on disk: its weights as safetensors plus a JSON config, the one layout the
+built-in models ship in (``model.safetensors`` + ``config.json`` by default).
+
+Both files are written atomically (a reader sees the old file or the whole new one), and weights
+are only ever read as safetensors, which holds plain tensors: loading runs no pickled code.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from strata.errors import ModelError
+from strata.files import atomic_write_bytes
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+
+
+def save_weights_folder(directory: str | Path, state: dict[str, torch.Tensor], config: dict[str, Any], *,
+                        tag: str, weights_name: str = WEIGHTS_NAME,
+                        config_name: str = CONFIG_NAME) -> Path:
+    """Write ``state`` as ``directory/weights_name`` and ``config`` as ``directory/config_name``.
+
+    Args:
+        directory: the model's folder; created if missing.
+        state: tensor name → tensor, stored as they are (convert dtype before calling).
+        config: JSON-serializable description the loader rebuilds the model from (indented,
+            one trailing newline: diff-friendly in the repository).
+        tag: stored in the safetensors metadata as ``strata`` (which model wrote the file).
+        weights_name, config_name: the two file names.
+
+    Returns:
+        The weights file's path.
+    """
+    from safetensors.torch import save
+
+    directory = Path(directory)
+    weights = directory / weights_name
+    tensors = {k: v.detach().contiguous() for k, v in state.items()}
+    atomic_write_bytes(weights, save(tensors, metadata={"format": "pt", "strata": tag}))
+    atomic_write_bytes(directory / config_name, (json.dumps(config, indent=2) + "\n").encode("utf-8"))
+    return weights
+
+
+def load_weights_folder(directory: str | Path, *, what: str, how_to_make: str,
+                        weights_name: str = WEIGHTS_NAME,
+                        config_name: str = CONFIG_NAME) -> tuple[dict[str, Any], dict[str, torch.Tensor], Path]:
+    """Read what :func:`save_weights_folder` wrote: ``(config, float32 state, weights path)``.
+
+    Args:
+        directory: the model's folder.
+        what: the model's name in the error message ("music model", "upscaler", ...).
+        how_to_make: the command(s) that produce the folder, for the error message.
+
+    Raises:
+        ModelError: a file is missing (the message names both files and ``how_to_make``).
+    """
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    cfg_path, w_path = directory / config_name, directory / weights_name
+    if not cfg_path.is_file() or not w_path.is_file():
+        raise ModelError(f"no {what} in {directory}: expected {config_name} and {weights_name}; {how_to_make}")
+    config = json.loads(cfg_path.read_text(encoding="utf-8"))
+    state = {k: v.float() for k, v in load_file(str(w_path)).items()}
+    return config, state, w_path
+
+
+__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "load_weights_folder", "save_weights_folder"]

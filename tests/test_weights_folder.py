@@ -1,0 +1,35 @@
+"""The shared weights folder (safetensors + JSON config): exact round trip, atomic files, clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from strata.errors import ModelError
+from strata.models.weights_folder import load_weights_folder, save_weights_folder
+
+
+def test_round_trip_keeps_tensors_config_and_safetensors_metadata(tmp_path) -> None:
+    from safetensors import safe_open
+
+    state = {"a.weight": torch.arange(6, dtype=torch.float16).reshape(2, 3), "b": torch.ones(4)}
+    path = save_weights_folder(tmp_path / "m", state, {"model": {"width": 3}, "note": "ü"}, tag="test-model")
+    assert path == tmp_path / "m" / "model.safetensors"
+    config, loaded, w_path = load_weights_folder(tmp_path / "m", what="test model", how_to_make="make one")
+    assert w_path == path and config == {"model": {"width": 3}, "note": "ü"}
+    assert {k: v.dtype for k, v in loaded.items()} == {"a.weight": torch.float32, "b": torch.float32}
+    assert torch.equal(loaded["a.weight"], state["a.weight"].float())
+    with safe_open(str(path), "pt") as f:
+        assert f.metadata() == {"format": "pt", "strata": "test-model"}
+        assert f.get_tensor("a.weight").dtype == torch.float16  # stored as given
+    assert (tmp_path / "m" / "config.json").read_text(encoding="utf-8") == json.dumps(config, indent=2) + "\n"
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "model.safetensors"]  # no temp files
+
+
+def test_a_missing_file_names_both_and_how_to_make_them(tmp_path) -> None:
+    save_weights_folder(tmp_path, {"x": torch.zeros(1)}, {}, tag="t")
+    (tmp_path / "config.json").unlink()
+    with pytest.raises(ModelError, match=r"no upscaler in .*: expected config.json and model.safetensors; run `x`"):
+        load_weights_folder(tmp_path, what="upscaler", how_to_make="run `x`")
