@@ -107,3 +107,27 @@ def test_bad_input_is_refused_clearly(piper, espeak):
         speech(text="Hello.", language="xx-zz", loaded_model=espeak)
     with pytest.raises(ModelError, match="unknown model 'robot-voice'"):
         speech(text="Hello.", model="robot-voice")
+
+
+def test_the_optimized_voice_graph_is_cached_and_gives_the_same_samples(tmp_path, monkeypatch):
+    from strata.models.speech import PiperSpeaker, voice_graph_cache_dir
+
+    monkeypatch.setenv("STRATA_CACHE", str(tmp_path))
+    entry = default_registry().find("speech", PIPER_VOICE_ID)
+    model, config = entry.files
+
+    def say(**kw):
+        return PiperSpeaker(model, config, **kw).speak("The fox slept.", rate=1.0).samples
+
+    reference = say()  # no hash: nothing is cached
+    assert not voice_graph_cache_dir().exists()
+    first = say(weights_hash=entry.weights_hash())  # optimizes and writes the graph
+    (cached,) = voice_graph_cache_dir().glob("*.onnx")
+    assert entry.weights_hash()[:16] in cached.name and "-ort" in cached.name and "-piper" in cached.name
+    assert not list(voice_graph_cache_dir().glob(".*.tmp"))  # written under a temp name, then renamed
+    again = say(weights_hash=entry.weights_hash())  # read back with optimizations off
+    np.testing.assert_array_equal(first, reference)
+    np.testing.assert_array_equal(again, reference)
+    cached.write_bytes(b"not a graph")  # a damaged cache file is rebuilt, not an error
+    np.testing.assert_array_equal(say(weights_hash=entry.weights_hash()), reference)
+    assert cached.stat().st_size > 1_000_000
