@@ -158,7 +158,7 @@ class FrameRenderer:
         self._caption_cache: dict[int, tuple[np.ndarray, int, int] | None] = {}
 
     def _prepare(self, i: int) -> list[tuple[np.ndarray, Layer, float]]:
-        """Layers of shot ``i`` as uint8 arrays (base: RGB; others: premultiplied RGBA), prefiltered.
+        """Layers of shot ``i`` as uint8 arrays (base: opaque RGBA; others: premultiplied RGBA), prefiltered.
 
         When the camera never shows the base at 1:1 or closer (every output pixel covers more
         than one source pixel), the stills are first shrunk with area averaging so that the
@@ -175,8 +175,9 @@ class FrameRenderer:
             if k != 1.0:
                 h, w = px.shape[:2]
                 px = self.cv2.resize(px, (max(1, round(w * k)), max(1, round(h * k))), interpolation=self.cv2.INTER_AREA)
-            if j == 0:
-                arr = np.clip(np.rint(px[:, :, :3] * 255), 0, 255).astype(np.uint8)
+            if j == 0:  # 4 channels: OpenCV's vectorized bilinear warp (3: ~2.5× slower, same values)
+                arr = self.cv2.cvtColor(np.clip(np.rint(px[:, :, :3] * 255), 0, 255).astype(np.uint8),
+                                        self.cv2.COLOR_RGB2RGBA)
             else:  # premultiplied, so bilinear warping does not bleed color from transparent pixels
                 pre = np.concatenate([px[:, :, :3] * px[:, :, 3:], px[:, :, 3:]], axis=2)
                 arr = np.clip(np.rint(pre * 255), 0, 255).astype(np.uint8)
@@ -203,8 +204,8 @@ class FrameRenderer:
             m = np.array([[sx / s, 0, (x - dx * sx - (layer.x if j else 0)) / s],
                           [0, sy / s, (y - dy * sy - (layer.y if j else 0)) / s]], np.float64)
             if j == 0:
-                frame = cv2.warpAffine(arr, m, (W, H), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                                       borderMode=cv2.BORDER_REPLICATE)
+                frame = cv2.cvtColor(cv2.warpAffine(arr, m, (W, H), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                                    borderMode=cv2.BORDER_REPLICATE), cv2.COLOR_RGBA2RGB)
             else:
                 warped = cv2.warpAffine(arr, m, (W, H), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                                         borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0, 0))
