@@ -393,12 +393,17 @@ def duck_gain(key: np.ndarray, rate: int, *, depth_db: float, threshold_db: floa
 
 
 def measure_true_peak(samples: np.ndarray, rate: int) -> float:
-    """True peak in dBTP: the peak of the signal 4× oversampled (ITU-R BS.1770-4 Annex 2)."""
-    from scipy.signal import resample_poly
+    """True peak in dBTP: the peak of the signal 4× oversampled (ITU-R BS.1770-4 Annex 2).
 
+    ``samples``: (channels, n) or (n,).
+    """
     del rate  # the oversampling factor is what matters (4× covers rates up to 48 kHz)
-    peak = float(np.max(np.abs(resample_poly(samples, 4, 1, axis=-1)))) if samples.size else 0.0
-    return 20 * np.log10(max(peak, 1e-12))
+    x = np.atleast_2d(samples)
+    return _dbtp(sample_peaks(x).max()) if x.size else _dbtp(0.0)
+
+
+def _dbtp(peak: float) -> float:
+    return 20 * float(np.log10(max(float(peak), 1e-12)))
 
 
 def integrated_lufs(samples: np.ndarray, rate: int) -> float:
@@ -409,21 +414,19 @@ def integrated_lufs(samples: np.ndarray, rate: int) -> float:
 
 
 def limit_true_peak(samples: np.ndarray, ceiling_dbtp: float, *, lookahead_ms: float = 3.0,
-                    release_ms: float = 60.0, rate: int) -> np.ndarray:
+                    release_ms: float = 60.0, rate: int, peaks: np.ndarray | None = None) -> np.ndarray:
     """Lower the gain wherever the 4× oversampled peak would exceed ``ceiling_dbtp``.
 
     Needed gain per sample = ceiling / oversampled peak (≤ 1). A minimum filter spreads each
     reduction ``lookahead_ms`` before and ``release_ms`` after the peak; a moving average of
     ``lookahead_ms`` then smooths it without ever exceeding the needed gain (every value in
     the average's window is a minimum over a window containing the peak). Linked across
-    channels so the stereo image does not move.
+    channels so the stereo image does not move. ``peaks``: :func:`sample_peaks` of
+    ``samples`` when the caller has them already (it is most of the work).
     """
     from scipy.ndimage import minimum_filter1d, uniform_filter1d
-    from scipy.signal import resample_poly
 
-    n = samples.shape[1]
-    over = np.abs(resample_poly(samples, 4, 1, axis=1)).max(axis=0)[: 4 * n]
-    peak = np.maximum(over.reshape(n, 4).max(axis=1), np.abs(samples).max(axis=0))
+    peak = sample_peaks(samples) if peaks is None else peaks
     need = np.minimum(1.0, 10 ** (ceiling_dbtp / 20) / np.maximum(peak, 1e-12))
     la, rel = max(1, round(rate * lookahead_ms / 1000)), max(1, round(rate * release_ms / 1000))
     # window [i − rel, i + 2·la]: origin shifts the window toward the future (lookahead)
@@ -431,6 +434,16 @@ def limit_true_peak(samples: np.ndarray, ceiling_dbtp: float, *, lookahead_ms: f
     held = minimum_filter1d(need, size=size, origin=(size // 2) - rel, mode="nearest")
     smooth = uniform_filter1d(held, size=2 * la + 1, mode="nearest")
     return (samples * np.minimum(smooth, need)).astype(np.float32)
+
+
+def sample_peaks(samples: np.ndarray) -> np.ndarray:
+    """Per sample, the largest magnitude of any channel at it or in the 4× oversampled signal
+    just after it (BS.1770-4 Annex 2's true-peak reading, kept in time for the limiter)."""
+    from scipy.signal import resample_poly
+
+    n = samples.shape[1]
+    over = np.abs(resample_poly(samples, 4, 1, axis=1)).max(axis=0)[: 4 * n]
+    return np.maximum(over.reshape(n, 4).max(axis=1), np.abs(samples).max(axis=0))
 
 
 def normalize_loudness(samples: np.ndarray, rate: int, *, target_lufs: float, ceiling_dbtp: float,
@@ -450,11 +463,13 @@ def normalize_loudness(samples: np.ndarray, rate: int, *, target_lufs: float, ce
         if not np.isfinite(loud):
             raise OpError("the mix is silent (or shorter than the 400 ms loudness window); "
                           "nothing to normalize", param="target_lufs")
-        if abs(loud - target_lufs) <= tolerance_lu and measure_true_peak(out, rate) <= ceiling_dbtp:
+        peaks = sample_peaks(out)  # oversampling is linear: scaled with the gain, not redone
+        if abs(loud - target_lufs) <= tolerance_lu and _dbtp(peaks.max()) <= ceiling_dbtp:
             return out
-        out = out * np.float32(10 ** ((target_lufs - loud) / 20))
-        if measure_true_peak(out, rate) > ceiling_dbtp - margin:
-            out = limit_true_peak(out, ceiling_dbtp - margin, rate=rate)
+        gain = np.float32(10 ** ((target_lufs - loud) / 20))
+        out, peaks = out * gain, peaks * gain
+        if _dbtp(peaks.max()) > ceiling_dbtp - margin:
+            out = limit_true_peak(out, ceiling_dbtp - margin, rate=rate, peaks=peaks)
     loud = integrated_lufs(out, rate)
     if abs(loud - target_lufs) > 0.5:
         raise OpError(f"cannot reach {target_lufs} LUFS under a {ceiling_dbtp} dBTP ceiling without heavy "
