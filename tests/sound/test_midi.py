@@ -97,3 +97,58 @@ def test_a_bundled_bach_chorale_becomes_tokens_and_back():
     assert (soprano[0].start, soprano[0].pitch, soprano[0].dur) == (12, 73, 2)  # pickup: beat 4 of bar 0
     back, key = decode(encode(notes, tonic=tonic, mode=mode))
     assert back == notes and key == (6, "min")
+
+
+def notes_midi(spans: list[tuple[float, float]]) -> Midi:
+    pm = pretty_midi.PrettyMIDI(initial_tempo=72)
+    piano = pretty_midi.Instrument(program=0)
+    for start, end in spans:
+        piano.notes.append(pretty_midi.Note(velocity=100, pitch=60, start=start, end=end))
+    pm.instruments.append(piano)
+    return Midi.from_pretty_midi(pm)
+
+
+def test_fit_music_plays_the_score_to_an_exact_length():
+    from strata.media.audio import Audio
+    from strata.ops.sound import MUSIC_FADE_S, fit_music
+
+    midi = notes_midi([(0.0, 3.0), (3.0, 7.0)])  # the score ends at 7 s
+    # 8 s leaves min(1, 8/8) = 1 s of release after 7 s of notes: played as written, so it
+    # equals the plain rendering with a 1 s tail (and the last 50 ms faded)
+    same = fit_music(midi, duration_s=8.0)
+    plain = render_midi(midi, tail_s=1.0).samples[:, : 8 * 48000].copy()
+    fade = round(MUSIC_FADE_S * 48000)
+    plain[:, -fade:] *= np.linspace(1, 0, fade, dtype=np.float32)
+    assert same.num_samples == 8 * 48000
+    np.testing.assert_array_equal(same.samples, plain)
+
+    # fitted to a 10 s track: notes stretched by (10 − 1) / 7, so the second note starts at
+    # 3 · 9/7 ≈ 3.857 s; the length is the track's to the sample
+    track = Audio.mono(np.zeros(441_000, np.float32), 44100)
+    fitted = fit_music(midi, track)
+    assert fitted.num_samples == 480_000 and fitted.sample_rate_hz == 48000
+    assert np.array_equal(fit_music(midi, duration_s=10.0).samples, fitted.samples)
+    onset = round(3 * 9 / 7 * 48000)
+    env = np.abs(fitted.samples).max(axis=0)
+    assert env[onset : onset + 2400].max() > 3 * env[onset - 4800 : onset - 2400].max()  # re-struck there
+
+
+def test_fit_music_refuses_bad_input_clearly():
+    from strata.errors import OpError
+    from strata.media.audio import Audio
+    from strata.ops.sound import fit_music
+
+    midi = notes_midi([(0.0, 4.0)])
+    with pytest.raises(OpError, match="give fit_to .* or duration_s"):
+        fit_music(midi)
+    with pytest.raises(OpError, match="give fit_to .* or duration_s"):
+        fit_music(midi, Audio.mono(np.zeros(4800, np.float32), 48000), duration_s=3.0)
+    # 11 s of notes at 72 bpm (3.33 s a bar) is about 3 bars
+    with pytest.raises(OpError, match=r"2\.75× as long, beyond max_stretch 1\.5; compose about 3 bars at 72 bpm") as e:
+        fit_music(midi, duration_s=12.0)
+    assert e.value.param == "max_stretch"
+    assert fit_music(midi, duration_s=12.0, max_stretch=3).num_samples == 12 * 48000
+    from strata.media.midi import render_midi as synthesize
+
+    with pytest.raises(MediaError, match="stretch must be > 0"):
+        synthesize(midi, stretch=0)

@@ -60,7 +60,7 @@ def default_soundfont() -> Path:
 
 
 def render_midi(midi: Midi, *, soundfont: str | os.PathLike[str] | None = None, sample_rate_hz: int = 48000,
-                tail_s: float = 1.0, gain_db: float = 0.0) -> Audio:
+                tail_s: float = 1.0, gain_db: float = 0.0, stretch: float = 1.0) -> Audio:
     """Synthesize ``midi`` to stereo Audio with a General MIDI SoundFont.
 
     Args:
@@ -69,14 +69,18 @@ def render_midi(midi: Midi, *, soundfont: str | os.PathLike[str] | None = None, 
         sample_rate_hz: output rate (default 48000).
         tail_s: extra time after the last note-off for releases and reverb (default 1 s).
         gain_db: SoundFont gain in dB (default 0).
+        stretch: > 0, every note time is multiplied by it (default 1; 1.25 plays the score at
+            0.8× its tempo). The tail is not stretched.
 
     Raises:
         MediaError: the MIDI or the SoundFont cannot be read, or the piece is too long.
     """
     import tinysoundfont
 
+    if not stretch > 0:
+        raise MediaError(f"stretch must be > 0, got {stretch}")
     pm = midi.parse()
-    end_s = pm.get_end_time()
+    end_s = pm.get_end_time() * stretch
     if end_s > MAX_MIDI_SECONDS:
         raise MediaError(f"the MIDI lasts {end_s:.0f} s; strata renders at most {MAX_MIDI_SECONDS:.0f} s")
     synth = tinysoundfont.Synth(samplerate=sample_rate_hz, gain=gain_db)
@@ -102,8 +106,8 @@ def render_midi(midi: Midi, *, soundfont: str | os.PathLike[str] | None = None, 
             channel += 1
             synth.program_select(chan, sfid, 0, inst.program)
         for n in inst.notes:
-            events.append((round(n.start * sample_rate_hz), 1, "on", chan, n.pitch, n.velocity))
-            events.append((round(n.end * sample_rate_hz), 0, "off", chan, n.pitch, 0))
+            events.append((round(n.start * stretch * sample_rate_hz), 1, "on", chan, n.pitch, n.velocity))
+            events.append((round(n.end * stretch * sample_rate_hz), 0, "off", chan, n.pitch, 0))
     events.sort()
     total = round((end_s + tail_s) * sample_rate_hz)
     out = np.zeros((total, 2), np.float32)

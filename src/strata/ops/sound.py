@@ -10,6 +10,8 @@
   a MIDI score and its rendering through a General MIDI SoundFont.
 - ``sound.music``: four-part music from the built-in chorale model (key, mode, tempo, exact
   length, cadence, instruments, seed) as Audio and MIDI.
+- ``sound.fit_music``: a score played to last exactly as long as another track (e.g. a film
+  whose length comes from its narration): composing stays cached when only the length changes.
 """
 
 from __future__ import annotations
@@ -307,13 +309,67 @@ def music(
     notes, _key = decode(tokens)
     midi = to_midi(notes, tempo_bpm=tempo, programs=programs)
     audio = _render(midi, soundfont=soundfont, sample_rate_hz=sample_rate_hz, tail_s=release_s)
-    n = round(duration_s * sample_rate_hz)
+    return {"audio": _exact_length(audio, round(duration_s * sample_rate_hz)), "midi": midi}
+
+
+def _exact_length(audio: Audio, n: int) -> Audio:
+    """``audio`` cut or padded to ``n`` samples, the last 50 ms faded out (a cut release never clicks)."""
     samples = np.zeros((audio.samples.shape[0], n), np.float32)
     take = min(n, audio.samples.shape[1])  # the MIDI file's tick grid can move the end by a sample or two
     samples[:, :take] = audio.samples[:, :take]
-    fade = min(n, round(MUSIC_FADE_S * sample_rate_hz))
+    fade = min(n, round(MUSIC_FADE_S * audio.sample_rate_hz))
     samples[:, n - fade:] *= np.linspace(1, 0, fade, dtype=np.float32)
-    return {"audio": Audio(samples, sample_rate_hz), "midi": midi}
+    return Audio(samples, audio.sample_rate_hz)
+
+
+@node("sound.fit_music", layer="sound", version=1)
+def fit_music(
+    midi: Midi,
+    fit_to: Audio | None = None,
+    *,
+    duration_s: Annotated[float | None, Field(gt=0, le=600, description="exact length, s; empty = fit_to's length")] = None,
+    max_stretch: Annotated[float, Field(ge=1, le=4, description="the most the tempo may change, as a factor either way")] = 1.5,
+    soundfont: Annotated[InputFile | None, Field(description=".sf2/.sf3 General MIDI SoundFont; empty = TimGM6mb")] = None,
+    sample_rate_hz: Annotated[Literal[44100, 48000], Field(description="output rate, Hz")] = 48000,
+) -> Audio:
+    """Play a score so that it lasts exactly as long as another track, ending on its last chord.
+
+    The score's tempo is scaled so its last note ends ``min(1 s, length / 8)`` before the end
+    (the release of the last chord, as ``sound.music`` leaves it); the audio has exactly the
+    reference's length. Composing (``sound.music``, seconds of model sampling) stays cached
+    when only the length changes, e.g. a film whose scenes last as long as their narration:
+    a reworded line re-plays the score here (a fraction of a second) instead of composing anew.
+
+    Args:
+        midi: the score (``sound.music``'s midi, or ``sound.load_midi``).
+        fit_to: the track whose length to fill (``video.timeline``'s narration is as long as
+            the film). Give this or ``duration_s``.
+        duration_s: (0, 600] s: the length, when there is no ``fit_to``.
+        max_stretch: [1, 4] (default 1.5): refuse to play the score more than this many times
+            slower or faster than written (compose more or fewer bars instead).
+        soundfont: a .sf2/.sf3 file (default pretty_midi's TimGM6mb).
+        sample_rate_hz: 44100 or 48000 (default 48000).
+    """
+    from strata.media.midi import render_midi as _render
+
+    if (fit_to is None) == (duration_s is None):
+        raise OpError("give fit_to (a track to match) or duration_s, not both and not neither", param="duration_s")
+    length_s = fit_to.duration_s if fit_to is not None else float(duration_s)  # type: ignore[arg-type]
+    pm = midi.parse()
+    score_s = pm.get_end_time()
+    if score_s <= 0:
+        raise OpError("the score has no notes to fit", param="midi")
+    release_s = min(1.0, length_s / 8)
+    stretch = (length_s - release_s) / score_s
+    if not 1 / max_stretch <= stretch <= max_stretch:
+        _, tempi = pm.get_tempo_changes()
+        tempo = float(tempi[0]) if len(tempi) else 120.0
+        bars = max(1, round((length_s - release_s) * tempo / 240))
+        raise OpError(f"the score lasts {score_s:.1f} s; filling {length_s:.1f} s would play it {stretch:.2f}× as "
+                      f"long, beyond max_stretch {max_stretch}; compose about {bars} bars at {tempo:.0f} bpm "
+                      "(sound.music bars) or raise max_stretch", param="max_stretch")
+    audio = _render(midi, soundfont=soundfont, sample_rate_hz=sample_rate_hz, tail_s=release_s, stretch=stretch)
+    return _exact_length(audio, round(length_s * sample_rate_hz))
 
 
 def _load_music_model(model: str | None) -> Any:
@@ -550,5 +606,5 @@ def mix(
     return Audio(out, rate)
 
 
-__all__ = ["duck_gain", "instrument_programs", "integrated_lufs", "limit_true_peak", "load_audio", "mix", "music",
+__all__ = ["duck_gain", "fit_music", "instrument_programs", "integrated_lufs", "limit_true_peak", "load_audio", "mix", "music",
            "normalize_loudness", "speech", "subtitles", "measure_true_peak"]
