@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from strata.models.registry import ModelEntry, ModelRegistry, builtin
+from strata.models.weights_folder import CONFIG_NAME, WEIGHTS_NAME
 
 REPO_WEIGHTS = Path(__file__).resolve().parents[3] / "weights"
 IMAGE_MODEL_ID = "strata-emoji-64"
@@ -52,42 +53,28 @@ def music_model_dir() -> Path:
     return Path(os.environ.get("STRATA_MUSIC_MODEL", REPO_WEIGHTS / "music"))
 
 
-def _load_music_model(files: list[Path]) -> Any:
-    from strata.models.music_model import MusicModel
-
-    return MusicModel.from_pretrained(files[0].parent)
-
-
-@builtin
-def register_music_model(registry: ModelRegistry) -> None:
-    from strata.models.music_model import CONFIG_NAME, MODEL_ID, WEIGHTS_NAME
-
-    directory = music_model_dir()
-    files = [directory / WEIGHTS_NAME, directory / CONFIG_NAME]
-    if all(f.is_file() for f in files):
-        # fp16 on disk, float32 in memory (×2), plus the GPT-2 module's own overhead
-        registry.add(ModelEntry(MODEL_ID, {"music"}, files, _load_music_model,
-                                size_bytes=files[0].stat().st_size * 2 + 20 * 2**20))
-
-
 def upscale_model_dir() -> Path:
     """``$STRATA_UPSCALE_MODEL`` or ``weights/upscale`` (written by ``strata train upscale --export``)."""
     return Path(os.environ.get("STRATA_UPSCALE_MODEL", REPO_WEIGHTS / "upscale"))
 
 
-def _load_upscale_model(files: list[Path]) -> Any:
+@builtin
+def register_weights_folder_models(registry: ModelRegistry) -> None:
+    """The music model and the upscaler, each a weights folder (:mod:`strata.models.weights_folder`),
+    registered when both its files exist and built from the folder when first used."""
+    from strata.models.music_model import MODEL_ID as MUSIC_ID
+    from strata.models.music_model import MusicModel
+    from strata.models.upscale import MODEL_ID as UPSCALE_ID
     from strata.models.upscale import UpscaleModel
 
-    return UpscaleModel.from_pretrained(files[0].parent)
-
-
-@builtin
-def register_upscale_model(registry: ModelRegistry) -> None:
-    from strata.models.upscale import CONFIG_NAME, MODEL_ID, WEIGHTS_NAME
-
-    directory = upscale_model_dir()
-    files = [directory / WEIGHTS_NAME, directory / CONFIG_NAME]
-    if all(f.is_file() for f in files):
-        # fp16 on disk, float32 in memory (×2), plus torch's own overhead
-        registry.add(ModelEntry(MODEL_ID, {"upscale"}, files, _load_upscale_model,
-                                size_bytes=files[0].stat().st_size * 2 + 50 * 2**20))
+    # Memory when loaded: fp16 on disk is float32 in memory (×2), plus the module around the
+    # weights (GPT-2's own ~20 MB; torch's working memory for an upscale tile, ~50 MB).
+    folders: list[tuple[str, str, Path, Callable[[Path], Any], int]] = [
+        (MUSIC_ID, "music", music_model_dir(), MusicModel.from_pretrained, 20 * 2**20),
+        (UPSCALE_ID, "upscale", upscale_model_dir(), UpscaleModel.from_pretrained, 50 * 2**20),
+    ]
+    for model_id, capability, directory, load, overhead_bytes in folders:
+        files = [directory / WEIGHTS_NAME, directory / CONFIG_NAME]
+        if all(f.is_file() for f in files):
+            registry.add(ModelEntry(model_id, {capability}, files, lambda fs, load=load: load(fs[0].parent),
+                                    size_bytes=files[0].stat().st_size * 2 + overhead_bytes))
