@@ -24,8 +24,30 @@ def _frozen(array: np.ndarray) -> np.ndarray:
     return array
 
 
+class _Raster:
+    """``width``, ``height`` and ``size`` of a value held as an array of (height, width, ...)."""
+
+    __slots__ = ()
+
+    def _array(self) -> np.ndarray:
+        raise NotImplementedError
+
+    @property
+    def width(self) -> int:
+        return int(self._array().shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self._array().shape[0])
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height), the order Pillow uses."""
+        return (self.width, self.height)
+
+
 @dataclass(frozen=True, eq=False)
-class Image:
+class Image(_Raster):
     """An RGBA image: ``pixels`` is float32 (H, W, 4), sRGB, straight alpha, values in [0, 1].
 
     Construct from other layouts with :meth:`from_array`.
@@ -75,18 +97,8 @@ class Image:
         """A ``width``×``height`` image filled with one RGBA color (components in [0, 1])."""
         return cls(np.broadcast_to(np.asarray(rgba, np.float32), (height, width, 4)).copy())
 
-    @property
-    def width(self) -> int:
-        return int(self.pixels.shape[1])
-
-    @property
-    def height(self) -> int:
-        return int(self.pixels.shape[0])
-
-    @property
-    def size(self) -> tuple[int, int]:
-        """(width, height), the order Pillow uses."""
-        return (self.width, self.height)
+    def _array(self) -> np.ndarray:
+        return self.pixels
 
     @property
     def rgb(self) -> np.ndarray:
@@ -115,7 +127,7 @@ class Image:
 
 
 @dataclass(frozen=True, eq=False)
-class Mask:
+class Mask(_Raster):
     """A one-channel mask: ``values`` is float32 (H, W) in [0, 1]; 1 = selected."""
 
     values: np.ndarray
@@ -146,17 +158,8 @@ class Mask:
     def full(cls, width: int, height: int, value: float = 1.0) -> "Mask":
         return cls(np.full((height, width), value, np.float32))
 
-    @property
-    def width(self) -> int:
-        return int(self.values.shape[1])
-
-    @property
-    def height(self) -> int:
-        return int(self.values.shape[0])
-
-    @property
-    def size(self) -> tuple[int, int]:
-        return (self.width, self.height)
+    def _array(self) -> np.ndarray:
+        return self.values
 
     def __repr__(self) -> str:
         return f"Mask({self.width}×{self.height})"
