@@ -25,7 +25,7 @@ from server_helpers import FAKE_GENERATORS, fake_registry, serve_in_thread
 import strata
 from strata.media import Image
 from strata.media.mp4 import probe_mp4
-from strata.models.builtin import register_music_model, register_upscale_model
+from strata.models.builtin import register_weights_folder_models
 from strata.models.registry import ModelRegistry
 from strata.models.speech import _register_espeak as register_espeak
 from strata.ops.enhance import contrast as contrast_op
@@ -254,7 +254,7 @@ def test_compose_layers_text_enhance_upscale(media_server, tmp_path, monkeypatch
         upscaler.result()
         maker.shutdown()
         monkeypatch.setenv("STRATA_UPSCALE_MODEL", str(tmp_path / "upscaler"))
-        register_upscale_model(registry)  # an untrained one is exactly bicubic
+        register_weights_folder_models(registry)  # the upscaler: an untrained one is exactly bicubic
         _compose_and_download(page, tmp_path / "graded.png")
         assert "installed upscale models: strata-upscale" in page.inner_text("#compose")
         log = page.inner_text("#compose-log")  # the LUT ran in the failed run; now it is cached
@@ -334,13 +334,18 @@ def test_video_scenes_narration_captions_music(media_server, tmp_path, monkeypat
         music_model.result()
         maker.shutdown()
         monkeypatch.setenv("STRATA_MUSIC_MODEL", str(tmp_path / "music"))
-        register_music_model(registry)
+        register_weights_folder_models(registry)
         page.click("#video-run")
         page.wait_for_selector("#video-result video")
         assert page.locator("#video .issue").count() == 0
         assert "installed music models: strata-chorales" in page.inner_text("#video-music-section")
         page.wait_for_function("document.querySelector('#video-result video').readyState >= 1")
         assert abs(page.evaluate("document.querySelector('#video-result video').duration") - 1.6) < 0.15
+        # ... and it plays: the browser decodes frames and the clock advances (muted: autoplay policy).
+        page.evaluate("(() => { const v = document.querySelector('#video-result video'); v.muted = true; "
+                      "return v.play(); })()")
+        page.wait_for_function("document.querySelector('#video-result video').currentTime > 0.3")
+        assert page.evaluate("document.querySelector('#video-result video').error") is None
         links = {a.inner_text(): a.get_attribute("href") for a in page.query_selector_all("#video-result a.download")}
         page.evaluate("window.scrollTo(0, 0)")
         page.screenshot(path=str(shots / "studio-video.png"))
