@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -183,3 +184,80 @@ def test_trainer_starts_an_inpainting_run_from_a_text_to_image_export(tmp_path: 
     inpaint_recipe.write_text(yaml.safe_dump(raw))
     with pytest.raises(StrataError, match="different architecture"):
         image_train.train(config=inpaint_recipe, init_from=export, max_steps=1)
+
+
+# ---- the op, the registry and the CLI ------------------------------------------------------
+
+
+@pytest.fixture
+def inpaint_registry(tmp_path, monkeypatch):
+    from strata.models.registry import default_registry, reset_default_registry
+
+    directory = tmp_path / "tiny-inpaint"
+    cfg = ImageDiffusionConfig(inpaint=True, block_channels=(16, 32), attention_levels=(1,), attention_heads=2,
+                               text_tokens=8)
+    _trained_like(ImageDiffusionModel.random(cfg, seed=0)).save_pretrained(directory)
+    monkeypatch.setenv("STRATA_IMAGE_MODEL", str(directory))
+    reset_default_registry()
+    yield default_registry()
+    reset_default_registry()
+
+
+def _write_pictures(tmp_path: Path) -> tuple[Path, Path]:
+    import PIL.Image
+
+    rng = np.random.default_rng(1)
+    photo = tmp_path / "photo.png"
+    PIL.Image.fromarray(rng.integers(0, 256, (72, 100, 3), dtype=np.uint8)).save(photo)
+    mask = np.zeros((72, 100), np.uint8)
+    mask[20:40, 30:60] = 255
+    mask_path = tmp_path / "mask.png"
+    PIL.Image.fromarray(mask).save(mask_path)
+    return photo, mask_path
+
+
+def test_the_built_in_model_inpaints_and_outpaints_from_the_cli(inpaint_registry, tmp_path) -> None:
+    import PIL.Image
+    from typer.testing import CliRunner
+
+    from strata.cli import app
+    from strata.provenance.metadata import read_provenance
+
+    assert "inpaint" in inpaint_registry.find("inpaint").capabilities
+    photo, mask = _write_pictures(tmp_path)
+    store = tmp_path / "store"
+    r = CliRunner().invoke(app, ["edit", "inpaint", str(photo), "a hat", "--mask", str(mask), "--steps", "2",
+                                 "-n", "2", "--store", str(store), "-o", str(tmp_path / "out")])
+    assert r.exit_code == 0, r.output
+    original = np.asarray(PIL.Image.open(photo).convert("RGB"))
+    for i in range(2):
+        path = tmp_path / "out" / f"photo_inpainted_{i}.png"
+        got = np.asarray(PIL.Image.open(path).convert("RGB"))
+        assert got.shape == original.shape
+        assert (got[:8] == original[:8]).all() and (got[:, :16] == original[:, :16]).all()  # far from the mask
+        assert (got[20:40, 30:60] != original[20:40, 30:60]).any()
+        prov = read_provenance(path)
+        assert prov is not None and "inpaint" in json.dumps(prov.model_dump(mode="json"))
+    r = CliRunner().invoke(app, ["edit", "outpaint", str(photo), "grass", "--right", "28", "--bottom", "8",
+                                 "--steps", "2", "--store", str(store), "-o", str(tmp_path / "out")])
+    assert r.exit_code == 0, r.output
+    wide = np.asarray(PIL.Image.open(tmp_path / "out" / "photo_outpainted_0.png").convert("RGBA"))
+    assert wide.shape == (80, 128, 4)
+    assert (wide[:60, :90, :3] == original[:60, :90]).all()  # the original area, away from the seam, is kept
+    r = CliRunner().invoke(app, ["edit", "outpaint", str(photo), "grass", "--store", str(store)])
+    assert r.exit_code != 0 and "nothing to outpaint" in r.output
+
+
+def test_a_text_to_image_only_model_says_it_cannot_inpaint(tmp_path, monkeypatch) -> None:
+    from strata.models.registry import default_registry, reset_default_registry
+
+    directory = tmp_path / "tiny"
+    ImageDiffusionModel.random(ImageDiffusionConfig(block_channels=(16, 32), attention_levels=(1,), attention_heads=2,
+                                                    text_tokens=8), seed=0).save_pretrained(directory)
+    monkeypatch.setenv("STRATA_IMAGE_MODEL", str(directory))
+    reset_default_registry()
+    try:
+        with pytest.raises(ModelError, match="inpaint"):
+            default_registry().find("inpaint")
+    finally:
+        reset_default_registry()
