@@ -27,7 +27,6 @@ model did not make.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -37,11 +36,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import write_result  # noqa: E402
-from quality import GALLERY, classifiers, concept_images, eval_concepts, load_model, topk  # noqa: E402
+from quality import GALLERY, eval_data, eval_parser, load_model, save_grid, topk  # noqa: E402
 
 from strata.media.image import Image  # noqa: E402
 from strata.models.image_pipeline import _feathered, _paste, generate, inpaint  # noqa: E402
-from strata.train import data_emoji  # noqa: E402
 
 
 def box_mask(side: int = 64, box: int = 32) -> np.ndarray:
@@ -115,44 +113,15 @@ def photos(model, n_seeds: int, steps: int, guidance: float) -> dict:
             **{f"seam_{k}": round(float(np.mean(v)), 2) for k, v in rows.items()}}
 
 
-def save_gallery(rows: list[list[Image]], out: Path, labels: list[str]) -> Path:
-    """Rows of (original, mask shown as gray, inpainted, pasted) at 2× on a checkerboard."""
-    from PIL import Image as PILImage
-    from PIL import ImageDraw
-
-    s, cols = 128, len(rows[0])
-    canvas = PILImage.new("RGB", (cols * s, len(rows) * (s + 14) + 16), "white")
-    draw = ImageDraw.Draw(canvas)
-    for c, label in enumerate(labels):
-        draw.text((c * s + 4, 2), label, fill=(40, 40, 40))
-    yy, xx = np.mgrid[0:64, 0:64]
-    checker = np.where(((yy // 8 + xx // 8) % 2)[..., None] == 0, 0.92, 0.8).astype(np.float32)
-    for r, row in enumerate(rows):
-        for c, im in enumerate(row):
-            a = im.pixels[..., 3:]
-            rgb = np.clip(im.pixels[..., :3] * a + checker * (1 - a), 0, 1)
-            tile = PILImage.fromarray((rgb * 255).round().astype(np.uint8)).resize((s, s), PILImage.NEAREST)
-            canvas.paste(tile, (c * s, 16 + r * (s + 14)))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(out)
-    return out
-
-
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", help="exported model dir (default: the shipped weights)")
-    ap.add_argument("--checkpoint", help="training run dir: evaluate its EMA weights")
+    ap = eval_parser(__doc__)
     ap.add_argument("--quick", action="store_true", help="25 concepts, 1 photo seed")
     ap.add_argument("--gallery", action="store_true", help="also write docs/gallery/inpaint.png")
-    ap.add_argument("--classifier-steps", type=int, default=600)
-    ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     t0 = time.time()
-    images, rows = data_emoji.load(None)
-    concepts = eval_concepts(rows)
-    x, y, src = concept_images(images, rows, concepts)
-    clf, _ = classifiers(x, y, src, len(concepts), args.classifier_steps)
+    data = eval_data(args.classifier_steps)
+    concepts, x, y, src, clf = data.concepts, data.x, data.y, data.src, data.clf
     model, model_desc = load_model(args)
     if not model.cfg.inpaint:
         raise SystemExit(f"{model_desc} has no mask input (config inpaint: false); nothing to measure")
@@ -211,7 +180,8 @@ def main() -> None:
     print("adherence:", {k: v["top5"] for k, v in result["adherence_top5"].items()})
     print("photos:", result["photos_not_trained_on"])
     if args.gallery:
-        path = save_gallery(gallery_rows, GALLERY / "inpaint.png", ["original", "hole", "inpaint", "paste"])
+        path = save_grid(to_tensor([im for row in gallery_rows for im in row]), 8, GALLERY / "inpaint.png",
+                         labels=[concepts[y[i].item()] for i in picks[:6]])
         print(f"wrote {path}")
     print(f"wrote {write_result('inpaint', result)}")
 
