@@ -25,6 +25,7 @@ import itertools
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -267,24 +268,49 @@ def save_grid(x: torch.Tensor, cols: int, out: Path, labels: list[str] | None = 
 # ---- main -----------------------------------------------------------------------------------
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def eval_parser(doc: str) -> argparse.ArgumentParser:
+    """The options every image-model evaluation takes (which weights, classifier, threads)."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument("--model", help="exported model dir (default: the shipped weights)")
     ap.add_argument("--checkpoint", help="training run dir: evaluate its EMA weights")
-    ap.add_argument("--quick", action="store_true", help="2 seeds per concept and a 20-concept sweep")
-    ap.add_argument("--readme-grid", action="store_true", help="also write docs/gallery/generated_grid.png")
     ap.add_argument("--classifier-steps", type=int, default=600)
-    ap.add_argument("--classifier-only", action="store_true", help="train (and cache) the classifier, report its ceiling, stop")
     ap.add_argument("--threads", type=int, default=2)
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    t0 = time.time()
+    return ap
 
+
+@dataclass
+class EvalData:
+    """The dataset's evaluation concepts, their real images and the classifier trained on them."""
+
+    images: np.ndarray
+    concepts: list[str]
+    x: torch.Tensor
+    y: torch.Tensor
+    src: list[str]
+    clf: "Classifier"
+    ceiling: dict
+
+
+def eval_data(classifier_steps: int) -> EvalData:
     images, rows = data_emoji.load(None)
     concepts = eval_concepts(rows)
     x, y, src = concept_images(images, rows, concepts)
     print(f"{len(concepts)} concepts, {len(x)} real images; training the classifier …", flush=True)
-    clf, ceiling = classifiers(x, y, src, len(concepts), args.classifier_steps)
+    clf, ceiling = classifiers(x, y, src, len(concepts), classifier_steps)
+    return EvalData(images, concepts, x, y, src, clf, ceiling)
+
+
+def main() -> None:
+    ap = eval_parser(__doc__)
+    ap.add_argument("--quick", action="store_true", help="2 seeds per concept and a 20-concept sweep")
+    ap.add_argument("--readme-grid", action="store_true", help="also write docs/gallery/generated_grid.png")
+    ap.add_argument("--classifier-only", action="store_true", help="train (and cache) the classifier, report its ceiling, stop")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    t0 = time.time()
+
+    data = eval_data(args.classifier_steps)
+    images, concepts, clf, ceiling = data.images, data.concepts, data.clf, data.ceiling
     print(f"real-image ceiling (leave one source out): {ceiling['top1']:.3f} top-1, {ceiling['top5']:.3f} top-5", flush=True)
     if args.classifier_only:
         return

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Iterator
 
 import PIL.Image
+import numpy as np
 import pytest
 
 from server_helpers import FAKE_GENERATORS, TOKEN, fake_registry, serve_in_thread
@@ -65,7 +66,8 @@ def test_webuiapi_against_the_built_in_pipeline(tmp_path: Path, monkeypatch):
     from strata.models.image_diffusion import ImageDiffusionConfig, ImageDiffusionModel
     from strata.models.registry import default_registry, reset_default_registry
 
-    tiny = ImageDiffusionConfig(block_channels=(16, 32), attention_levels=(1,), attention_heads=2, text_tokens=8)
+    tiny = ImageDiffusionConfig(block_channels=(16, 32), attention_levels=(1,), attention_heads=2, text_tokens=8,
+                                inpaint=True)
     ImageDiffusionModel.random(tiny, seed=0).save_pretrained(tmp_path / "model")
     monkeypatch.setenv("STRATA_IMAGE_MODEL", str(tmp_path / "model"))
     monkeypatch.setenv("STRATA_WATERMARK", "0")
@@ -82,6 +84,15 @@ def test_webuiapi_against_the_built_in_pipeline(tmp_path: Path, monkeypatch):
             edited = api.img2img(images=[result.images[0]], prompt="a green apple", seed=3, steps=4,
                                  denoising_strength=0.5)
             assert edited.images[0].size == (64, 64) and "a green apple" in edited.images[0].info["parameters"]
+            # An A1111 mask (white = repaint) goes to the built-in model's inpainting, at the image's size.
+            photo = PIL.Image.fromarray(np.indices((48, 80)).sum(0).astype(np.uint8) * 2).convert("RGB")
+            mask = PIL.Image.new("L", (80, 48), 0)
+            mask.paste(255, (30, 10, 50, 30))
+            inpainted = api.img2img(images=[photo], mask_image=mask, prompt="a bite", seed=5, steps=2,
+                                    denoising_strength=1.0)
+            got = np.asarray(inpainted.images[0].convert("RGB"))
+            assert got.shape == (48, 80, 3) and "a bite" in inpainted.images[0].info["parameters"]
+            assert (got[:, :16] == np.asarray(photo)[:, :16]).all()  # away from the mask: the original pixels
             assert api.get_sd_models()[0]["model_name"] == "strata-emoji-64"
     finally:
         reset_default_registry()

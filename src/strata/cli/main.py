@@ -137,6 +137,7 @@ def info(file: Path = typer.Argument(..., help="an image (or other media file) t
 
 # Command groups live in their own modules; each adds its commands to `app`.
 from strata.cli import generate as _generate  # noqa: E402
+from strata.cli import edit as _edit  # noqa: E402
 from strata.cli import history as _history  # noqa: E402
 from strata.cli import models as _models  # noqa: E402
 from strata.cli import ops as _ops  # noqa: E402
@@ -145,6 +146,7 @@ from strata.cli import serve as _serve  # noqa: E402
 
 app.add_typer(_ops.ops_app, name="ops")
 app.add_typer(_models.models_app, name="models")
+app.add_typer(_edit.edit_app, name="edit")
 for _module in (_history, _generate, _provenance, _serve):
     _module.register(app)
 

@@ -13,6 +13,7 @@ The music model (``strata-chorales``, capability "music") ships in ``weights/mus
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Callable
@@ -43,8 +44,11 @@ def register_image_model(registry: ModelRegistry) -> None:
         autoencoder = directory / "autoencoder.safetensors"
         if autoencoder.is_file():  # part of the model: its hash must name the model too
             files += [autoencoder, directory / "autoencoder.json"]
+        capabilities = {"text-to-image", "image-to-image"}
+        if json.loads(config.read_text(encoding="utf-8")).get("model", {}).get("inpaint"):
+            capabilities.add("inpaint")  # trained with a mask input (train/configs/image_inpaint.yaml)
         # The frozen MiniLM text encoder (~90 MB in memory) comes with the model.
-        registry.add(ModelEntry(IMAGE_MODEL_ID, {"text-to-image", "image-to-image"}, files, _load_image_model,
+        registry.add(ModelEntry(IMAGE_MODEL_ID, capabilities, files, _load_image_model,
                                 size_bytes=sum(f.stat().st_size for f in files) * 2 + 100 * 2**20))
 
 

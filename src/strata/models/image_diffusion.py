@@ -54,6 +54,10 @@ class ImageDiffusionConfig:
         pooled_repeats: copies of the pooled sentence vector put before the token states.
         num_train_timesteps / beta_schedule / prediction_type: the noise schedule, shared by
             training and every sampler.
+        inpaint: the UNet also reads what to keep: its input is [noisy latent, masked image's
+            latent, mask at latent resolution] (2c + 1 channels, the layout of Stable Diffusion's
+            inpainting UNet). Text-to-image is the special case "mask everything, keep nothing",
+            so one model does both (see :func:`inpaint_conditioning`).
     """
 
     image_size: int = 64
@@ -70,6 +74,7 @@ class ImageDiffusionConfig:
     num_train_timesteps: int = 1000
     beta_schedule: str = "squaredcos_cap_v2"
     prediction_type: str = "v_prediction"
+    inpaint: bool = False
 
     def __post_init__(self) -> None:
         if self.latent not in ("unshuffle", "autoencoder"):
@@ -78,6 +83,11 @@ class ImageDiffusionConfig:
     @property
     def latent_channels(self) -> int:
         return 4 * self.unshuffle**2 if self.latent == "unshuffle" else self.latent_depth
+
+    @property
+    def unet_in_channels(self) -> int:
+        """Latent channels, plus the masked latent and the mask for an inpainting model."""
+        return 2 * self.latent_channels + 1 if self.inpaint else self.latent_channels
 
     @property
     def latent_size(self) -> int:
@@ -105,7 +115,7 @@ def build_unet(cfg: ImageDiffusionConfig):
     up = tuple("CrossAttnUpBlock2D" if (n - 1 - i) in cfg.attention_levels else "UpBlock2D" for i in range(n))
     return UNet2DConditionModel(
         sample_size=cfg.latent_size,
-        in_channels=cfg.latent_channels,
+        in_channels=cfg.unet_in_channels,
         out_channels=cfg.latent_channels,
         down_block_types=down,
         up_block_types=up,
@@ -116,6 +126,55 @@ def build_unet(cfg: ImageDiffusionConfig):
         attention_head_dim=cfg.attention_heads,  # diffusers' legacy name: this is the head *count*
         norm_num_groups=next(g for g in (32, 16, 8, 4, 2, 1) if all(c % g == 0 for c in cfg.block_channels)),
     )
+
+
+def widen_for_inpaint(state: dict[str, torch.Tensor], cfg: ImageDiffusionConfig) -> dict[str, torch.Tensor]:
+    """A text-to-image UNet's weights → an inpainting UNet's, with unchanged outputs.
+
+    The extra input channels of ``conv_in`` (masked latent, mask) get zero weights, so the widened
+    UNet computes exactly what the original did until training teaches it to read them — the
+    way Stable Diffusion's inpainting model was started from its text-to-image weights.
+    """
+    w = state["conv_in.weight"]
+    if not cfg.inpaint or w.shape[1] == cfg.unet_in_channels:
+        return state
+    if w.shape[1] != cfg.latent_channels:
+        raise ModelError(f"conv_in has {w.shape[1]} input channels; expected {cfg.latent_channels} (text-to-image) "
+                         f"or {cfg.unet_in_channels} (inpainting)")
+    extra = torch.zeros(w.shape[0], cfg.unet_in_channels - w.shape[1], *w.shape[2:], dtype=w.dtype)
+    return {**state, "conv_in.weight": torch.cat([w, extra], dim=1)}
+
+
+def latent_mask(mask: torch.Tensor, cfg: ImageDiffusionConfig) -> torch.Tensor:
+    """Pixel mask (B, 1, H, W), 1 = repaint → latent mask (B, 1, H/f, W/f): a cell is repainted
+    if any of its pixels is (so nothing of a repainted pixel leaks in through its cell)."""
+    return F.max_pool2d((mask > 0).float(), cfg.unshuffle)
+
+
+def inpaint_conditioning(model: "ImageDiffusionModel", rgba: torch.Tensor | None, mask: torch.Tensor | None,
+                         batch: int) -> torch.Tensor | None:
+    """The extra UNet input of an inpainting model: [masked image's latent, latent mask].
+
+    Args:
+        rgba: straight-alpha RGBA (B, 4, H, W) in [0, 1] at the model's size, or None for
+            text-to-image (keep nothing).
+        mask: (B, 1, H, W) in [0, 1], 1 = repaint; None = repaint everything.
+        batch: B when ``rgba`` is None.
+
+    The hole is made transparent before encoding and its latent cells are zeroed after (the
+    encoder's 3×3 convolutions see one cell around each), so the model never sees what it is
+    asked to replace. Returns None for a text-to-image-only model.
+    """
+    cfg = model.cfg
+    if not cfg.inpaint:
+        return None
+    s = cfg.latent_size
+    if rgba is None or mask is None:
+        return torch.cat([torch.zeros(batch, cfg.latent_channels, s, s), torch.ones(batch, 1, s, s)], dim=1)
+    m = latent_mask(mask, cfg)
+    hole = (mask > 0).float()
+    kept = model.encode_images(rgba * (1 - hole))
+    return torch.cat([kept * (1 - m), m], dim=1)
 
 
 # ---- latent codec ---------------------------------------------------------------------------

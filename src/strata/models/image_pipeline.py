@@ -13,12 +13,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
 
 from strata.errors import ModelError, StrataError
 from strata.media.image import Image
-from strata.models.image_diffusion import ImageDiffusionConfig, ImageDiffusionModel
+from strata.models.image_diffusion import ImageDiffusionConfig, ImageDiffusionModel, inpaint_conditioning
 
 # Limits checked at the boundary (the node schema for image.generate should read these).
 MAX_STEPS = 200
@@ -143,7 +144,7 @@ def generate(
     # 4. timesteps, 5. denoise, 6. decode
     scheduler = _scheduler(cfg, sampler, steps, thresholding)
     latents = _denoise(model, scheduler, noise * scheduler.init_noise_sigma, scheduler.timesteps, context, mask,
-                       guidance, callback)
+                       guidance, callback, inpaint_conditioning(model, None, None, count))
     return GenerateResult(images=_decode(model, latents), seeds=seeds)
 
 
@@ -170,17 +171,24 @@ def _scheduler(cfg: ImageDiffusionConfig, sampler: str, steps: int, thresholding
 
 
 def _denoise(model: ImageDiffusionModel, scheduler, latents: torch.Tensor, timesteps, context: torch.Tensor,
-             mask: torch.Tensor, guidance: float, callback: Callable[[Progress], None] | None) -> torch.Tensor:
-    """Run ``timesteps`` of the sampler from ``latents``, with classifier-free guidance unless it is 1."""
+             mask: torch.Tensor, guidance: float, callback: Callable[[Progress], None] | None,
+             cond: torch.Tensor | None = None) -> torch.Tensor:
+    """Run ``timesteps`` of the sampler from ``latents``, with classifier-free guidance unless it is 1.
+
+    ``cond``: an inpainting model's extra input (:func:`inpaint_conditioning`), the same for the
+    guided and unguided halves — guidance steers by the text only.
+    """
     use_cfg = guidance != 1.0
     for i, t in enumerate(timesteps):
         x_in = scheduler.scale_model_input(latents, t)
+        if cond is not None:
+            x_in = torch.cat([x_in, cond], dim=1)
         if use_cfg:
             x_in = torch.cat([x_in, x_in])
         out = model.denoise(x_in, t, context, mask)
         if use_cfg:
-            uncond, cond = out.chunk(2)
-            out = uncond + guidance * (cond - uncond)
+            unguided, guided = out.chunk(2)
+            out = unguided + guidance * (guided - unguided)
         latents = scheduler.step(out, t, latents).prev_sample
         if not torch.isfinite(latents).all():
             raise ModelError(f"sampling diverged at step {i + 1} (non-finite values); try fewer steps or lower guidance")
@@ -232,18 +240,118 @@ def variation(
         return GenerateResult(images=[source] * count, seeds=seeds)
     noise = torch.stack([seed_noise(cfg, s) for s in seeds])
     scheduler = _scheduler(cfg, sampler, steps, thresholding)
-    if strength == 1.0:
-        start, latents = 0, noise * scheduler.init_noise_sigma
-    else:
-        start = min(steps - 1, int(round(steps * (1.0 - strength))))
-        x0 = model.encode_images(torch.from_numpy(np.ascontiguousarray(source.pixels)).permute(2, 0, 1)[None])
-        if hasattr(scheduler, "set_begin_index"):  # samplers count their steps (and sigmas) from here
-            scheduler.set_begin_index(start)
-        t_start = scheduler.timesteps[start : start + 1]
-        latents = scheduler.add_noise(x0.repeat(count, 1, 1, 1), noise, t_start.repeat(count))
+    rgba = torch.from_numpy(np.ascontiguousarray(source.pixels)).permute(2, 0, 1)[None]
+    start, latents = _start_latents(model, scheduler, rgba, noise, strength, steps)
     context, mask = _encode(model, prompt, negative_prompt, guidance, count)
-    latents = _denoise(model, scheduler, latents, scheduler.timesteps[start:], context, mask, guidance, callback)
+    latents = _denoise(model, scheduler, latents, scheduler.timesteps[start:], context, mask, guidance, callback,
+                       inpaint_conditioning(model, None, None, count))
     return GenerateResult(images=_decode(model, latents), seeds=seeds)
+
+
+@torch.no_grad()
+def inpaint(
+    model: ImageDiffusionModel,
+    image: Image,
+    mask: np.ndarray,
+    prompt: str,
+    *,
+    strength: float = 1.0,
+    negative_prompt: str = "",
+    count: int = 1,
+    seed: int = 0,
+    steps: int = 20,
+    guidance: float = 4.0,
+    sampler: str = "dpmpp",
+    thresholding: bool | None = None,
+    callback: Callable[[Progress], None] | None = None,
+) -> GenerateResult:
+    """Repaint the masked part of ``image`` with an inpainting model; ``count`` results at the image's size.
+
+    Any image works, whatever made it: it is padded (transparent, right and bottom) to a square,
+    brought to the model's side, inpainted — the model sees the kept pixels and the mask, never
+    what is under the hole —, and the repainted pixels are scaled back and composited over the
+    original. Pixels farther than the feather (~0.75 model pixels, scaled) from the mask keep
+    their exact values, so a small fix never blurs the rest of a large picture. Outpainting is
+    the same call on an image padded with transparency, the padding masked.
+
+    Args:
+        mask: (H, W) float in [0, 1] at the image's size, 1 = repaint; soft edges blend.
+        strength: (0, 1]: 1 (default) fills from noise; lower starts from the noised original
+            inside the hole (keeps its colors and layout); 0 returns the input.
+        Others as for :func:`generate`; image i uses seed ``seed + i``.
+
+    Raises:
+        ModelError: the model has no inpainting input (``cfg.inpaint`` false).
+        StrataError: bad arguments, a mask of another size, or a mask that selects nothing.
+    """
+    cfg = model.cfg
+    if not cfg.inpaint:
+        raise ModelError("this image model was trained for text-to-image only (no mask input); use a model whose "
+                         "config has inpaint: true, or image.variation to redo the whole picture")
+    check_args(count=count, steps=steps, guidance=guidance, sampler=sampler, seed=seed, size=cfg.image_size, cfg=cfg)
+    if not 0.0 <= strength <= 1.0:
+        raise StrataError(f"strength must be between 0 and 1, got {strength}")
+    m = np.asarray(mask, np.float32)
+    if m.shape != (image.height, image.width):
+        raise StrataError(f"mask is {m.shape[1] if m.ndim == 2 else '?'}×{m.shape[0]} but the image is "
+                          f"{image.width}×{image.height}; they must match")
+    hole = m > 0.5
+    if not hole.any():
+        raise StrataError("the mask selects nothing (no value above 0.5); paint the area to repaint white")
+    seeds = [seed + i for i in range(count)]
+    if strength == 0.0:
+        return GenerateResult(images=[image] * count, seeds=seeds)
+    side, n = cfg.image_size, max(image.width, image.height)
+    canvas = np.zeros((n, n, 4), np.float32)
+    canvas[: image.height, : image.width] = image.pixels
+    hole_canvas = np.zeros((n, n), np.float32)
+    hole_canvas[: image.height, : image.width] = hole
+    small = _to_model_size(Image(canvas), side).pixels
+    # Any model pixel touched by the hole is repainted (a thin stroke must not vanish in the downscale).
+    small_hole = cv2.resize(hole_canvas, (side, side), interpolation=cv2.INTER_AREA) > 0
+    rgba = torch.from_numpy(np.array(small)).permute(2, 0, 1)[None]
+    hole_t = torch.from_numpy(small_hole.astype(np.float32))[None, None]
+    cond = inpaint_conditioning(model, rgba, hole_t, 1).repeat(count, 1, 1, 1)
+    noise = torch.stack([seed_noise(cfg, s) for s in seeds])
+    scheduler = _scheduler(cfg, sampler, steps, thresholding)
+    start, latents = _start_latents(model, scheduler, rgba, noise, strength, steps)
+    context, tmask = _encode(model, prompt, negative_prompt, guidance, count)
+    latents = _denoise(model, scheduler, latents, scheduler.timesteps[start:], context, tmask, guidance, callback, cond)
+    blend = _feathered(m, sigma=max(0.75, 0.75 * n / side))
+    return GenerateResult(images=[_paste(image, out, blend) for out in _decode(model, latents)], seeds=seeds)
+
+
+def _start_latents(model: ImageDiffusionModel, scheduler, rgba: torch.Tensor, noise: torch.Tensor, strength: float,
+                   steps: int) -> tuple[int, torch.Tensor]:
+    """(first step, latents): pure noise at strength 1, else the image's latent noised to the
+    level of step ``steps·(1 − strength)`` (SDEdit)."""
+    if strength == 1.0:
+        return 0, noise * scheduler.init_noise_sigma
+    start = min(steps - 1, int(round(steps * (1.0 - strength))))
+    x0 = model.encode_images(rgba)
+    if hasattr(scheduler, "set_begin_index"):  # samplers count their steps (and sigmas) from here
+        scheduler.set_begin_index(start)
+    t_start = scheduler.timesteps[start : start + 1]
+    return start, scheduler.add_noise(x0.repeat(len(noise), 1, 1, 1), noise, t_start.repeat(len(noise)))
+
+
+def _feathered(mask: np.ndarray, sigma: float) -> np.ndarray:
+    """The compositing weight: 1 on the mask, a Gaussian falloff of ``sigma`` pixels outside it."""
+    from strata.ops.edit import gaussian_blur
+
+    return np.maximum(mask, np.clip(gaussian_blur(mask, sigma), 0.0, 1.0))[:, :, None]
+
+
+def _paste(original: Image, generated: Image, weight: np.ndarray) -> Image:
+    """Scale the model-size result to the padded square, crop it to the original, blend premultiplied."""
+    from strata.ops.edit import premultiply, resample, unpremultiply
+
+    n = max(original.width, original.height)
+    up = generated.pixels if generated.width == n else resample(generated.pixels, (n, n), "lanczos")
+    up = up[: original.height, : original.width]
+    out = premultiply(original.pixels) * (1 - weight) + premultiply(np.ascontiguousarray(up)) * weight
+    # Untouched pixels are copied, not round-tripped through premultiplication (not exact in floats).
+    return Image(np.where(weight > 0, unpremultiply(out.astype(np.float32)), original.pixels))
 
 
 def _to_model_size(image: Image, side: int) -> Image:
@@ -307,7 +415,7 @@ def interpolate(
         noise = noise_a if k == 0 else noise_b if k == frames - 1 else slerp(noise_a, noise_b, u)
         scheduler = _scheduler(cfg, sampler, steps, thresholding)
         latents = _denoise(model, scheduler, noise[None] * scheduler.init_noise_sigma, scheduler.timesteps, context,
-                           mask, guidance, None)
+                           mask, guidance, None, inpaint_conditioning(model, None, None, 1))
         images += _decode(model, latents)
         if callback is not None:
             callback(Progress(k + 1, frames))

@@ -161,7 +161,7 @@ def variation(
                           attention_slicing=attention_slicing, progress=progress)
 
 
-@node("image.inpaint", layer="generate", version=1, model="inpaint")
+@node("image.inpaint", layer="generate", version=2, model="inpaint")
 def inpaint(
     image: Image,
     mask: Mask,
@@ -181,18 +181,31 @@ def inpaint(
     loaded_model: Any = None,
     progress: Callable[..., None] | None = None,
 ) -> list[Image]:
-    """Repaint the masked part of ``image`` (mask 1 = repaint) with an inpainting model (UNet with
-    9 input channels, registered with the "inpaint" capability).
+    """Repaint the masked part of ``image`` (mask 1 = repaint) with an inpainting model.
+
+    The built-in model inpaints any image at any size: it works on the whole picture brought to
+    its 64×64 domain and pastes the repainted area back at full size; pixels away from the mask
+    keep their exact values. A user model (UNet with 9 input channels, `strata models add`)
+    works at the image's size, which must then be a multiple of 8. Outpainting: ``edit.pad`` with
+    transparency, mask the padding (``edit.mask_from_alpha`` inverted), inpaint.
 
     Args:
-        image, mask: same size, multiples of 8.
-        strength: 0..1 (default 1): how much of the masked area to redo.
+        image, mask: the picture and what to repaint (same size; soft edges blend).
+        strength: 0..1 (default 1): how much of the masked area to redo; lower keeps its colors.
         prompt, negative, count, seed, steps, guidance, sampler, model, lora, precision,
             attention_slicing: as for ``image.generate``.
     """
     if mask.size != image.size:
         raise OpError(f"mask is {mask.width}×{mask.height} but the image is {image.width}×{image.height}; "
                       "they must match", param="mask")
+    if loaded_model is not None and not _is_diffusers(loaded_model):
+        from strata.models.image_pipeline import inpaint as run_inpaint
+
+        _builtin_only_params(lora=lora, precision=precision, attention_slicing=attention_slicing)
+        return _builtin_call(run_inpaint, loaded_model, image, mask.values, prompt, strength=strength,
+                             negative_prompt=negative, count=count, seed=seed, steps=steps, guidance=guidance,
+                             sampler=_builtin_sampler(sampler),
+                             callback=(lambda p: progress(p.step, p.total)) if progress else None)
     return _run_diffusers(_require_diffusers(loaded_model, "inpaint"), "inpaint", prompt=prompt, negative=negative,
                           count=count, seed=seed, steps=steps, guidance=guidance, sampler=sampler, image=image,
                           mask=mask, strength=strength, lora=lora, precision=precision,

@@ -15,6 +15,7 @@ weights (fp16 safetensors + config JSON) into ``weights/image/``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import math
@@ -43,9 +44,12 @@ from strata.models.image_diffusion import (
     ImageDiffusionModel,
     TextEncoder,
     build_unet,
+    inpaint_conditioning,
     param_count,
+    widen_for_inpaint,
 )
 from strata.train import data_emoji
+from strata.train.masks import check_mix, random_masks
 from strata.train.captions import caption_for
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "image.yaml"
@@ -163,14 +167,19 @@ def dataset_fingerprint(rows: list[dict]) -> str:
 # ---- one training step ----------------------------------------------------------------------
 
 
-def training_step(unet, noise_sched, x0, context, mask, g: torch.Generator, min_snr_gamma: float) -> torch.Tensor:
-    """v-prediction loss for one batch (min-SNR-γ weighted, Hang et al. 2023, eq. 8 for v)."""
+def training_step(unet, noise_sched, x0, context, mask, g: torch.Generator, min_snr_gamma: float,
+                  cond: torch.Tensor | None = None) -> torch.Tensor:
+    """v-prediction loss for one batch (min-SNR-γ weighted, Hang et al. 2023, eq. 8 for v).
+
+    ``cond``: an inpainting model's extra input (masked latent + mask), concatenated to x_t.
+    """
     b = x0.shape[0]
     t = torch.randint(0, noise_sched.config.num_train_timesteps, (b,), generator=g)
     noise = torch.randn(x0.shape, generator=g)
     x_t = noise_sched.add_noise(x0, noise, t)
     target = noise_sched.get_velocity(x0, noise, t)
-    pred = unet(x_t, t, encoder_hidden_states=context, encoder_attention_mask=mask).sample
+    x_in = x_t if cond is None else torch.cat([x_t, cond], dim=1)
+    pred = unet(x_in, t, encoder_hidden_states=context, encoder_attention_mask=mask).sample
     ab = noise_sched.alphas_cumprod[t]
     snr = ab / (1 - ab)
     # For v-targets the MSE already carries a factor (SNR + 1); min-SNR weight = min(SNR, γ) / (SNR + 1).
@@ -350,6 +359,7 @@ def train(
     signal.signal(signal.SIGINT, on_signal)
 
     n_variants, dropout = int(cfg.data["caption_variants"]), float(cfg.data["prompt_dropout"])
+    mask_mix = check_mix(cfg.data.get("inpaint_masks") or {"full": 1.0}) if cfg.model.inpaint else None
     t_start = t_ckpt = time.time()
     t_log, loss_acc, n_acc = time.time(), 0.0, 0
     bar = _progress_bar(step, max_steps)
@@ -366,10 +376,14 @@ def train(
             keys = [None if d else (int(i), int(v)) for i, v, d in zip(idx, variant, drop)]
             context, mask = bank.get(keys)
             x0 = latents[idx]
+            cond = None
+            if mask_mix is not None:
+                rgba = images[idx].float() / 255.0
+                cond = inpaint_conditioning(sample_model, rgba, random_masks(rgba[:, 3], mask_mix, g), len(idx))
             # --- step
             for group in opt.param_groups:
                 group["lr"] = lr_at(step - warmup_offset, tc)
-            loss = training_step(unet, noise_sched, x0, context, mask, g, float(tc["min_snr_gamma"]))
+            loss = training_step(unet, noise_sched, x0, context, mask, g, float(tc["min_snr_gamma"]), cond)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(unet.parameters(), tc["grad_clip"])
@@ -408,11 +422,13 @@ def train(
 def _init_from_export(directory: Path, cfg: TrainConfig, unet: torch.nn.Module, ema: torch.nn.Module) -> int:
     """Load exported weights into ``unet`` and ``ema``; returns the export's training step."""
     exported = ImageDiffusionModel.from_pretrained(directory)
-    if exported.cfg != cfg.model:
+    # A text-to-image export may start an inpainting run: same model, conv_in widened with zeros.
+    if exported.cfg != cfg.model and dataclasses.replace(exported.cfg, inpaint=cfg.model.inpaint) != cfg.model:
         raise StrataError(f"the model in {directory} has a different architecture from the config's model section; "
                           "use the config it was trained with")
-    unet.load_state_dict(exported.unet.state_dict())
-    ema.load_state_dict(exported.unet.state_dict())
+    state = widen_for_inpaint(exported.unet.state_dict(), cfg.model)
+    unet.load_state_dict(state)
+    ema.load_state_dict(state)
     return int(exported.extra.get("training", {}).get("step", 0))
 
 
