@@ -148,7 +148,10 @@ class HistoryDB:
 
     def upsert_node(self, run_id: str, node_id: str, *, op: str, op_version: int, params: dict[str, Any],
                     cache_key: str | None, status: str, seq: int, started: float | None = None,
-                    duration_s: float | None = None, error: str | None = None) -> None:
+                    duration_s: float | None = None, error: str | None = None,
+                    edges: list[tuple[str, str, int, str]] | None = None) -> None:
+        """Record a node's state; with ``edges`` — its lineage, rows of (role, port, index,
+        asset id) — replacing the node's lineage in the same transaction (one commit per node)."""
         with self.tx() as c:
             c.execute(
                 "INSERT OR REPLACE INTO nodes (run_id, node_id, op, op_version, params, cache_key, status, started, "
@@ -156,6 +159,8 @@ class HistoryDB:
                 (run_id, node_id, op, op_version, json.dumps(params, sort_keys=True), cache_key, status, started,
                  duration_s, error, seq),
             )
+            if edges is not None:
+                self._replace_edges(c, run_id, node_id, edges)
 
     # -- cache + assets -----------------------------------------------------------------
     def cache_get(self, key: str) -> dict[str, Any] | None:
@@ -176,12 +181,12 @@ class HistoryDB:
         row = self.conn.execute("SELECT kind FROM assets WHERE id=?", (asset_id,)).fetchone()
         return None if row is None else row["kind"]
 
-    def add_edges(self, run_id: str, node_id: str, rows: list[tuple[str, str, int, str]]) -> None:
+    @staticmethod
+    def _replace_edges(c: sqlite3.Connection, run_id: str, node_id: str, rows: list[tuple[str, str, int, str]]) -> None:
         """rows: (role, port, idx, asset_id)."""
-        with self.tx() as c:
-            c.execute("DELETE FROM edges WHERE run_id=? AND node_id=?", (run_id, node_id))
-            c.executemany("INSERT INTO edges (run_id, node_id, role, port, idx, asset_id) VALUES (?,?,?,?,?,?)",
-                          [(run_id, node_id, *r) for r in rows])
+        c.execute("DELETE FROM edges WHERE run_id=? AND node_id=?", (run_id, node_id))
+        c.executemany("INSERT INTO edges (run_id, node_id, role, port, idx, asset_id) VALUES (?,?,?,?,?,?)",
+                      [(run_id, node_id, *r) for r in rows])
 
     def add_export(self, path: str, file_sha256: str, asset_id: str, run_id: str, node_id: str, output: str) -> None:
         with self.tx() as c:

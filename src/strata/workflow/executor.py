@@ -244,8 +244,7 @@ class Executor:
             refs[nid] = stored
             result.cached.append(nid)
             db.upsert_node(run_id, nid, op=op, op_version=pn.spec.version, params=pn.params, cache_key=key,
-                           status="cached", seq=seq)
-            self._edges(run_id, nid, input_refs, stored)
+                           status="cached", seq=seq, edges=_edge_rows(input_refs, stored))
             self.bus.emit(NodeCached(run_id, nid, op, key))
             return
 
@@ -276,8 +275,8 @@ class Executor:
         refs[nid] = stored
         result.executed.append(nid)
         db.upsert_node(run_id, nid, op=op, op_version=pn.spec.version, params=pn.params, cache_key=key,
-                       status="executed", seq=seq, started=started, duration_s=duration)
-        self._edges(run_id, nid, input_refs, stored)
+                       status="executed", seq=seq, started=started, duration_s=duration,
+                       edges=_edge_rows(input_refs, stored))
         self.bus.emit(NodeFinished(run_id, nid, op, duration, stored))
 
     def _call(self, pn: PlannedNode, input_refs: dict[str, AssetRef], run_id: str) -> dict[str, Any]:
@@ -309,14 +308,6 @@ class Executor:
                               f"{', '.join(o.name for o in pn.spec.outputs)}")
         return value
 
-    def _edges(self, run_id: str, nid: str, inputs: dict[str, AssetRef], outputs: dict[str, AssetRef]) -> None:
-        rows: list[tuple[str, str, int, str]] = []
-        for role, mapping in (("input", inputs), ("output", outputs)):
-            for port, ref in mapping.items():
-                for i, a in enumerate(ref if isinstance(ref, list) else [ref]):
-                    rows.append((role, port, i, a))
-        self.store.db.add_edges(run_id, nid, rows)
-
     def _fail(self, run_id: str, pn: PlannedNode, seq: int, key: str | None, message: str, broken: set[str],
               result: RunResult) -> None:
         nid = pn.node.id
@@ -325,6 +316,16 @@ class Executor:
         self.store.db.upsert_node(run_id, nid, op=pn.spec.op, op_version=pn.spec.version, params=pn.params,
                                   cache_key=key, status="failed", seq=seq, error=message)
         self.bus.emit(NodeFailed(run_id, nid, pn.spec.op, message))
+
+
+def _edge_rows(inputs: dict[str, AssetRef], outputs: dict[str, AssetRef]) -> list[tuple[str, str, int, str]]:
+    """A node's lineage rows (role, port, index, asset id) for :meth:`HistoryDB.upsert_node`."""
+    rows: list[tuple[str, str, int, str]] = []
+    for role, mapping in (("input", inputs), ("output", outputs)):
+        for port, ref in mapping.items():
+            for i, a in enumerate(ref if isinstance(ref, list) else [ref]):
+                rows.append((role, port, i, a))
+    return rows
 
 
 def run(workflow: Workflow, *, store: Store | None = None, sinks: list[Sink] | None = None, **kwargs: Any) -> RunResult:
