@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from strata.media.codec import Buffer
 
 DEFAULT_ROOT = "strata-data"
+WRITER_THREADS = 4  # write-behind blob writes in flight at once
 # Stored value of one output: an asset id, or a list of them for list outputs.
 AssetRef = str | list[str]
 
@@ -61,7 +62,7 @@ class Store:
         self._value_bytes: dict[str, int] = {}
         self._values_lock = threading.Lock()  # outputs are written from several threads
         self.value_cache_bytes = value_cache_bytes
-        self._writer: ThreadPoolExecutor | None = None  # one background thread for write-behind values
+        self._writer: ThreadPoolExecutor | None = None  # background threads for write-behind values
         self._pending: list[Future[None]] = []
 
     # -- values -------------------------------------------------------------------------
@@ -199,7 +200,9 @@ class Store:
             return
         with self._values_lock:
             if self._writer is None:
-                self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="strata-store")
+                # Each write is a blob (fsynced: milliseconds on most disks) then its cache row;
+                # writes are independent, so several go to the disk at once.
+                self._writer = ThreadPoolExecutor(max_workers=WRITER_THREADS, thread_name_prefix="strata-store")
             self._pending.append(self._writer.submit(persist))
 
     # -- maintenance --------------------------------------------------------------------
