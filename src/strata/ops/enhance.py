@@ -20,7 +20,7 @@ from pydantic import Field
 
 from strata.errors import MediaError, ModelError, OpError
 from strata.media.image import Image
-from strata.ops.edit import MAX_SIDE, gaussian_blur, in_strips, join_alpha, resample, split_rgb
+from strata.ops.edit import MAX_SIDE, gaussian_blur, in_strips, in_strips_into, join_alpha, resample, split_rgb
 from strata.workflow.node import InputFile, node
 
 Factor = Annotated[float, Field(ge=0, le=4, description="1 = unchanged, 0 = none, >1 = more")]
@@ -298,9 +298,9 @@ def identity_table(size: int) -> np.ndarray:
     return np.stack([r, gg, b], axis=-1)
 
 
-def apply_lut(pixels: np.ndarray, lut: CubeLUT) -> np.ndarray:
+def apply_lut(pixels: np.ndarray, lut: CubeLUT, out: np.ndarray | None = None) -> np.ndarray:
     """Trilinear interpolation of ``lut`` at every color of RGBA ``pixels`` (float32 (H, W, 4));
-    returns a new RGBA array with the same alpha.
+    returns an RGBA array with the same alpha: ``out`` if given (same shape), else a new one.
 
     Trilinear = bilinear in (r, g) on the two blue slices around each color, then linear in
     blue. The table's blue slices are stacked into one (N·N, N) texture, so OpenCV's
@@ -328,9 +328,9 @@ def apply_lut(pixels: np.ndarray, lut: CubeLUT) -> np.ndarray:
     upper = cv2.remap(texture, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     upper -= lower
     upper *= cv2.merge([blue] * 4)
-    upper += lower
-    upper[:, :, 3] = pixels[:, :, 3]
-    return upper
+    out = np.add(upper, lower, out=out)
+    out[:, :, 3] = pixels[:, :, 3]
+    return out
 
 
 def _file_stamp(path: str) -> tuple[int, int]:
@@ -366,15 +366,15 @@ def lut(
     """
     table = _read_cube_cached(path, *_file_stamp(path))
 
-    def grade(pixels: np.ndarray) -> np.ndarray:
-        graded = apply_lut(pixels, table)
+    def grade(out: np.ndarray, pixels: np.ndarray) -> None:
+        graded = apply_lut(pixels, table, out)
         if strength < 1.0:
             graded -= pixels
             graded *= np.float32(strength)
             graded += pixels
-        return np.clip(graded, 0.0, 1.0, out=graded)
+        np.clip(graded, 0.0, 1.0, out=graded)
 
-    return Image(in_strips(grade, image.pixels))
+    return Image(in_strips_into(grade, np.empty_like(image.pixels), image.pixels))
 
 
 # ---------------------------------------------------------------- detail
