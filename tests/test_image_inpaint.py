@@ -257,7 +257,8 @@ def test_a_text_to_image_only_model_says_it_cannot_inpaint(tmp_path, monkeypatch
     monkeypatch.setenv("STRATA_IMAGE_MODEL", str(directory))
     reset_default_registry()
     try:
-        with pytest.raises(ModelError, match="inpaint"):
+        with pytest.raises(ModelError, match="no installed model can do 'inpaint'") as err:
             default_registry().find("inpaint")
+        assert "image_inpaint.yaml" in str(err.value) and "strata models add" in str(err.value)  # how to get one
     finally:
         reset_default_registry()

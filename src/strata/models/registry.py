@@ -20,6 +20,23 @@ from strata.store.blobs import sha256_file
 from strata.workflow.executor import ModelInfo
 
 PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle"}
+# Capabilities an op can do without: when no installed model offers one and the node names none,
+# identify() and load() return None (no model in the cache key; the op gets loaded_model=None
+# and falls back). image.select ranks by technical measures alone without a text-image scorer.
+OPTIONAL_CAPABILITIES = frozenset({"image-text-score"})
+# What makes each capability available, said when none is installed.
+INSTALL_HINTS = {
+    "text-to-image": "the built-in model ships in weights/image (a fresh clone has it; $STRATA_IMAGE_MODEL points "
+                     "elsewhere), or add an SD 1.x / SDXL model with `strata models add NAME PATH`",
+    "image-to-image": "the built-in model (weights/image) or any `strata models add` text-to-image model does it",
+    "inpaint": "built-in weights trained with a mask input (`strata train image --config "
+               "src/strata/train/configs/image_inpaint.yaml`), or an SD inpainting model (9-channel UNet) "
+               "added with `strata models add NAME PATH`",
+    "music": "the chorale model ships in weights/music ($STRATA_MUSIC_MODEL points elsewhere); "
+             "`strata train music --export` rebuilds it",
+    "upscale": "the upscaler ships in weights/upscale ($STRATA_UPSCALE_MODEL points elsewhere); "
+               "`strata train upscale --export` rebuilds it",
+}
 DEFAULT_BUDGET_BYTES = int(float(os.environ.get("STRATA_MODEL_BUDGET_GB", "8")) * 2**30)
 
 
@@ -113,15 +130,26 @@ class ModelRegistry:
         for entry in self.entries.values():
             if capability in entry.capabilities:
                 return entry
-        raise ModelError(f"no installed model can do '{capability}'; `strata models` lists what is installed")
+        hint = INSTALL_HINTS.get(capability)
+        raise ModelError(f"no installed model can do '{capability}'; `strata models` lists what is installed"
+                         + (f". To get one: {hint}" if hint else ""))
 
-    def identify(self, capability: str, params: dict[str, Any]) -> ModelInfo:
+    def _absent_optional(self, capability: str, params: dict[str, Any]) -> bool:
+        return (capability in OPTIONAL_CAPABILITIES and not params.get("model")
+                and not any(capability in e.capabilities for e in self.entries.values()))
+
+    def identify(self, capability: str, params: dict[str, Any]) -> ModelInfo | None:
         """The model's id and weights hash; LoRAs in ``params["lora"]`` are part of the hash
-        (so the cache key changes with a LoRA file's content)."""
+        (so the cache key changes with a LoRA file's content). None for an optional capability
+        no installed model offers (:data:`OPTIONAL_CAPABILITIES`)."""
+        if self._absent_optional(capability, params):
+            return None
         entry = self.find(capability, params.get("model"))
         return ModelInfo(entry.id, lora_hash(entry.weights_hash(), params.get("lora")))
 
     def load(self, capability: str, params: dict[str, Any]) -> Any:
+        if self._absent_optional(capability, params):
+            return None
         entry = self.find(capability, params.get("model"))
         with self._lock:
             if entry.id in self._loaded:
