@@ -39,6 +39,7 @@ from PIL import JpegImagePlugin, PngImagePlugin, TiffImagePlugin, WebPImagePlugi
 from strata.errors import MediaError
 from strata.files import atomic_write_bytes
 from strata.media.image import Image, Mask
+from strata.parallel import in_strips_into
 
 if TYPE_CHECKING:
     from strata.provenance.metadata import Provenance
@@ -428,18 +429,24 @@ def _quantize(pixels: np.ndarray, bit_depth: int) -> np.ndarray:
     """Float pixels in [0, 1] → 8- or 16-bit integers, ``rint(clip(p, 0, 1) · max)``."""
     if bit_depth not in (8, 16):
         raise MediaError(f"bit_depth must be 8 or 16, got {bit_depth!r}")
-    if not np.isfinite(pixels).all():
-        raise MediaError("image contains NaN or infinite values; fix the op that produced them before saving")
     top = np.float32(65535.0 if bit_depth == 16 else 255.0)
-    # Files hold [0, 1]; values outside (e.g. after exposure) are clipped as every 8/16-bit file must.
-    # clip(p·max, 0, max) is clip(p, 0, 1)·max exactly (max·1 = max, the order of clipping and
-    # scaling changes no float32 result), and OpenCV's float → uint8 conversion rounds half to
-    # even like np.rint: the same integers in one fused pass instead of three numpy passes.
-    scaled = np.multiply(pixels, top)
-    np.clip(scaled, 0.0, top, out=scaled)
-    if bit_depth == 8:
-        return cv2.convertScaleAbs(scaled)  # |x|·1 + 0 on x ≥ 0: just the rounding conversion
-    return np.rint(scaled, out=scaled).astype(np.uint16)
+
+    # In strips (see strata.parallel): the float temporaries stay small, in cache and reused.
+    def strip(out: np.ndarray, p: np.ndarray) -> None:
+        if not np.isfinite(p).all():
+            raise MediaError("image contains NaN or infinite values; fix the op that produced them before saving")
+        # Files hold [0, 1]; values outside (e.g. after exposure) are clipped as every 8/16-bit file must.
+        # clip(p·max, 0, max) is clip(p, 0, 1)·max exactly (max·1 = max, the order of clipping and
+        # scaling changes no float32 result), and OpenCV's float → uint8 conversion rounds half to
+        # even like np.rint: the same integers in one fused pass instead of three numpy passes.
+        scaled = np.multiply(p, top)
+        np.clip(scaled, 0.0, top, out=scaled)
+        if bit_depth == 8:
+            cv2.convertScaleAbs(scaled, dst=out)  # |x|·1 + 0 on x ≥ 0: just the rounding conversion
+        else:
+            np.copyto(out, np.rint(scaled, out=scaled), casting="unsafe")
+
+    return in_strips_into(strip, np.empty(pixels.shape, np.uint8 if bit_depth == 8 else np.uint16), pixels)
 
 
 def _png_chunk(ctype: bytes, payload: bytes) -> bytes:

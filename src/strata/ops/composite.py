@@ -34,7 +34,6 @@ from strata.ops.edit import (
     Color,
     Coordinate,
     gaussian_blur,
-    in_strips_into,
     parse_color,
     place,
     require_same_size,
@@ -43,6 +42,7 @@ from strata.ops.edit import (
     unpremultiply,
     warp_affine,
 )
+from strata.parallel import in_strips_into
 from strata.workflow.node import InputFile, node
 
 BlendMode = Literal[

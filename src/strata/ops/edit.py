@@ -14,7 +14,7 @@ This module also holds the pixel helpers the composite and enhance layers share
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Callable, Literal
+from typing import Annotated, Literal
 
 import cv2
 import numpy as np
@@ -65,68 +65,6 @@ def require_same_size(value: Image | Mask, reference: Image | Mask, *, param: st
 # Numpy is several times slower on the strided RGB view of an (H, W, 4) array than on the
 # whole contiguous array, so these helpers work on all four lanes and then fix alpha, and
 # split/join color with OpenCV's vectorized channel copies.
-
-
-STRIP_PIXELS = 1 << 16  # 1 MB per float32 RGBA strip: an op's temporaries fit in the L2/L3 caches
-
-
-def in_strips(fn: Callable[..., np.ndarray], *args: Any) -> np.ndarray:
-    """``fn(*args)`` computed on horizontal strips of ``STRIP_PIXELS`` pixels and stacked.
-
-    For pointwise ops on large images: a strip's temporaries stay in cache and their memory
-    is reused, instead of every temporary being a fresh full-size array whose pages must be
-    faulted in and which is read back from main memory (at 4096² this makes a 3D LUT
-    2–4× faster). Strips run side by side on every core (numpy and OpenCV release the GIL),
-    each written straight into the result. Arguments that are arrays with the first
-    argument's height are cut into strips; others are passed as they are. ``fn`` must be
-    pure: strips may run in any order.
-    """
-    height = args[0].shape[0]
-    rows = _strip_rows(args[0])
-    first = fn(*_cut(args, height, 0, rows))
-    if rows >= height:
-        return first
-    out = np.empty((height,) + first.shape[1:], first.dtype)
-    out[:rows] = first
-
-    def copy_into(dst: np.ndarray, *strips: Any) -> None:
-        dst[...] = fn(*strips)
-
-    _each_strip(copy_into, out, args, start=rows)
-    return out
-
-
-def in_strips_into(fn: Callable[..., None], out: np.ndarray, *args: Any) -> np.ndarray:
-    """:func:`in_strips` for an ``fn(dst, *strips)`` that writes its strip of the result into
-    ``dst`` (a strip of ``out``, which has the first argument's height): no temporary result
-    and no copy per strip. Returns ``out``."""
-    _each_strip(fn, out, args, start=0)
-    return out
-
-
-def _strip_rows(array: np.ndarray) -> int:
-    return max(1, STRIP_PIXELS // array.shape[1])
-
-
-def _cut(args: tuple[Any, ...], height: int, y: int, rows: int) -> list[Any]:
-    """Rows ``y:y+rows`` of the arguments that are arrays of ``height`` rows; others as they are."""
-    return [a[y : y + rows] if isinstance(a, np.ndarray) and a.ndim >= 2 and a.shape[0] == height else a
-            for a in args]
-
-
-def _each_strip(fn: Callable[..., None], out: np.ndarray, args: tuple[Any, ...], *, start: int) -> None:
-    height = args[0].shape[0]
-    rows = _strip_rows(args[0])
-
-    def strip(y: int) -> None:
-        fn(out[y : y + rows], *_cut(args, height, y, rows))
-
-    starts = range(start, height, rows)
-    if len(starts) < 4:  # a few strips: dispatching them would cost more than it saves
-        for y in starts:
-            strip(y)
-    else:  # nested use (a strip function that itself calls in_strips) runs in place
-        parallel_map(strip, starts, pool="strips")
 
 
 def split_rgb(pixels: np.ndarray) -> np.ndarray:

@@ -20,7 +20,8 @@ from pydantic import Field
 
 from strata.errors import MediaError, ModelError, OpError
 from strata.media.image import Image
-from strata.ops.edit import MAX_SIDE, gaussian_blur, in_strips, in_strips_into, join_alpha, resample, split_rgb
+from strata.ops.edit import MAX_SIDE, gaussian_blur, join_alpha, resample, split_rgb
+from strata.parallel import in_strips, in_strips_into
 from strata.workflow.node import InputFile, node
 
 Factor = Annotated[float, Field(ge=0, le=4, description="1 = unchanged, 0 = none, >1 = more")]
