@@ -82,3 +82,21 @@ def register_weights_folder_models(registry: ModelRegistry) -> None:
         if all(f.is_file() for f in files):
             registry.add(ModelEntry(model_id, {capability}, files, lambda fs, load=load: load(fs[0].parent),
                                     size_bytes=files[0].stat().st_size * 2 + overhead_bytes))
+
+
+def scorer_model_dir() -> Path:
+    """``$STRATA_SCORER_MODEL`` or ``weights/scorer`` (written by ``strata train scorer --export``)."""
+    return Path(os.environ.get("STRATA_SCORER_MODEL", REPO_WEIGHTS / "scorer"))
+
+
+@builtin
+def register_scorer(registry: ModelRegistry) -> None:
+    """The text-image scorer (``strata-scorer``, capability "image-text-score"), a weights folder;
+    the frozen MiniLM it compares with is loaded on its first prompt (~90 MB in memory)."""
+    from strata.models.scorer import CAPABILITY, MODEL_ID, Scorer
+
+    directory = scorer_model_dir()
+    files = [directory / WEIGHTS_NAME, directory / CONFIG_NAME]
+    if all(f.is_file() for f in files):
+        registry.add(ModelEntry(MODEL_ID, {CAPABILITY}, files, lambda fs: Scorer.from_pretrained(fs[0].parent),
+                                size_bytes=files[0].stat().st_size * 2 + 100 * 2**20))

@@ -160,6 +160,33 @@ def train_upscale(
         raise _fail(exc) from exc
 
 
+@train_app.command("scorer")
+def train_scorer(
+    config: Path = typer.Option(None, help="Recipe YAML (default: strata/train/configs/scorer.yaml)."),
+    resume: bool = typer.Option(False, help="Continue the run in the run dir from its checkpoint."),
+    threads: int = typer.Option(1, min=1, help="CPU threads for torch (default 1 leaves a core free)."),
+    max_minutes: float = typer.Option(None, help="Stop (with a checkpoint) after this many minutes."),
+    max_steps: int = typer.Option(None, help="Stop (with a checkpoint) at this global step."),
+    run_dir: Path = typer.Option(None, help="Run dir (default $STRATA_TRAIN_DIR/scorer or ~/.cache/strata/train/scorer)."),
+    holdout_source: str = typer.Option(None, help="Keep this emoji source out of training (noto, twemoji, fluent3d): "
+                                                  "the held-out run bench/scorer.py measures."),
+    export: bool = typer.Option(False, "--export", help="Only export: fp16 weights, config and model card to weights/scorer/."),
+) -> None:
+    """Train the text-image scorer (or, with --export, write its shipped weights)."""
+    from strata.train import scorer
+
+    try:
+        if export:
+            rec = scorer.export(config=config, run_dir=run_dir)
+            typer.echo(f"exported {rec['weights']} ({rec['weights_kb']} kB, step {rec['step']}; last retrieval "
+                       f"{rec['last_eval']})")
+            return
+        scorer.train(config=config, resume=resume, threads=threads, max_minutes=max_minutes, max_steps=max_steps,
+                     run_dir=run_dir, holdout_source=holdout_source)
+    except StrataError as exc:
+        raise _fail(exc) from exc
+
+
 app = typer.Typer(no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(train_app, name="train")
