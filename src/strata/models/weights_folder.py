@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from strata.errors import ModelError
 from strata.files import atomic_write_bytes
+
+if TYPE_CHECKING:  # torch is imported by the loaders, not by registering a folder's names
+    import torch
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
