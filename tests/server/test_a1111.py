@@ -6,11 +6,12 @@ from __future__ import annotations
 import base64
 import io
 import json
+import time
 
 import PIL.Image
 import pytest
 
-from server_helpers import FAKE_GENERATORS, fake_registry, wait_job
+from server_helpers import FAKE_GENERATORS, fake_registry, sample_workflow, wait_job
 from strata.server import a1111
 from strata.server.a1111 import Img2ImgRequest, Txt2ImgRequest, img2img_workflow, strata_sampler, to_generate_request
 from strata.server.generation import GENERATE_OP, GenerateRequest, generate_workflow
@@ -169,3 +170,31 @@ def test_generate_endpoint_queues_a_job(t2i_client):
     job = wait_job(t2i_client, r.json()["id"])
     assert job["status"] == "succeeded" and job["kind"] == "generate"
     assert t2i_client.get("/sdapi/v1/sd-models").json()[0]["model_name"] == "fake-t2i"
+
+
+def test_eta_relative_is_a1111s_estimate():
+    from strata.server.routes.a1111 import eta_relative
+
+    assert eta_relative(10.0, 0.25) == pytest.approx(30.0)  # a quarter done in 10 s: 30 s to go
+    assert eta_relative(4.0, 1.0) == 0.0 and eta_relative(3.0, 0.0) == 0.0
+
+
+def test_progress_reports_the_running_jobs_step_and_time_left(client):
+    slow = {"id": "slow", "op": "server_test.wait", "inputs": {"image": "grade"}, "params": {"steps": 40, "step_s": 0.05}}
+    job_id = client.post("/api/jobs", json=sample_workflow(0.3, extra=[slow])).json()["id"]
+    deadline = time.monotonic() + 10
+    seen = None
+    while time.monotonic() < deadline:
+        p = client.get("/sdapi/v1/progress", params={"skip_current_image": True}).json()
+        if p["state"]["sampling_step"] >= 8:
+            seen = p
+            break
+        time.sleep(0.02)
+    assert seen is not None, "the slow job never reported progress"
+    f = seen["state"]["sampling_step"] / seen["state"]["sampling_steps"]
+    assert seen["progress"] == pytest.approx(f) and seen["state"]["job"] == job_id
+    # ~0.05 s a step: the time left is about the steps left × 0.05 s (loose: the machine is shared)
+    left = (seen["state"]["sampling_steps"] - seen["state"]["sampling_step"]) * 0.05
+    assert 0.3 * left < seen["eta_relative"] < 10 * left
+    assert seen["current_image"] is None
+    wait_job(client, job_id)

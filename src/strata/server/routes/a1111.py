@@ -14,6 +14,7 @@ import io
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +135,11 @@ async def img2img(req: Img2ImgRequest, request: Request, client: str = Depends(a
     return _response(st, await _wait(st, request, job.id), gen, req, ignored, notes)
 
 
+def eta_relative(elapsed_s: float, fraction: float) -> float:
+    """Seconds left, as A1111 estimates it: the elapsed time scaled to the whole job, minus what has passed."""
+    return elapsed_s / fraction - elapsed_s if fraction > 0 else 0.0
+
+
 @router.get("/progress", summary="A1111 progress of the current job")
 def progress(request: Request, skip_current_image: bool = False) -> dict[str, Any]:
     st = get_state(request)
@@ -142,7 +148,7 @@ def progress(request: Request, skip_current_image: bool = False) -> dict[str, An
     state: dict[str, Any] = {"skipped": False, "interrupted": False, "job": "", "job_count":
                              counts.get("queued", 0) + counts.get("running", 0), "job_timestamp": "0", "job_no": 0,
                              "sampling_step": 0, "sampling_steps": 0}
-    fraction, image = 0.0, None
+    fraction, image, eta = 0.0, None, 0.0
     if running:
         job = running[0]
         state.update(job=job.id, interrupted=job.cancel_requested)
@@ -150,9 +156,11 @@ def progress(request: Request, skip_current_image: bool = False) -> dict[str, An
         if msg is not None and msg.get("total"):
             state.update(sampling_step=msg["step"], sampling_steps=msg["total"])
             fraction = msg["step"] / msg["total"]
+            if job.started is not None:
+                eta = eta_relative(max(0.0, time.time() - job.started), fraction)
             if not skip_current_image and msg.get("preview"):
                 image = str(msg["preview"]).partition(",")[2]
-    return {"progress": fraction, "eta_relative": 0.0, "state": state, "current_image": image, "textinfo": None}
+    return {"progress": fraction, "eta_relative": round(eta, 2), "state": state, "current_image": image, "textinfo": None}
 
 
 @router.post("/interrupt", summary="A1111 interrupt: stop your running jobs")
