@@ -185,10 +185,10 @@ def test_registry_gives_no_scorer_when_none_is_installed_and_the_scorer_when_one
 
     Scorer.random(TINY, seed=0).save_pretrained(tmp_path / "scorer")
     monkeypatch.setenv("STRATA_SCORER_MODEL", str(tmp_path / "scorer"))
-    from strata.models.builtin import register_scorer
+    from strata.models.builtin import register_weights_folder_models
 
     registry = ModelRegistry()
-    register_scorer(registry)
+    register_weights_folder_models(registry)
     info = registry.identify("image-text-score", {})
     assert info.id == "strata-scorer" and len(info.weights_hash) == 64
     assert isinstance(registry.load("image-text-score", {}), Scorer)

@@ -4,17 +4,19 @@ The text-to-image model's weights ship in ``weights/image/`` (``unet.safetensors
 ``config.json``, and the ``autoencoder.*`` whose latent it works in); ``STRATA_IMAGE_MODEL=/path/to/dir`` points at another export (e.g. a newer
 training export, or a tiny model in tests).
 
-The upscaler (``strata-upscale``, capability "upscale") ships in ``weights/upscale/``;
-``STRATA_UPSCALE_MODEL=/path/to/dir`` overrides it.
-
-The music model (``strata-chorales``, capability "music") ships in ``weights/music/``
-(``model.safetensors`` + ``config.json``); ``STRATA_MUSIC_MODEL=/path/to/dir`` overrides it.
+The music model, the upscaler and the text-image scorer ship as weights folders
+(``model.safetensors`` + ``config.json``) in ``weights/music/``, ``weights/upscale/`` and
+``weights/scorer/``; ``STRATA_MUSIC_MODEL`` / ``STRATA_UPSCALE_MODEL`` / ``STRATA_SCORER_MODEL``
+point at others (:data:`FOLDER_MODELS`).
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -52,51 +54,61 @@ def register_image_model(registry: ModelRegistry) -> None:
                                 size_bytes=sum(f.stat().st_size for f in files) * 2 + 100 * 2**20))
 
 
+@dataclass(frozen=True)
+class FolderModel:
+    """A built-in model shipped as a weights folder (:mod:`strata.models.weights_folder`).
+
+    Registering one reads only file names, never torch: a run that uses no model (or a rerun
+    whose model nodes are cached) starts without importing it.
+    """
+
+    id: str
+    capability: str
+    env: str  # environment variable naming another folder (an export, a tiny test model)
+    folder: str  # under weights/
+    loader: str  # "module:Class"; the class has from_pretrained(directory) and is imported on first use
+    overhead_bytes: int  # memory beyond the fp32 weights when loaded (the module around them)
+
+
+# fp16 on disk is float32 in memory (×2), plus GPT-2's own ~20 MB, torch's working memory for an
+# upscale tile (~50 MB), the MiniLM the scorer compares with (~100 MB).
+MUSIC = FolderModel("strata-chorales", "music", "STRATA_MUSIC_MODEL", "music",
+                    "strata.models.music_model:MusicModel", 20 * 2**20)
+UPSCALE = FolderModel("strata-upscale", "upscale", "STRATA_UPSCALE_MODEL", "upscale",
+                      "strata.models.upscale:UpscaleModel", 50 * 2**20)
+SCORER = FolderModel("strata-scorer", "image-text-score", "STRATA_SCORER_MODEL", "scorer",
+                     "strata.models.scorer:Scorer", 100 * 2**20)
+FOLDER_MODELS = (MUSIC, UPSCALE, SCORER)
+
+
+def folder_model_dir(model: FolderModel) -> Path:
+    """``$<model.env>`` or ``weights/<model.folder>`` (where ``strata train <...> --export`` writes)."""
+    return Path(os.environ.get(model.env, REPO_WEIGHTS / model.folder))
+
+
 def music_model_dir() -> Path:
-    """``$STRATA_MUSIC_MODEL`` or ``weights/music`` (written by ``strata train music --export``)."""
-    return Path(os.environ.get("STRATA_MUSIC_MODEL", REPO_WEIGHTS / "music"))
+    return folder_model_dir(MUSIC)
 
 
 def upscale_model_dir() -> Path:
-    """``$STRATA_UPSCALE_MODEL`` or ``weights/upscale`` (written by ``strata train upscale --export``)."""
-    return Path(os.environ.get("STRATA_UPSCALE_MODEL", REPO_WEIGHTS / "upscale"))
+    return folder_model_dir(UPSCALE)
+
+
+def scorer_model_dir() -> Path:
+    return folder_model_dir(SCORER)
+
+
+def _load_folder(model: FolderModel, files: list[Path]) -> Any:
+    module, _, cls = model.loader.partition(":")
+    return getattr(importlib.import_module(module), cls).from_pretrained(files[0].parent)
 
 
 @builtin
 def register_weights_folder_models(registry: ModelRegistry) -> None:
-    """The music model and the upscaler, each a weights folder (:mod:`strata.models.weights_folder`),
-    registered when both its files exist and built from the folder when first used."""
-    from strata.models.music_model import MODEL_ID as MUSIC_ID
-    from strata.models.music_model import MusicModel
-    from strata.models.upscale import MODEL_ID as UPSCALE_ID
-    from strata.models.upscale import UpscaleModel
-
-    # Memory when loaded: fp16 on disk is float32 in memory (×2), plus the module around the
-    # weights (GPT-2's own ~20 MB; torch's working memory for an upscale tile, ~50 MB).
-    folders: list[tuple[str, str, Path, Callable[[Path], Any], int]] = [
-        (MUSIC_ID, "music", music_model_dir(), MusicModel.from_pretrained, 20 * 2**20),
-        (UPSCALE_ID, "upscale", upscale_model_dir(), UpscaleModel.from_pretrained, 50 * 2**20),
-    ]
-    for model_id, capability, directory, load, overhead_bytes in folders:
+    """The music model, the upscaler and the scorer: each registered when both its files exist."""
+    for model in FOLDER_MODELS:
+        directory = folder_model_dir(model)
         files = [directory / WEIGHTS_NAME, directory / CONFIG_NAME]
         if all(f.is_file() for f in files):
-            registry.add(ModelEntry(model_id, {capability}, files, lambda fs, load=load: load(fs[0].parent),
-                                    size_bytes=files[0].stat().st_size * 2 + overhead_bytes))
-
-
-def scorer_model_dir() -> Path:
-    """``$STRATA_SCORER_MODEL`` or ``weights/scorer`` (written by ``strata train scorer --export``)."""
-    return Path(os.environ.get("STRATA_SCORER_MODEL", REPO_WEIGHTS / "scorer"))
-
-
-@builtin
-def register_scorer(registry: ModelRegistry) -> None:
-    """The text-image scorer (``strata-scorer``, capability "image-text-score"), a weights folder;
-    the frozen MiniLM it compares with is loaded on its first prompt (~90 MB in memory)."""
-    from strata.models.scorer import CAPABILITY, MODEL_ID, Scorer
-
-    directory = scorer_model_dir()
-    files = [directory / WEIGHTS_NAME, directory / CONFIG_NAME]
-    if all(f.is_file() for f in files):
-        registry.add(ModelEntry(MODEL_ID, {CAPABILITY}, files, lambda fs: Scorer.from_pretrained(fs[0].parent),
-                                size_bytes=files[0].stat().st_size * 2 + 100 * 2**20))
+            registry.add(ModelEntry(model.id, {model.capability}, files, functools.partial(_load_folder, model),
+                                    size_bytes=files[0].stat().st_size * 2 + model.overhead_bytes))

@@ -19,12 +19,13 @@ from pathlib import Path
 import torch
 
 from strata.errors import ModelError
+from strata.models.builtin import MUSIC
 from strata.models.music_tokens import TOKEN_ID, VOCAB
 from strata.models.weights_folder import CONFIG_NAME, WEIGHTS_NAME, load_weights_folder, save_weights_folder
 
 # The most tokens one bar can take: BAR, 16 POS, and 4 monophonic voices × 16 onsets × 3 tokens.
 MAX_BAR_TOKENS = 1 + 16 + 4 * 16 * 3
-MODEL_ID = "strata-chorales"
+MODEL_ID = MUSIC.id  # the registry's name for it (models/builtin.py)
 
 
 @dataclass(frozen=True)

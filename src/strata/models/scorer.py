@@ -29,10 +29,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from strata.errors import ModelError
+from strata.models.builtin import SCORER
 from strata.models.weights_folder import CONFIG_NAME, load_weights_folder, save_weights_folder
 
-MODEL_ID = "strata-scorer"
-CAPABILITY = "image-text-score"
+MODEL_ID = SCORER.id  # the registry's name for it (models/builtin.py)
+CAPABILITY = SCORER.capability
 
 
 @dataclass(frozen=True)

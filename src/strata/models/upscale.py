@@ -39,9 +39,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from strata.errors import ModelError
+from strata.models.builtin import UPSCALE
 from strata.models.weights_folder import CONFIG_NAME, WEIGHTS_NAME, load_weights_folder, save_weights_folder
 
-MODEL_ID = "strata-upscale"
+MODEL_ID = UPSCALE.id  # the registry's name for it (models/builtin.py)
 SCALES = (2, 4)
 
 
