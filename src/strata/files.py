@@ -5,10 +5,14 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
+from typing import Sequence
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, tmp_dir: str | os.PathLike[str] | None = None) -> Path:
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes | Sequence[bytes | memoryview], *,
+                       tmp_dir: str | os.PathLike[str] | None = None) -> Path:
     """Write ``data`` to ``path`` atomically: a reader sees the old file or the whole new one.
+
+    ``data`` may also be pieces written one after another (no joined copy of a large value).
 
     The bytes go to a temp file (in ``tmp_dir``, default the target's folder — it must be on
     the same filesystem so the rename is atomic), are fsynced, then ``os.replace`` moves them
@@ -25,7 +29,8 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, tmp_dir: st
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            for piece in (data,) if isinstance(data, (bytes, bytearray, memoryview)) else data:
+                f.write(piece)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, p)

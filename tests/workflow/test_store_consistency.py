@@ -150,3 +150,16 @@ def test_the_file_hash_cache_sees_every_change_and_rehashes_fresh_files(tmp_path
     replacement.write_bytes(b"LUT_3D_SIZE 4\n")
     replacement.replace(f)  # replaced by rename: another inode
     assert blobs.sha256_file_cached(f) == hashlib.sha256(b"LUT_3D_SIZE 4\n").hexdigest()
+
+
+def test_a_blob_written_from_pieces_is_their_concatenation(tmp_path) -> None:
+    from strata.files import atomic_write_bytes
+    from strata.store.blobs import BlobStore, sha256_parts
+
+    pieces = [b"head", memoryview(np.arange(5, dtype=np.float32)).cast("B"), b"tail"]
+    whole = b"".join(pieces)
+    blobs = BlobStore(tmp_path)
+    blobs.put_known(sha256_parts(pieces), pieces)
+    assert blobs.get(sha256_parts(pieces)) == whole
+    assert atomic_write_bytes(tmp_path / "one.bin", memoryview(whole)).read_bytes() == whole
+    assert list((tmp_path / "tmp").iterdir()) == []

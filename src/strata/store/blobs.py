@@ -92,13 +92,13 @@ class BlobStore:
     def put_known(self, blob_id: str, data: bytes | Sequence[bytes | memoryview]) -> None:
         """Store ``data`` whose sha256 the caller already computed as ``blob_id`` (no second hash).
 
-        ``data`` may also be pieces to concatenate (see :func:`strata.media.codec.encode_value_parts`).
+        ``data`` may also be pieces, written one after another (see
+        :func:`strata.media.codec.encode_value_parts`).
         """
         target = self.path(blob_id)
         if not target.is_file():
-            whole = data if isinstance(data, bytes) else b"".join(data)
             # Temp files live in ROOT/tmp, where gc finds what an interruption left behind.
-            atomic_write_bytes(target, whole, tmp_dir=self.tmp_dir)
+            atomic_write_bytes(target, data, tmp_dir=self.tmp_dir)
 
     def get(self, blob_id: str) -> bytes:
         try:

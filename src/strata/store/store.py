@@ -77,9 +77,9 @@ class Store:
     def _encode(self, value: Any, blobs: list[tuple[str, Sequence[Buffer]]]) -> tuple[AssetRef, list[tuple[str, str, int]]]:
         """Encode and hash ``value`` (a list: each item), remember it decoded; blobs to write go to ``blobs``.
 
-        A large value's bytes are hashed piece by piece (an image: its ``.npy`` header, then its
-        pixels in place), so it is not copied to be hashed; the pieces are joined only when the
-        blob is written, which with write-behind happens off the run's critical path.
+        A large value's bytes are hashed and written piece by piece (an image: its ``.npy``
+        header, then its pixels in place), so they are never copied into one buffer: a copy
+        costs a fresh allocation as large as the value.
         """
         from strata.media.codec import encode_value_parts
 
