@@ -5,7 +5,7 @@ Run: ``.venv/bin/python bench/ops_throughput.py [--size 4096] [--repeats 3]``; w
 
 Each op is timed on size×size opaque RGBA images (random data: the timings of these ops do
 not depend on content), after one warm-up call, as the median of ``repeats`` runs; the
-library baseline runs in the same process on the same data. ``ratio`` = strata / library;
+library baseline runs in the same process on the same data, alternating with strata's runs. ``ratio`` = strata / library;
 the target is ≤ 1.5. Where strata works in float32 and the library only offers 8-bit, the
 baseline is the 8-bit call (the fastest way a user could do it) and ``note`` says so.
 """
@@ -31,6 +31,20 @@ from strata.ops import composite, edit, enhance
 
 TARGET_RATIO = 1.5
 DENOISE_MAX_SIDE = 1024  # NLM at 4096² takes minutes per call; its cost is linear in pixels
+
+
+def _paired_median_seconds(strata_fn: Callable[[], Any], library_fn: Callable[[], Any],
+                           repeats: int) -> tuple[float, float]:
+    """Median seconds of each function, timed alternately (strata, library, strata, ...) so a
+    change in the machine's load during the measurement falls on both sides alike."""
+    strata_fn(), library_fn()  # warm-up: imports, thread pools, caches
+    strata_times, library_times = [], []
+    for _ in range(repeats):
+        for fn, times in ((strata_fn, strata_times), (library_fn, library_times)):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+    return statistics.median(strata_times), statistics.median(library_times)
 
 
 def _median_seconds(fn: Callable[[], Any], repeats: int) -> float:
@@ -88,12 +102,15 @@ def measure_ops(size: int = 4096, repeats: int = 3) -> dict[str, Any]:
     # Blend: for opaque images the W3C multiply result is exactly the per-channel product.
     a, b = base.pixels, top.pixels
     ops["blend_multiply"] = _entry(
-        _median_seconds(lambda: composite.blend(base, top, mode="multiply"), repeats),
-        _median_seconds(lambda: cv2.multiply(a, b), repeats),
+        # A cheap op (~0.1 s): more repetitions for a steadier median on a shared machine.
+        *_paired_median_seconds(lambda: composite.blend(base, top, mode="multiply"), lambda: cv2.multiply(a, b),
+                                max(repeats, 9)),
         "cv2.multiply on the same float32 RGBA arrays", size,
-        if_slower="Slower because strata also reads both alpha channels to choose the opaque fast path "
-        "(cv2.multiply ignores alpha) and sets the result's alpha; the op is memory-bound, so each extra "
-        "pass shows, and the ratio swings with the machine's load (1.1-2.2 measured on a busy 2-core box).",
+        note="strata multiplies each strip straight into the result (cv2.multiply with dst) on every core and "
+        "looks once at the product's alpha lane to confirm both inputs are opaque (then it is also the "
+        "result's alpha); cv2.multiply ignores alpha.",
+        if_slower="Slower because the op is memory-bound and, with other processes holding the cores, strata's "
+        "strips do not run in parallel: then its per-strip dispatch and alpha check are pure overhead.",
     )
 
     # LUT: Pillow's Color3DLUT (trilinear, in C) exists only for 8-bit images.
@@ -102,8 +119,7 @@ def measure_ops(size: int = 4096, repeats: int = 3) -> dict[str, Any]:
     rgb8 = PILImage.fromarray(base.to_uint8()[:, :, :3], "RGB")
     pil_lut = ImageFilter.Color3DLUT(table.shape[0], table.reshape(-1, 3))
     ops["lut_3d"] = _entry(
-        _median_seconds(lambda: enhance.lut(base, path=str(lut_path)), repeats),
-        _median_seconds(lambda: rgb8.filter(pil_lut), repeats),
+        *_paired_median_seconds(lambda: enhance.lut(base, path=str(lut_path)), lambda: rgb8.filter(pil_lut), repeats),
         "PIL ImageFilter.Color3DLUT on the 8-bit RGB image", size,
         note="No library offers a float 3D LUT, so the baseline is Pillow's 8-bit one (prebuilt table); "
         "strata's time includes parsing the 33³ .cube file (~0.05 s).",
@@ -132,8 +148,8 @@ def measure_ops(size: int = 4096, repeats: int = 3) -> dict[str, Any]:
         return np.dstack(planes + [np.ones(half[::-1], np.float32)])  # opaque: alpha stays 1
 
     ops["resize_lanczos_half"] = _entry(
-        _median_seconds(lambda: edit.resize(base, width=half[0], height=half[1], method="lanczos"), repeats),
-        _median_seconds(pillow_float_rgba, repeats),
+        *_paired_median_seconds(lambda: edit.resize(base, width=half[0], height=half[1], method="lanczos"),
+                                pillow_float_rgba, repeats),
         "PIL Image.resize(LANCZOS) on the same float32 RGBA data: one 'F' image per color channel, "
         "split and stacked with numpy", size,
         note="strata resizes the planes in parallel threads (Pillow releases the GIL); library_8bit_s is "
@@ -149,8 +165,8 @@ def measure_ops(size: int = 4096, repeats: int = 3) -> dict[str, Any]:
     crop = edit.crop(base, left=0, top=0, width=side, height=side)
     bgr8 = np.ascontiguousarray(crop.to_uint8()[:, :, 2::-1])
     ops["denoise_nlm"] = _entry(
-        _median_seconds(lambda: enhance.denoise(crop, strength=0.04, color_strength=0.04), repeats),
-        _median_seconds(lambda: cv2.fastNlMeansDenoisingColored(bgr8, None, 10.2, 10.2, 7, 21), repeats),
+        *_paired_median_seconds(lambda: enhance.denoise(crop, strength=0.04, color_strength=0.04),
+                                lambda: cv2.fastNlMeansDenoisingColored(bgr8, None, 10.2, 10.2, 7, 21), repeats),
         "cv2.fastNlMeansDenoisingColored on the 8-bit BGR image", side,
         note=f"Measured on a {side}x{side} crop: NLM cost is linear in pixels and a {size}x{size} call takes "
         "over a minute." if side < size else "",
