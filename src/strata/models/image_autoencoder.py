@@ -18,7 +18,6 @@ training set after training) so the diffusion model sees zero mean, unit varianc
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from strata.errors import ModelError
+from strata.models.weights_folder import load_weights_folder, save_weights_folder
 
 AUTOENCODER_CONFIG = "autoencoder.json"
 AUTOENCODER_WEIGHTS = "autoencoder.safetensors"
@@ -119,40 +119,24 @@ class PatchAutoencoder(nn.Module):
 
     def save(self, directory: Path, *, dtype: torch.dtype = torch.float16, extra: dict | None = None) -> Path:
         """Write ``autoencoder.safetensors`` (+ ``autoencoder.json``) atomically into ``directory``."""
-        from safetensors.torch import save_file
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
         # Normalization stays fp32: it is tiny and its precision matters for every latent.
-        state = {k: (v if k in ("shift", "scale") else v.to(dtype)).detach().contiguous()
-                 for k, v in self.state_dict().items()}
-        tmp = directory / (AUTOENCODER_WEIGHTS + ".tmp")
-        save_file(state, str(tmp), metadata={"format": "pt", "strata": "image_autoencoder"})
-        tmp.replace(directory / AUTOENCODER_WEIGHTS)
+        state = {k: (v if k in ("shift", "scale") else v.to(dtype)) for k, v in self.state_dict().items()}
         meta = {"autoencoder": asdict(self.cfg), **(self.record if extra is None else extra)}
-        tmp_json = directory / (AUTOENCODER_CONFIG + ".tmp")
-        tmp_json.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        tmp_json.replace(directory / AUTOENCODER_CONFIG)
-        return directory / AUTOENCODER_WEIGHTS
+        return save_weights_folder(directory, state, meta, tag="image_autoencoder", weights_name=AUTOENCODER_WEIGHTS,
+                                   config_name=AUTOENCODER_CONFIG)
 
     @classmethod
     def load(cls, directory: Path) -> "PatchAutoencoder":
         """Load what :meth:`save` wrote (safetensors only)."""
-        from safetensors.torch import load_file
-
-        directory = Path(directory)
-        cfg_path, w_path = directory / AUTOENCODER_CONFIG, directory / AUTOENCODER_WEIGHTS
-        if not cfg_path.is_file() or not w_path.is_file():
-            raise ModelError(f"no autoencoder in {directory}: expected {AUTOENCODER_CONFIG} and {AUTOENCODER_WEIGHTS}; "
-                             "train one with `strata train autoencoder` (then --export)")
-        meta = json.loads(cfg_path.read_text(encoding="utf-8"))
+        meta, state, w_path = load_weights_folder(
+            directory, what="autoencoder", how_to_make="train one with `strata train autoencoder` (then --export)",
+            weights_name=AUTOENCODER_WEIGHTS, config_name=AUTOENCODER_CONFIG)
         ae = cls(AutoencoderConfig.from_dict(meta["autoencoder"]))
         ae.record = {k: v for k, v in meta.items() if k != "autoencoder"}
-        state = load_file(str(w_path))
         try:
-            ae.load_state_dict({k: v.float() for k, v in state.items()})
+            ae.load_state_dict(state)
         except RuntimeError as exc:
-            raise ModelError(f"{w_path} does not match {cfg_path}: {str(exc)[:200]}") from exc
+            raise ModelError(f"{w_path} does not match its {AUTOENCODER_CONFIG}: {str(exc)[:200]}") from exc
         return ae.eval()
 
 

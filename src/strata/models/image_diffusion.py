@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from strata.errors import ModelError, StrataWarning
 from strata.models.image_autoencoder import AUTOENCODER_WEIGHTS, PatchAutoencoder, premultiply, unpremultiply
+from strata.models.weights_folder import load_weights_folder, save_weights_folder
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "unet.safetensors"
@@ -317,38 +318,26 @@ class ImageDiffusionModel:
 
     def save_pretrained(self, directory: Path, *, dtype: torch.dtype = torch.float16, extra: dict | None = None) -> Path:
         """Write ``unet.safetensors`` (in ``dtype``) + ``config.json`` (+ the autoencoder) into ``directory``."""
-        from safetensors.torch import save_file
-
-        directory.mkdir(parents=True, exist_ok=True)
         if self.autoencoder is not None:
             self.autoencoder.save(directory, dtype=dtype)
-        state = {k: v.detach().to(dtype).contiguous() for k, v in self.unet.state_dict().items()}
-        tmp = directory / (WEIGHTS_NAME + ".tmp")
-        save_file(state, str(tmp), metadata={"format": "pt", "strata": "image_diffusion"})
-        tmp.replace(directory / WEIGHTS_NAME)
+        state = {k: v.to(dtype) for k, v in self.unet.state_dict().items()}
         meta = {"model": json.loads(self.cfg.to_json()), **(extra or {})}
-        (directory / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        return directory / WEIGHTS_NAME
+        return save_weights_folder(directory, state, meta, tag="image_diffusion", weights_name=WEIGHTS_NAME,
+                                   config_name=CONFIG_NAME)
 
     @classmethod
     def from_pretrained(cls, directory: Path, *, text: TextEncoder | None = None) -> "ImageDiffusionModel":
         """Load a model written by :meth:`save_pretrained` (safetensors only; no pickles)."""
         import hashlib
 
-        from safetensors.torch import load_file
-
         directory = Path(directory)
-        cfg_path, w_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
-        if not cfg_path.is_file() or not w_path.is_file():
-            raise ModelError(
-                f"no image model in {directory}: expected {CONFIG_NAME} and {WEIGHTS_NAME}; "
-                "train one with `strata train image --export` or check the path"
-            )
-        meta = json.loads(cfg_path.read_text(encoding="utf-8"))
+        meta, state, w_path = load_weights_folder(
+            directory, what="image model",
+            how_to_make="train one with `strata train image --export` or check the path",
+            weights_name=WEIGHTS_NAME, config_name=CONFIG_NAME)
         cfg = ImageDiffusionConfig.from_dict(meta["model"])
         unet = build_unet(cfg)
-        state = load_file(str(w_path))
-        missing, unexpected = unet.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
+        missing, unexpected = unet.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise ModelError(f"{w_path} does not match its config: missing {missing[:3]}, unexpected {unexpected[:3]}")
         h = hashlib.sha256(w_path.read_bytes())
