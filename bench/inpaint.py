@@ -8,7 +8,7 @@ a centered 32×32 box ("inpaint", prompt = *another* concept: replace the middle
 half ("outpaint", prompt = the image's own concept: continue it). Each hole is filled two ways,
 with the same seed, prompt and compositing (feathered paste at the model's size):
 
-* **inpaint** — :func:`strata.models.image_pipeline.inpaint` (the model sees the kept pixels);
+* **inpaint** — :func:`strata.models.image_pipeline.variation` with a mask (the model sees the kept pixels);
 * **paste** — the baseline the issue names: the unconditional (text-to-image) generation for
   the same prompt and seed, pasted into the hole.
 
@@ -39,7 +39,7 @@ from _common import write_result  # noqa: E402
 from quality import GALLERY, eval_data, eval_parser, load_model, save_grid, topk  # noqa: E402
 
 from strata.media.image import Image  # noqa: E402
-from strata.models.image_pipeline import _feathered, _paste, generate, inpaint  # noqa: E402
+from strata.models.image_pipeline import _feathered, _paste, generate, variation  # noqa: E402
 
 
 def box_mask(side: int = 64, box: int = 32) -> np.ndarray:
@@ -79,7 +79,8 @@ def to_tensor(images: list[Image]) -> torch.Tensor:
 def fill_both(model, image: Image, mask: np.ndarray, prompt: str, seed: int, steps: int,
               guidance: float) -> tuple[Image, Image]:
     """(inpainted, pasted unconditional generation) for one hole; same seed, prompt and compositing."""
-    filled = inpaint(model, image, mask, prompt, seed=seed, steps=steps, guidance=guidance).images[0]
+    filled = variation(model, image, prompt, mask=mask, strength=1.0, seed=seed, steps=steps,
+                       guidance=guidance).images[0]
     fresh = generate(model, prompt, seed=seed, steps=steps, guidance=guidance).images[0]
     pasted = _paste(image, fresh, _feathered(mask, sigma=0.75))
     return filled, pasted
@@ -102,7 +103,7 @@ def photos(model, n_seeds: int, steps: int, guidance: float) -> dict:
         h, w = mask.shape
         mask[h // 3: 2 * h // 3, w // 3: 2 * w // 3] = 1
         for s in range(n_seeds):
-            filled = inpaint(model, img, mask, "", seed=s, steps=steps, guidance=1.0).images[0]
+            filled = variation(model, img, "", mask=mask, strength=1.0, seed=s, steps=steps, guidance=1.0).images[0]
             fresh = generate(model, "", seed=s, steps=steps, guidance=1.0).images[0]
             sigma = max(0.75, 0.75 * max(img.width, img.height) / model.cfg.image_size)
             pasted = _paste(img, fresh, _feathered(mask, sigma=sigma))

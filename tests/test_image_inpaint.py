@@ -19,7 +19,7 @@ from strata.models.image_diffusion import (
     latent_mask,
     widen_for_inpaint,
 )
-from strata.models.image_pipeline import generate, inpaint, variation
+from strata.models.image_pipeline import generate, variation
 from strata.train import image as image_train
 from strata.train.masks import KINDS, check_mix, random_masks
 from tiny_emoji import shapes, write_dataset
@@ -101,7 +101,7 @@ def test_inpaint_keeps_pixels_away_from_the_mask_and_fills_the_hole() -> None:
     image = Image(pixels)
     mask = np.zeros((96, 160), np.float32)
     mask[30:60, 40:90] = 1
-    out = inpaint(model, image, mask, "a hat", count=2, seed=3, steps=3)
+    out = variation(model, image, "a hat", mask=mask, strength=1.0, count=2, seed=3, steps=3)
     assert [im.size for im in out.images] == [(160, 96)] * 2 and out.seeds == [3, 4]
     far = np.ones((96, 160), bool)
     sigma = 0.75 * 160 / 64
@@ -111,22 +111,22 @@ def test_inpaint_keeps_pixels_away_from_the_mask_and_fills_the_hole() -> None:
         assert (im.pixels[far] == pixels[far]).all()  # bit-exact outside the feather
         assert np.abs(im.pixels[30:60, 40:90] - pixels[30:60, 40:90]).mean() > 0.05  # the hole was repainted
     assert not np.array_equal(out.images[0].pixels, out.images[1].pixels)
-    again = inpaint(model, image, mask, "a hat", count=1, seed=4, steps=3).images[0]
+    again = variation(model, image, "a hat", mask=mask, strength=1.0, count=1, seed=4, steps=3).images[0]
     np.testing.assert_allclose(again.pixels, out.images[1].pixels, atol=1e-4)  # image i depends on seed + i only
-    assert inpaint(model, image, mask, "a hat", strength=0.0).images[0] is image
+    assert variation(model, image, "a hat", mask=mask, strength=0.0).images[0] is image
 
 
 def test_inpaint_refuses_bad_input() -> None:
     model = _model(inpaint=True)
     image = Image(np.ones((64, 64, 4), np.float32))
     with pytest.raises(ModelError, match="text-to-image only"):
-        inpaint(_model(inpaint=False), image, np.ones((64, 64), np.float32), "x")
+        variation(_model(inpaint=False), image, "x", mask=np.ones((64, 64), np.float32))
     with pytest.raises(StrataError, match="must match"):
-        inpaint(model, image, np.ones((32, 64), np.float32), "x")
+        variation(model, image, "x", mask=np.ones((32, 64), np.float32))
     with pytest.raises(StrataError, match="selects nothing"):
-        inpaint(model, image, np.zeros((64, 64), np.float32), "x")
+        variation(model, image, "x", mask=np.zeros((64, 64), np.float32))
     with pytest.raises(StrataError, match="strength"):
-        inpaint(model, image, np.ones((64, 64), np.float32), "x", strength=1.5)
+        variation(model, image, "x", mask=np.ones((64, 64), np.float32), strength=1.5)
 
 
 def test_variation_and_generate_run_on_an_inpainting_model() -> None:
@@ -176,7 +176,7 @@ def test_trainer_starts_an_inpainting_run_from_a_text_to_image_export(tmp_path: 
     img = Image(shapes(1)[0].astype(np.float32) / 255)
     mask = np.zeros((64, 64), np.float32)
     mask[:, :20] = 1
-    assert inpaint(model, img, mask, "red disc", steps=2).images[0].size == (64, 64)
+    assert variation(model, img, "red disc", mask=mask, strength=1.0, steps=2).images[0].size == (64, 64)
     # a model section that differs in more than the mask input is refused
     raw["model"]["block_channels"] = [16, 16]
     inpaint_recipe.write_text(yaml.safe_dump(raw))

@@ -208,6 +208,7 @@ def variation(
     image: Image,
     prompt: str,
     *,
+    mask: np.ndarray | None = None,
     strength: float = 0.6,
     negative_prompt: str = "",
     count: int = 1,
@@ -218,79 +219,65 @@ def variation(
     thresholding: bool | None = None,
     callback: Callable[[Progress], None] | None = None,
 ) -> GenerateResult:
-    """Image-to-image by partial noising (SDEdit, Meng et al. 2022): ``count`` variations of ``image``.
+    """Image-to-image (SDEdit, Meng et al. 2022): ``count`` variations of ``image``; with ``mask``, inpainting.
 
-    The image is brought into the model's domain (resized to its side with Lanczos, alpha kept)
-    and encoded; it is noised to the level of the sampler's timestep ``len·(1 − strength)`` and
-    denoised from there with the prompt. Strength 0 returns the input (resized) unchanged;
-    strength 1 starts from pure noise and equals :func:`generate` with the same seed.
+    Without a mask the whole image is redone: it is brought into the model's domain (resized to
+    its side with Lanczos, alpha kept), encoded, noised to the level of the sampler's timestep
+    ``len·(1 − strength)`` and denoised from there with the prompt; the result has the model's
+    size. Strength 0 returns the input (resized) unchanged; 1 equals :func:`generate` with the
+    same seed.
+
+    With a mask (an inpainting model, ``cfg.inpaint``) only the masked part is repainted, and
+    any image works, whatever made it: it is padded (transparent, right and bottom) to a square
+    and brought to the model's side; the model sees the kept pixels and the mask — never what is
+    under the hole —; the repainted pixels are scaled back and composited over the original, at
+    its size. Pixels farther than the feather (~0.75 model pixels, scaled) from the mask keep
+    their exact values. Outpainting is the same call on an image padded with transparency, the
+    padding masked. Strength 0 returns the input; 1 fills the hole from noise.
 
     Args:
-        image: any size; the result has the model's size.
-        strength: [0, 1], how much of the denoising to redo (default 0.6).
+        image: any size.
+        mask: None, or (H, W) float in [0, 1] at the image's size, 1 = repaint; soft edges blend.
+        strength: [0, 1], how much of the denoising to redo (default 0.6; inpainting usually 1).
         Others as for :func:`generate`; image i uses seed ``seed + i``.
+
+    Raises:
+        ModelError: a mask for a model without the mask input.
+        StrataError: bad arguments, a mask of another size, or a mask that selects nothing.
     """
     cfg = model.cfg
     check_args(count=count, steps=steps, guidance=guidance, sampler=sampler, seed=seed, size=cfg.image_size, cfg=cfg)
     if not 0.0 <= strength <= 1.0:
         raise StrataError(f"strength must be between 0 and 1, got {strength}")
     seeds = [seed + i for i in range(count)]
-    source = _to_model_size(image, cfg.image_size)
-    if strength == 0.0:
-        return GenerateResult(images=[source] * count, seeds=seeds)
+    if mask is None:
+        source = _to_model_size(image, cfg.image_size)
+        if strength == 0.0:
+            return GenerateResult(images=[source] * count, seeds=seeds)
+        rgba = torch.from_numpy(np.array(source.pixels)).permute(2, 0, 1)[None]
+        cond, finish = inpaint_conditioning(model, None, None, count), (lambda out: out)
+    else:
+        rgba, hole_t, blend = _inpaint_inputs(model, image, mask)
+        if strength == 0.0:
+            return GenerateResult(images=[image] * count, seeds=seeds)
+        cond = inpaint_conditioning(model, rgba, hole_t, 1).repeat(count, 1, 1, 1)
+        finish = lambda out: _paste(image, out, blend)  # noqa: E731
     noise = torch.stack([seed_noise(cfg, s) for s in seeds])
     scheduler = _scheduler(cfg, sampler, steps, thresholding)
-    rgba = torch.from_numpy(np.ascontiguousarray(source.pixels)).permute(2, 0, 1)[None]
     start, latents = _start_latents(model, scheduler, rgba, noise, strength, steps)
-    context, mask = _encode(model, prompt, negative_prompt, guidance, count)
-    latents = _denoise(model, scheduler, latents, scheduler.timesteps[start:], context, mask, guidance, callback,
-                       inpaint_conditioning(model, None, None, count))
-    return GenerateResult(images=_decode(model, latents), seeds=seeds)
+    context, tmask = _encode(model, prompt, negative_prompt, guidance, count)
+    latents = _denoise(model, scheduler, latents, scheduler.timesteps[start:], context, tmask, guidance, callback, cond)
+    return GenerateResult(images=[finish(out) for out in _decode(model, latents)], seeds=seeds)
 
 
-@torch.no_grad()
-def inpaint(
-    model: ImageDiffusionModel,
-    image: Image,
-    mask: np.ndarray,
-    prompt: str,
-    *,
-    strength: float = 1.0,
-    negative_prompt: str = "",
-    count: int = 1,
-    seed: int = 0,
-    steps: int = 20,
-    guidance: float = 4.0,
-    sampler: str = "dpmpp",
-    thresholding: bool | None = None,
-    callback: Callable[[Progress], None] | None = None,
-) -> GenerateResult:
-    """Repaint the masked part of ``image`` with an inpainting model; ``count`` results at the image's size.
-
-    Any image works, whatever made it: it is padded (transparent, right and bottom) to a square,
-    brought to the model's side, inpainted — the model sees the kept pixels and the mask, never
-    what is under the hole —, and the repainted pixels are scaled back and composited over the
-    original. Pixels farther than the feather (~0.75 model pixels, scaled) from the mask keep
-    their exact values, so a small fix never blurs the rest of a large picture. Outpainting is
-    the same call on an image padded with transparency, the padding masked.
-
-    Args:
-        mask: (H, W) float in [0, 1] at the image's size, 1 = repaint; soft edges blend.
-        strength: (0, 1]: 1 (default) fills from noise; lower starts from the noised original
-            inside the hole (keeps its colors and layout); 0 returns the input.
-        Others as for :func:`generate`; image i uses seed ``seed + i``.
-
-    Raises:
-        ModelError: the model has no inpainting input (``cfg.inpaint`` false).
-        StrataError: bad arguments, a mask of another size, or a mask that selects nothing.
-    """
+def _inpaint_inputs(model: ImageDiffusionModel, image: Image,
+                    mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """The padded image at model size (1, 4, s, s), its hole (1, 1, s, s), and the compositing weight
+    at the image's size (see :func:`variation`)."""
     cfg = model.cfg
     if not cfg.inpaint:
         raise ModelError("this image model was trained for text-to-image only (no mask input); use a model whose "
-                         "config has inpaint: true, or image.variation to redo the whole picture")
-    check_args(count=count, steps=steps, guidance=guidance, sampler=sampler, seed=seed, size=cfg.image_size, cfg=cfg)
-    if not 0.0 <= strength <= 1.0:
-        raise StrataError(f"strength must be between 0 and 1, got {strength}")
+                         "config has inpaint: true, or no mask to redo the whole picture")
     m = np.asarray(mask, np.float32)
     if m.shape != (image.height, image.width):
         raise StrataError(f"mask is {m.shape[1] if m.ndim == 2 else '?'}×{m.shape[0]} but the image is "
@@ -298,9 +285,6 @@ def inpaint(
     hole = m > 0.5
     if not hole.any():
         raise StrataError("the mask selects nothing (no value above 0.5); paint the area to repaint white")
-    seeds = [seed + i for i in range(count)]
-    if strength == 0.0:
-        return GenerateResult(images=[image] * count, seeds=seeds)
     side, n = cfg.image_size, max(image.width, image.height)
     canvas = np.zeros((n, n, 4), np.float32)
     canvas[: image.height, : image.width] = image.pixels
@@ -311,14 +295,7 @@ def inpaint(
     small_hole = cv2.resize(hole_canvas, (side, side), interpolation=cv2.INTER_AREA) > 0
     rgba = torch.from_numpy(np.array(small)).permute(2, 0, 1)[None]
     hole_t = torch.from_numpy(small_hole.astype(np.float32))[None, None]
-    cond = inpaint_conditioning(model, rgba, hole_t, 1).repeat(count, 1, 1, 1)
-    noise = torch.stack([seed_noise(cfg, s) for s in seeds])
-    scheduler = _scheduler(cfg, sampler, steps, thresholding)
-    start, latents = _start_latents(model, scheduler, rgba, noise, strength, steps)
-    context, tmask = _encode(model, prompt, negative_prompt, guidance, count)
-    latents = _denoise(model, scheduler, latents, scheduler.timesteps[start:], context, tmask, guidance, callback, cond)
-    blend = _feathered(m, sigma=max(0.75, 0.75 * n / side))
-    return GenerateResult(images=[_paste(image, out, blend) for out in _decode(model, latents)], seeds=seeds)
+    return rgba, hole_t, _feathered(m, sigma=max(0.75, 0.75 * n / side))
 
 
 def _start_latents(model: ImageDiffusionModel, scheduler, rgba: torch.Tensor, noise: torch.Tensor, strength: float,

@@ -199,10 +199,10 @@ def inpaint(
         raise OpError(f"mask is {mask.width}×{mask.height} but the image is {image.width}×{image.height}; "
                       "they must match", param="mask")
     if loaded_model is not None and not _is_diffusers(loaded_model):
-        from strata.models.image_pipeline import inpaint as run_inpaint
+        from strata.models.image_pipeline import variation as run_variation
 
         _builtin_only_params(lora=lora, precision=precision, attention_slicing=attention_slicing)
-        return _builtin_call(run_inpaint, loaded_model, image, mask.values, prompt, strength=strength,
+        return _builtin_call(run_variation, loaded_model, image, prompt, mask=mask.values, strength=strength,
                              negative_prompt=negative, count=count, seed=seed, steps=steps, guidance=guidance,
                              sampler=_builtin_sampler(sampler),
                              callback=(lambda p: progress(p.step, p.total)) if progress else None)
