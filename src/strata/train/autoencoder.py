@@ -15,23 +15,20 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from strata.errors import StrataError
 from strata.models.image_autoencoder import AutoencoderConfig, PatchAutoencoder, premultiply
 from strata.train import data_emoji
-from strata.train.image import REPO_WEIGHTS, _progress_bar, load_checkpoint, open_run, save_checkpoint, write_log
+from strata.train.image import REPO_WEIGHTS
+from strata.train.runs import CHECKPOINT, load_checkpoint, load_recipe, open_run, run_book, run_dir, save_checkpoint
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "autoencoder.yaml"
-CHECKPOINT = "checkpoint.pt"
 
 
 @dataclass
@@ -45,22 +42,13 @@ class AutoencoderTrainConfig:
 
     @classmethod
     def load(cls, path: Path | None = None) -> "AutoencoderTrainConfig":
-        path = Path(path or DEFAULT_CONFIG)
-        if not path.is_file():
-            raise StrataError(f"training config {path} not found; pass --config with an existing YAML file")
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        missing = {"model", "data", "train", "run"} - set(raw)
-        if missing:
-            raise StrataError(f"{path}: missing sections {sorted(missing)}; start from {DEFAULT_CONFIG}")
+        raw, _ = load_recipe(path, DEFAULT_CONFIG, ("model", "data", "train", "run"))
         return cls(AutoencoderConfig.from_dict(raw["model"]), raw["data"], raw["train"], raw["run"])
 
 
 def run_dir_for(cfg: AutoencoderTrainConfig) -> Path:
     """``run.dir``, else ``$STRATA_TRAIN_DIR/autoencoder``, else ~/.cache/strata/train/autoencoder."""
-    if cfg.run.get("dir"):
-        return Path(cfg.run["dir"]).expanduser()
-    env = os.environ.get("STRATA_TRAIN_DIR")
-    return (Path(env) if env else Path.home() / ".cache" / "strata" / "train") / "autoencoder"
+    return run_dir(cfg.run, "autoencoder")
 
 
 def split_dataset(cfg: AutoencoderTrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
@@ -133,16 +121,9 @@ def train(*, config: Path | None = None, resume: bool = False, threads: int = 1,
                                     "generator": g.get_state(), "model_config": cfg.model.__dict__,
                                     "train": tc, "saved_at": time.time()})
 
-    stop = {"flag": False}
-    signal.signal(signal.SIGTERM, lambda *_: stop.update(flag=True))
-    signal.signal(signal.SIGINT, lambda *_: stop.update(flag=True))
-    bar = _progress_bar(step, int(tc["steps"]))
-    t_start = t_ckpt = t_log = time.time()
-    loss_acc, n_acc = 0.0, 0
-    with open(rdir / "log.jsonl", "a", encoding="utf-8") as log:
-        while not stop["flag"] and step < int(tc["steps"]):
-            if max_minutes is not None and time.time() - t_start > max_minutes * 60:
-                break
+    with run_book(rdir, step=step, total=int(tc["steps"]), checkpoint=checkpoint,
+                  checkpoint_minutes=float(cfg.run["checkpoint_minutes"]), max_minutes=max_minutes) as book:
+        while book.running(step, int(tc["steps"])):
             idx = torch.randint(0, len(train_x), (int(tc["batch_size"]),), generator=g)
             x = premultiply(train_x[idx].float() / 255.0)
             for group in opt.param_groups:
@@ -152,26 +133,16 @@ def train(*, config: Path | None = None, resume: bool = False, threads: int = 1,
             loss.backward()
             opt.step()
             step += 1
-            loss_acc, n_acc = loss_acc + loss.item(), n_acc + 1
-            if not math.isfinite(loss.item()):
-                raise StrataError(f"loss became {loss.item()} at step {step}; lower train.lr and resume")
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
-            if step % int(cfg.run["log_every"]) == 0 or step % int(cfg.run["eval_every"]) == 0:
-                now = time.time()
-                rec = {"step": step, "loss": round(loss_acc / max(n_acc, 1), 5),
-                       "it_s": round(n_acc / max(now - t_log, 1e-9), 3), "lr": lr_at(step, tc), "time": round(now)}
-                if step % int(cfg.run["eval_every"]) == 0:
-                    ae.eval()
-                    rec["heldout_psnr"] = round(psnr(ae, held_x), 2)
-                    ae.train()
-                write_log(log, rec, bar)
-                t_log, loss_acc, n_acc = time.time(), 0.0, 0
-            if time.time() - t_ckpt > float(cfg.run["checkpoint_minutes"]) * 60:
-                checkpoint()
-                t_ckpt = time.time()
-    checkpoint()
+            book.add(step, loss.item())
+            evaluate = step % int(cfg.run["eval_every"]) == 0
+            if step % int(cfg.run["log_every"]) == 0 or evaluate:
+                extra = {}
+                if evaluate:
+                    with book.aside():
+                        ae.eval()
+                        extra["heldout_psnr"] = round(psnr(ae, held_x), 2)
+                        ae.train()
+                book.write(step, lr_at(step, tc), **extra)
     print(f"checkpoint at step {step} in {ckpt_path}", flush=True)
     return rdir
 

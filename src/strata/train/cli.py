@@ -69,7 +69,7 @@ def train_image(
     threads: int = typer.Option(1, min=1, help="CPU threads for torch (default 1 leaves a core free)."),
     max_minutes: float = typer.Option(None, help="Stop (with a checkpoint) after this many minutes."),
     max_steps: int = typer.Option(None, help="Stop (with a checkpoint) at this global step."),
-    run_dir: Path = typer.Option(None, help="Run dir (default $STRATA_TRAIN_DIR or ~/.cache/strata/train/image)."),
+    run_dir: Path = typer.Option(None, help="Run dir (default $STRATA_TRAIN_DIR/image or ~/.cache/strata/train/image)."),
     export: bool = typer.Option(False, "--export", help="Only export the run's EMA weights (fp16) to weights/image/."),
     init_from: Path = typer.Option(None, help="Start a new run from exported weights (e.g. weights/image)."),
 ) -> None:

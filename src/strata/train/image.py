@@ -14,25 +14,19 @@ weights (fp16 safetensors + config JSON) into ``weights/image/``.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
-import math
-import os
 import random
-import signal
 import sys
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 
 from strata.errors import StrataError
 # Imported now, not when the first sample grid is drawn: a run lasts hours, and the code on disk
@@ -49,11 +43,11 @@ from strata.models.image_diffusion import (
     widen_for_inpaint,
 )
 from strata.train import data_emoji
-from strata.train.masks import check_mix, random_masks
 from strata.train.captions import caption_for
+from strata.train.masks import check_mix, random_masks
+from strata.train.runs import CHECKPOINT, load_checkpoint, load_recipe, open_run, run_book, run_dir, save_checkpoint
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "image.yaml"
-CHECKPOINT = "checkpoint.pt"
 REPO_WEIGHTS = Path(__file__).resolve().parents[3] / "weights" / "image"
 
 
@@ -72,29 +66,19 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: Path | None = None) -> "TrainConfig":
-        path = Path(path or DEFAULT_CONFIG)
-        if not path.is_file():
-            raise StrataError(f"training config {path} not found; pass --config with an existing YAML file")
-        text = path.read_text(encoding="utf-8")
-        raw = yaml.safe_load(text)
-        missing = {"model", "data", "train", "run"} - set(raw)
-        if missing:
-            raise StrataError(f"{path}: missing sections {sorted(missing)}; start from {DEFAULT_CONFIG}")
+        raw, text = load_recipe(path, DEFAULT_CONFIG, ("model", "data", "train", "run"))
         model = ImageDiffusionConfig.from_dict(raw["model"])
         if model.latent == "unshuffle" and model.block_channels[0] < model.latent_channels:
             # Measured: a 32-wide first level on the 64-channel latent could not represent the
             # per-pixel noise it must predict, and samples stayed noisy however long it trained.
-            raise StrataError(f"{path}: model.block_channels[0] is {model.block_channels[0]}, below the "
+            raise StrataError(f"{path or DEFAULT_CONFIG}: model.block_channels[0] is {model.block_channels[0]}, below the "
                               f"{model.latent_channels} latent channels; widen the first level")
         return cls(model, raw["data"], raw["train"], raw["run"], text)
 
 
 def train_dir(cfg: TrainConfig) -> Path:
-    """The run directory: config ``run.dir``, else ``$STRATA_TRAIN_DIR``, else ~/.cache/strata/train/image."""
-    if cfg.run.get("dir"):
-        return Path(cfg.run["dir"]).expanduser()
-    env = os.environ.get("STRATA_TRAIN_DIR")
-    return Path(env) if env else Path.home() / ".cache" / "strata" / "train" / "image"
+    """The run directory: config ``run.dir``, else ``$STRATA_TRAIN_DIR/image``, else ~/.cache/strata/train/image."""
+    return run_dir(cfg.run, "image")
 
 
 # ---- data -----------------------------------------------------------------------------------
@@ -201,30 +185,6 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, step: int, decay: f
     d = min(decay, (1 + step) / (10 + step))
     for pe, pm in zip(ema.parameters(), model.parameters()):
         pe.lerp_(pm, 1 - d)
-
-
-# ---- checkpoints ----------------------------------------------------------------------------
-
-
-def save_checkpoint(path: Path, state: dict) -> None:
-    """Write atomically: a kill mid-write leaves the previous checkpoint intact."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: Path) -> dict:
-    """Load our own checkpoint; ``weights_only`` refuses arbitrary pickled objects."""
-    if not path.is_file():
-        raise StrataError(f"no checkpoint at {path}; start without --resume or point STRATA_TRAIN_DIR at the run")
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def open_run(ckpt_path: Path, resume: bool) -> dict | None:
-    """The checkpoint to resume from (None for a new run); refuses to overwrite a run silently."""
-    if ckpt_path.exists() and not resume:
-        raise StrataError(f"{ckpt_path.parent} already holds a run; pass --resume to continue it or choose another run dir")
-    return load_checkpoint(ckpt_path) if resume else None
 
 
 # ---- sample grids ---------------------------------------------------------------------------
@@ -337,7 +297,6 @@ def train(
             raise StrataError(f"the autoencoder in {_autoencoder_file(cfg).parent} is not the one this run trained on "
                               f"({ae_sha[:12]} vs {state['autoencoder'][:12]}); restore it or start a new run")
     latents = dataset_latents(images, sample_model)
-    log_path = rdir / "log.jsonl"
     print(f"run dir {rdir} | step {step} | UNet {param_count(unet) / 1e6:.1f} M params | {len(rows)} images | "
           f"{threads} thread(s)", flush=True)
 
@@ -350,25 +309,11 @@ def train(
             "warmup_from": warmup_offset,
         })
 
-    stop = {"flag": False}
-
-    def on_signal(signum, frame):  # finish the current step, checkpoint, exit cleanly
-        stop["flag"] = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-
     n_variants, dropout = int(cfg.data["caption_variants"]), float(cfg.data["prompt_dropout"])
     mask_mix = check_mix(cfg.data.get("inpaint_masks") or {"full": 1.0}) if cfg.model.inpaint else None
-    t_start = t_ckpt = time.time()
-    t_log, loss_acc, n_acc = time.time(), 0.0, 0
-    bar = _progress_bar(step, max_steps)
-    with open(log_path, "a", encoding="utf-8") as log, _checkpoint_on_error(checkpoint):
-        while not stop["flag"]:
-            if max_steps is not None and step >= max_steps:
-                break
-            if max_minutes is not None and time.time() - t_start > max_minutes * 60:
-                break
+    with run_book(rdir, step=step, total=max_steps, checkpoint=checkpoint,
+                  checkpoint_minutes=float(cfg.run["checkpoint_minutes"]), max_minutes=max_minutes) as book:
+        while book.running(step, max_steps):
             # --- batch: weighted sampling, caption variant per sample, prompt dropout
             idx = torch.multinomial(weights, tc["batch_size"], replacement=True, generator=g)
             variant = torch.randint(0, n_variants, (len(idx),), generator=g)
@@ -390,31 +335,14 @@ def train(
             opt.step()
             ema_update(ema, unet, step, float(tc["ema_decay"]))
             step += 1
-            loss_value = loss.item()
-            loss_acc, n_acc = loss_acc + loss_value, n_acc + 1
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
-            if not math.isfinite(loss_value):
-                raise StrataError(f"loss became {loss_value} at step {step}; lower train.lr and resume from the checkpoint")
+            book.add(step, loss.item())
             # --- bookkeeping
             if step % cfg.run["log_every"] == 0:
-                now = time.time()
-                rec = {"step": step, "loss": round(loss_acc / n_acc, 5), "it_s": round(n_acc / (now - t_log), 3),
-                       "lr": lr_at(step - warmup_offset, tc), "cached_captions": len(bank.cache), "time": round(now)}
-                log.write(json.dumps(rec) + "\n")
-                log.flush()
-                if bar is None:  # in the background (nohup) one line per log interval, no bar
-                    print(f"step {step} loss {rec['loss']:.4f} {rec['it_s']:.2f} it/s lr {rec['lr']:.2e}", flush=True)
-                t_log, loss_acc, n_acc = now, 0.0, 0
+                book.write(step, lr_at(step - warmup_offset, tc), cached_captions=len(bank.cache))
             if step % cfg.run["sample_every"] == 0:
-                grid = sample_grid(sample_model, cfg, rdir / "samples" / f"step{step:07d}.png")
+                with book.aside():
+                    grid = sample_grid(sample_model, cfg, rdir / "samples" / f"step{step:07d}.png")
                 print(f"sample grid {grid}", flush=True)
-                t_log = time.time()  # grid time is not training speed
-            if time.time() - t_ckpt > cfg.run["checkpoint_minutes"] * 60:
-                checkpoint()
-                t_ckpt = time.time()
-    checkpoint()
     print(f"checkpoint at step {step} in {ckpt_path}", flush=True)
     return rdir
 
@@ -434,33 +362,6 @@ def _init_from_export(directory: Path, cfg: TrainConfig, unet: torch.nn.Module, 
 
 def _autoencoder_file(cfg: TrainConfig) -> Path:
     return Path(cfg.data.get("autoencoder_dir") or REPO_WEIGHTS).expanduser() / AUTOENCODER_WEIGHTS
-
-
-@contextlib.contextmanager
-def _checkpoint_on_error(checkpoint: Callable[[], None]):
-    """A crash mid-run (a bug in a sample grid, a full disk for the log, ...) still saves the steps done."""
-    try:
-        yield
-    except BaseException:
-        checkpoint()
-        raise
-
-
-def write_log(log, rec: dict, bar) -> None:
-    """Append one record to a run's log.jsonl; in the background (no progress bar) also print it."""
-    log.write(json.dumps(rec) + "\n")
-    log.flush()
-    if bar is None:
-        print(" ".join(f"{k} {v}" for k, v in rec.items() if k != "time"), flush=True)
-
-
-def _progress_bar(step: int, max_steps: int | None):
-    """A tqdm bar (loss, it/s) when attached to a terminal; None in the background."""
-    if not sys.stderr.isatty():
-        return None
-    from tqdm import tqdm
-
-    return tqdm(initial=step, total=max_steps, unit="step", dynamic_ncols=True)
 
 
 def _list_state(s):  # python RNG state → nested lists (torch.load weights_only accepts them)

@@ -16,24 +16,20 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import signal
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from strata.errors import StrataError
 from strata.models.music_model import MusicModel, MusicModelConfig, build_network
 from strata.models.music_tokens import TOKEN_ID
 from strata.train import data_chorales
-from strata.train.image import _progress_bar, load_checkpoint, open_run, save_checkpoint, write_log
+from strata.train.runs import CHECKPOINT, load_checkpoint, load_recipe, open_run, run_book, run_dir, save_checkpoint
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "music.yaml"
-CHECKPOINT = "checkpoint.pt"
 REPO_WEIGHTS = Path(__file__).resolve().parents[3] / "weights" / "music"
 IGNORE = -100  # label value cross-entropy skips
 PAD, BOS = TOKEN_ID["PAD"], TOKEN_ID["BOS"]
@@ -51,23 +47,13 @@ class MusicTrainConfig:
 
     @classmethod
     def load(cls, path: Path | None = None) -> "MusicTrainConfig":
-        path = Path(path or DEFAULT_CONFIG)
-        if not path.is_file():
-            raise StrataError(f"training config {path} not found; pass --config with an existing YAML file")
-        text = path.read_text(encoding="utf-8")
-        raw = yaml.safe_load(text)
-        missing = {"model", "data", "train", "run"} - set(raw)
-        if missing:
-            raise StrataError(f"{path}: missing sections {sorted(missing)}; start from {DEFAULT_CONFIG}")
+        raw, text = load_recipe(path, DEFAULT_CONFIG, ("model", "data", "train", "run"))
         return cls(MusicModelConfig.from_dict(raw["model"]), raw["data"], raw["train"], raw["run"], text)
 
 
 def run_dir_for(cfg: MusicTrainConfig) -> Path:
     """``run.dir``, else ``$STRATA_TRAIN_DIR/music``, else ~/.cache/strata/train/music."""
-    if cfg.run.get("dir"):
-        return Path(cfg.run["dir"]).expanduser()
-    env = os.environ.get("STRATA_TRAIN_DIR")
-    return (Path(env) if env else Path.home() / ".cache" / "strata" / "train") / "music"
+    return run_dir(cfg.run, "music")
 
 
 def load_split(data: dict) -> tuple[list[data_chorales.Chorale], list[data_chorales.Chorale]]:
@@ -224,16 +210,9 @@ def train(*, config: Path | None = None, resume: bool = False, threads: int = 1,
             "train_seconds": trained_s + time.time() - t_session,
         })
 
-    stop = {"flag": False}
-    signal.signal(signal.SIGTERM, lambda *_: stop.update(flag=True))  # finish the step, checkpoint, exit
-    signal.signal(signal.SIGINT, lambda *_: stop.update(flag=True))
-    bar = _progress_bar(step, last)
-    t_ckpt = t_log = time.time()
-    loss_acc, n_acc = 0.0, 0
-    with open(rdir / "log.jsonl", "a", encoding="utf-8") as log:
-        while not stop["flag"] and step < last:
-            if max_minutes is not None and time.time() - t_session > max_minutes * 60:
-                break
+    with run_book(rdir, step=step, total=last, checkpoint=checkpoint,
+                  checkpoint_minutes=float(cfg.run["checkpoint_minutes"]), max_minutes=max_minutes) as book:
+        while book.running(step, last):
             ids, labels = windows.batch(int(tc["batch_size"]), g)
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, tc)
@@ -243,26 +222,14 @@ def train(*, config: Path | None = None, resume: bool = False, threads: int = 1,
             torch.nn.utils.clip_grad_norm_(net.parameters(), float(tc["grad_clip"]))
             opt.step()
             step += 1
-            value = loss.item()
-            if not math.isfinite(value):
-                raise StrataError(f"loss became {value} at step {step}; lower train.lr and resume from the checkpoint")
-            loss_acc, n_acc = loss_acc + value, n_acc + 1
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{value:.3f}", refresh=False)
+            book.add(step, loss.item())
             evaluate = step % int(cfg.run["eval_every"]) == 0 or step == last
             if step % int(cfg.run["log_every"]) == 0 or evaluate:
-                now = time.time()
-                rec = {"step": step, "loss": round(loss_acc / n_acc, 4), "it_s": round(n_acc / max(now - t_log, 1e-9), 3),
-                       "lr": lr_at(step, tc), "time": round(now)}
+                extra = {}
                 if evaluate:
-                    rec["heldout_loss"] = round(heldout_loss(net, held_seqs, cfg.model.n_positions), 4)
-                write_log(log, rec, bar)
-                t_log, loss_acc, n_acc = time.time(), 0.0, 0
-            if time.time() - t_ckpt > float(cfg.run["checkpoint_minutes"]) * 60:
-                checkpoint()
-                t_ckpt = time.time()
-    checkpoint()
+                    with book.aside():
+                        extra["heldout_loss"] = round(heldout_loss(net, held_seqs, cfg.model.n_positions), 4)
+                book.write(step, lr_at(step, tc), **extra)
     print(f"checkpoint at step {step} in {ckpt_path}", flush=True)
     return rdir
 

@@ -20,7 +20,6 @@ import hashlib
 import json
 import math
 import os
-import signal
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,16 +27,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 
 from strata.errors import StrataError
 from strata.models.scorer import MODEL_ID, PooledTextEncoder, Scorer, ScorerConfig, ScorerNet, info_nce
 from strata.train import data_emoji
 from strata.train.captions import caption_for
-from strata.train.image import _progress_bar, load_checkpoint, open_run, save_checkpoint, write_log
+from strata.train.runs import CHECKPOINT, load_checkpoint, load_recipe, open_run, run_book, run_dir, save_checkpoint
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "scorer.yaml"
-CHECKPOINT = "checkpoint.pt"
 REPO_WEIGHTS = Path(__file__).resolve().parents[3] / "weights" / "scorer"
 BENCH_RESULT = Path(__file__).resolve().parents[3] / "bench" / "results" / "scorer.json"
 
@@ -53,13 +50,7 @@ class ScorerTrainConfig:
 
     @classmethod
     def load(cls, path: Path | None = None, *, holdout_source: str | None = None) -> "ScorerTrainConfig":
-        path = Path(path or DEFAULT_CONFIG)
-        if not path.is_file():
-            raise StrataError(f"training config {path} not found; pass --config with an existing YAML file")
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        missing = {"model", "data", "train", "run"} - set(raw)
-        if missing:
-            raise StrataError(f"{path}: missing sections {sorted(missing)}; start from {DEFAULT_CONFIG}")
+        raw, _ = load_recipe(path, DEFAULT_CONFIG, ("model", "data", "train", "run"))
         if holdout_source is not None:
             raw["data"]["holdout_source"] = holdout_source
         return cls(ScorerConfig.from_dict(raw["model"]), raw["data"], raw["train"], raw["run"])
@@ -67,10 +58,7 @@ class ScorerTrainConfig:
 
 def run_dir_for(cfg: ScorerTrainConfig) -> Path:
     """``run.dir``, else ``$STRATA_TRAIN_DIR/scorer``, else ~/.cache/strata/train/scorer."""
-    if cfg.run.get("dir"):
-        return Path(cfg.run["dir"]).expanduser()
-    env = os.environ.get("STRATA_TRAIN_DIR")
-    return (Path(env) if env else Path.home() / ".cache" / "strata" / "train") / "scorer"
+    return run_dir(cfg.run, "scorer")
 
 
 # ---- data -----------------------------------------------------------------------------------
@@ -250,7 +238,7 @@ def train(*, config: Path | None = None, resume: bool = False, threads: int = 1,
     print(f"run dir {rdir} | step {step}/{end} | scorer {sum(p.numel() for p in net.parameters()) / 1e3:.0f} k params "
           f"| {len(train_set.rows)} train images, eval on {len(ev[2])} {ev_kind} | {threads} thread(s)", flush=True)
 
-    t_start = t_ckpt = t_log = time.time()
+    t_start = time.time()
 
     def checkpoint() -> None:
         save_checkpoint(ckpt_path, {"model": net.state_dict(), "optimizer": opt.state_dict(), "step": step,
@@ -258,17 +246,11 @@ def train(*, config: Path | None = None, resume: bool = False, threads: int = 1,
                                     "data": cfg.data, "train_seconds": train_seconds + time.time() - t_start,
                                     "saved_at": time.time(), "last_eval": last_eval})
 
-    stop = {"flag": False}
-    signal.signal(signal.SIGTERM, lambda *_: stop.update(flag=True))
-    signal.signal(signal.SIGINT, lambda *_: stop.update(flag=True))
-    bar = _progress_bar(step, end)
-    loss_acc, n_acc = 0.0, 0
     last_eval: dict = state.get("last_eval", {}) if state is not None else {}
     variants = texts.shape[1]
-    with open(rdir / "log.jsonl", "a", encoding="utf-8") as log:
-        while not stop["flag"] and step < end:
-            if max_minutes is not None and time.time() - t_start > max_minutes * 60:
-                break
+    with run_book(rdir, step=step, total=end, checkpoint=checkpoint,
+                  checkpoint_minutes=float(cfg.run["checkpoint_minutes"]), max_minutes=max_minutes) as book:
+        while book.running(step, end):
             idx = torch.multinomial(train_set.weights, int(tc["batch_size"]), replacement=False, generator=g)
             variant = torch.randint(0, variants, (len(idx),), generator=g)
             x = augment(train_set.images[idx], g, tc) * 2 - 1
@@ -281,27 +263,17 @@ def train(*, config: Path | None = None, resume: bool = False, threads: int = 1,
             loss.backward()
             opt.step()
             step += 1
-            if not math.isfinite(loss.item()):
-                raise StrataError(f"loss became {loss.item()} at step {step}; lower train.lr and resume")
-            loss_acc, n_acc = loss_acc + loss.item(), n_acc + 1
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+            book.add(step, loss.item())
+            evaluate = (step % int(cfg.run["eval_every"]) == 0 or step == end) and bool(ev[2])
             if step % int(cfg.run["log_every"]) == 0 or step % int(cfg.run["eval_every"]) == 0 or step == end:
-                now = time.time()
-                rec = {"step": step, "loss": round(loss_acc / max(n_acc, 1), 4),
-                       "it_s": round(n_acc / max(now - t_log, 1e-9), 3), "lr": lr_at(step, tc),
-                       "temperature": round(1 / net.temperature_scale().item(), 4), "time": round(now)}
-                if (step % int(cfg.run["eval_every"]) == 0 or step == end) and ev[2]:
-                    last_eval = {"step": step, "on": ev_kind, "concepts": len(ev[2]),
-                                 **retrieval(net, ev[0], ev[1], ev_prompts)}
-                    rec |= {"retrieval_top1": round(last_eval["top1"], 3), "retrieval_top5": round(last_eval["top5"], 3)}
-                write_log(log, rec, bar)
-                t_log, loss_acc, n_acc = time.time(), 0.0, 0
-            if time.time() - t_ckpt > float(cfg.run["checkpoint_minutes"]) * 60:
-                checkpoint()
-                t_ckpt = time.time()
-    checkpoint()
+                extra = {"temperature": round(1 / net.temperature_scale().item(), 4)}
+                if evaluate:
+                    with book.aside():
+                        last_eval = {"step": step, "on": ev_kind, "concepts": len(ev[2]),
+                                     **retrieval(net, ev[0], ev[1], ev_prompts)}
+                    extra |= {"retrieval_top1": round(last_eval["top1"], 3),
+                              "retrieval_top5": round(last_eval["top5"], 3)}
+                book.write(step, lr_at(step, tc), **extra)
     print(f"checkpoint at step {step} in {ckpt_path}", flush=True)
     return rdir
 

@@ -16,8 +16,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
-import signal
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,17 +23,15 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 
 from strata.errors import StrataError
 from strata.models.upscale import MODEL_ID, UpscaleConfig, UpscaleModel, UpscaleNet
 from strata.ops.edit import gaussian_blur
 from strata.train import data_sr
 from strata.train.data_emoji import OptOut
-from strata.train.image import _progress_bar, load_checkpoint, open_run, save_checkpoint, write_log
+from strata.train.runs import CHECKPOINT, load_checkpoint, load_recipe, open_run, run_book, run_dir, save_checkpoint
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "upscale.yaml"
-CHECKPOINT = "checkpoint.pt"
 REPO_WEIGHTS = Path(__file__).resolve().parents[3] / "weights" / "upscale"
 
 
@@ -51,22 +47,13 @@ class UpscaleTrainConfig:
 
     @classmethod
     def load(cls, path: Path | None = None) -> "UpscaleTrainConfig":
-        path = Path(path or DEFAULT_CONFIG)
-        if not path.is_file():
-            raise StrataError(f"training config {path} not found; pass --config with an existing YAML file")
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        missing = {"model", "data", "degrade", "train", "run"} - set(raw)
-        if missing:
-            raise StrataError(f"{path}: missing sections {sorted(missing)}; start from {DEFAULT_CONFIG}")
+        raw, _ = load_recipe(path, DEFAULT_CONFIG, ("model", "data", "degrade", "train", "run"))
         return cls(UpscaleConfig.from_dict(raw["model"]), raw["data"], raw["degrade"], raw["train"], raw["run"])
 
 
 def run_dir_for(cfg: UpscaleTrainConfig) -> Path:
     """``run.dir``, else ``$STRATA_TRAIN_DIR/upscale``, else ~/.cache/strata/train/upscale."""
-    if cfg.run.get("dir"):
-        return Path(cfg.run["dir"]).expanduser()
-    env = os.environ.get("STRATA_TRAIN_DIR")
-    return (Path(env) if env else Path.home() / ".cache" / "strata" / "train") / "upscale"
+    return run_dir(cfg.run, "upscale")
 
 
 def load_data(cfg: UpscaleTrainConfig) -> data_sr.SRData:
@@ -213,7 +200,7 @@ def train(*, config: Path | None = None, resume: bool = False, threads: int = 1,
     print(f"run dir {rdir} | step {step}/{end} | upscaler {sum(p.numel() for p in net.parameters()) / 1e3:.0f} k params "
           f"| {len(train256)} + {len(train64)} train / {len(held256)} held-out images | {threads} thread(s)", flush=True)
 
-    t_start = t_ckpt = t_log = time.time()
+    t_start = time.time()
 
     def checkpoint() -> None:
         save_checkpoint(ckpt_path, {"model": net.state_dict(), "optimizer": opt.state_dict(), "step": step,
@@ -221,15 +208,9 @@ def train(*, config: Path | None = None, resume: bool = False, threads: int = 1,
                                     "train": tc, "degrade": cfg.degrade, "data": cfg.data,
                                     "train_seconds": train_seconds + time.time() - t_start, "saved_at": time.time()})
 
-    stop = {"flag": False}
-    signal.signal(signal.SIGTERM, lambda *_: stop.update(flag=True))
-    signal.signal(signal.SIGINT, lambda *_: stop.update(flag=True))
-    bar = _progress_bar(step, end)
-    loss_acc, n_acc = 0.0, 0
-    with open(rdir / "log.jsonl", "a", encoding="utf-8") as log:
-        while not stop["flag"] and step < end:
-            if max_minutes is not None and time.time() - t_start > max_minutes * 60:
-                break
+    with run_book(rdir, step=step, total=end, checkpoint=checkpoint,
+                  checkpoint_minutes=float(cfg.run["checkpoint_minutes"]), max_minutes=max_minutes) as book:
+        while book.running(step, end):
             scale = 4 if rng.random() < float(tc["x4_fraction"]) else 2
             hr = sample_batch(data, train256, train64, scale, cfg, rng)
             lr = degrade(hr, scale, cfg.degrade, rng)
@@ -240,28 +221,19 @@ def train(*, config: Path | None = None, resume: bool = False, threads: int = 1,
             loss.backward()
             opt.step()
             step += 1
-            if not math.isfinite(loss.item()):
-                raise StrataError(f"loss became {loss.item()} at step {step}; lower train.lr and resume")
-            loss_acc, n_acc = loss_acc + loss.item(), n_acc + 1
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
-            if step % int(cfg.run["log_every"]) == 0 or step % int(cfg.run["eval_every"]) == 0 or step == end:
-                now = time.time()
-                rec = {"step": step, "loss": round(loss_acc / max(n_acc, 1), 5),
-                       "it_s": round(n_acc / max(now - t_log, 1e-9), 3), "lr": lr_at(step, tc), "time": round(now)}
-                if step % int(cfg.run["eval_every"]) == 0 or step == end:
-                    net.eval()
-                    for s in (4, 2):
-                        p = heldout_psnr(net, data, held256, s)
-                        rec[f"heldout_psnr_x{s}"], rec[f"bicubic_psnr_x{s}"] = round(p["model"], 2), round(p["bicubic"], 2)
-                    net.train()
-                write_log(log, rec, bar)
-                t_log, loss_acc, n_acc = time.time(), 0.0, 0
-            if time.time() - t_ckpt > float(cfg.run["checkpoint_minutes"]) * 60:
-                checkpoint()
-                t_ckpt = time.time()
-    checkpoint()
+            book.add(step, loss.item())
+            evaluate = step % int(cfg.run["eval_every"]) == 0 or step == end
+            if step % int(cfg.run["log_every"]) == 0 or evaluate:
+                extra = {}
+                if evaluate:
+                    with book.aside():
+                        net.eval()
+                        for s in (4, 2):
+                            p = heldout_psnr(net, data, held256, s)
+                            extra[f"heldout_psnr_x{s}"] = round(p["model"], 2)
+                            extra[f"bicubic_psnr_x{s}"] = round(p["bicubic"], 2)
+                        net.train()
+                book.write(step, lr_at(step, tc), **extra)
     print(f"checkpoint at step {step} in {ckpt_path}", flush=True)
     return rdir
 

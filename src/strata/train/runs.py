@@ -1,0 +1,172 @@
+"""What every trainer's run shares: its recipe, its directory, atomic checkpoints, and the loop's book.
+
+A run lives in one directory outside the git tree (``run.dir`` in the recipe, else
+``$STRATA_TRAIN_DIR/<model>``, else ``~/.cache/strata/train/<model>``): ``checkpoint.pt``
+(written atomically), ``log.jsonl`` (one line per log interval) and whatever the trainer adds
+(sample grids). Copying the directory to another machine and passing ``--resume`` continues
+exactly where it stopped.
+
+:class:`RunBook` is the loop's bookkeeping, the same for every model: stop cleanly on SIGTERM /
+Ctrl-C / a time or step limit, the mean loss and speed per log line, a checkpoint every few
+minutes, one on a crash, and one at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+import yaml
+
+from strata.errors import StrataError
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def load_recipe(path: Path | None, default: Path, sections: tuple[str, ...]) -> tuple[dict[str, Any], str]:
+    """Read a training recipe (YAML); returns (the parsed sections, the file's text).
+
+    Raises:
+        StrataError: the file is missing or lacks one of ``sections``.
+    """
+    path = Path(path or default)
+    if not path.is_file():
+        raise StrataError(f"training config {path} not found; pass --config with an existing YAML file")
+    text = path.read_text(encoding="utf-8")
+    raw = yaml.safe_load(text) or {}
+    missing = set(sections) - set(raw)
+    if missing:
+        raise StrataError(f"{path}: missing sections {sorted(missing)}; start from {default}")
+    return raw, text
+
+
+def run_dir(run: dict[str, Any], model: str) -> Path:
+    """``run.dir`` of the recipe, else ``$STRATA_TRAIN_DIR/<model>``, else ``~/.cache/strata/train/<model>``."""
+    if run.get("dir"):
+        return Path(run["dir"]).expanduser()
+    env = os.environ.get("STRATA_TRAIN_DIR")
+    return (Path(env) if env else Path.home() / ".cache" / "strata" / "train") / model
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Write atomically: a kill mid-write leaves the previous checkpoint intact."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Load our own checkpoint; ``weights_only`` refuses arbitrary pickled objects."""
+    if not path.is_file():
+        raise StrataError(f"no checkpoint at {path}; start without --resume, or point --run-dir (or the "
+                          "recipe's run.dir, or STRATA_TRAIN_DIR) at the run")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def open_run(ckpt_path: Path, resume: bool) -> dict | None:
+    """The checkpoint to resume from (None for a new run); refuses to overwrite a run silently."""
+    if ckpt_path.exists() and not resume:
+        raise StrataError(f"{ckpt_path.parent} already holds a run; pass --resume to continue it or choose another run dir")
+    return load_checkpoint(ckpt_path) if resume else None
+
+
+def write_log(log: IO[str], rec: dict, bar: Any) -> None:
+    """Append one record to a run's log.jsonl; in the background (no progress bar) also print it."""
+    log.write(json.dumps(rec) + "\n")
+    log.flush()
+    if bar is None:
+        print(" ".join(f"{k} {v}" for k, v in rec.items() if k != "time"), flush=True)
+
+
+def progress_bar(step: int, total: int | None) -> Any:
+    """A tqdm bar (loss, it/s) when attached to a terminal; None in the background."""
+    if not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(initial=step, total=total, unit="step", dynamic_ncols=True)
+
+
+class RunBook:
+    """The training loop's bookkeeping (see the module docstring); made by :func:`run_book`."""
+
+    def __init__(self, log: IO[str], bar: Any, checkpoint: Callable[[], None], checkpoint_minutes: float,
+                 max_minutes: float | None):
+        self.log, self.bar, self._checkpoint = log, bar, checkpoint
+        self.checkpoint_s = checkpoint_minutes * 60
+        self.max_s = None if max_minutes is None else max_minutes * 60
+        self.stopped = False
+        self.t_start = self.t_ckpt = self.t_log = time.time()
+        self.loss_sum, self.n, self.paused_s = 0.0, 0, 0.0
+
+    def running(self, step: int, max_steps: int | None) -> bool:
+        """False once a signal arrived, or ``step`` reached ``max_steps``, or the time is up."""
+        if self.stopped or (max_steps is not None and step >= max_steps):
+            return False
+        return self.max_s is None or time.time() - self.t_start <= self.max_s
+
+    def add(self, step: int, loss: float) -> None:
+        """Count one finished step (``step`` is its number, 1-based); a non-finite loss stops the run."""
+        if not math.isfinite(loss):
+            raise StrataError(f"loss became {loss} at step {step}; lower train.lr and resume from the checkpoint")
+        self.loss_sum, self.n = self.loss_sum + loss, self.n + 1
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+        if time.time() - self.t_ckpt > self.checkpoint_s:
+            self._checkpoint()
+            self.t_ckpt = time.time()
+
+    def write(self, step: int, lr: float, **extra: Any) -> dict:
+        """One log line: mean loss and steps/s since the last line, ``lr`` and ``extra`` (held-out measures)."""
+        now = time.time()
+        rec = {"step": step, "loss": round(self.loss_sum / max(self.n, 1), 5),
+               "it_s": round(self.n / max(now - self.t_log - self.paused_s, 1e-9), 3), "lr": lr, **extra,
+               "time": round(now)}
+        write_log(self.log, rec, self.bar)
+        self.t_log, self.loss_sum, self.n, self.paused_s = time.time(), 0.0, 0, 0.0
+        return rec
+
+    @contextlib.contextmanager
+    def aside(self) -> Iterator[None]:
+        """Work that is not training (a sample grid, a held-out evaluation): not counted in steps/s."""
+        t = time.time()
+        try:
+            yield
+        finally:
+            self.paused_s += time.time() - t
+
+
+@contextlib.contextmanager
+def run_book(rdir: Path, *, step: int, total: int | None, checkpoint: Callable[[], None],
+             checkpoint_minutes: float, max_minutes: float | None = None) -> Iterator[RunBook]:
+    """Open ``rdir/log.jsonl`` and hand out the loop's :class:`RunBook`.
+
+    SIGTERM and SIGINT finish the current step and leave the loop (``book.running`` turns False);
+    an exception in the loop still checkpoints the steps done; leaving the block normally writes
+    the final checkpoint.
+    """
+    bar = progress_bar(step, total)
+    with open(rdir / "log.jsonl", "a", encoding="utf-8") as log:
+        book = RunBook(log, bar, checkpoint, checkpoint_minutes, max_minutes)
+
+        def on_signal(signum: int, frame: Any) -> None:
+            book.stopped = True
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        try:
+            yield book
+        except BaseException:
+            checkpoint()
+            raise
+    checkpoint()
