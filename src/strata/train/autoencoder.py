@@ -26,7 +26,8 @@ from strata.errors import StrataError
 from strata.models.image_autoencoder import AutoencoderConfig, PatchAutoencoder, premultiply
 from strata.train import data_emoji
 from strata.train.image import REPO_WEIGHTS
-from strata.train.runs import CHECKPOINT, load_checkpoint, load_recipe, open_run, run_book, run_dir, save_checkpoint
+from strata.train.runs import (CHECKPOINT, load_checkpoint, load_recipe, open_run, run_book, run_dir,
+                               save_checkpoint, warmup_cosine)
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "autoencoder.yaml"
 
@@ -84,8 +85,7 @@ def psnr(ae: PatchAutoencoder, images: torch.Tensor, batch: int = 128) -> float:
 
 def lr_at(step: int, tc: dict) -> float:
     """Cosine from ``lr`` to ``lr_final`` over ``steps``."""
-    frac = min(step / max(int(tc["steps"]), 1), 1.0)
-    return float(tc["lr_final"]) + 0.5 * (float(tc["lr"]) - float(tc["lr_final"])) * (1 + math.cos(math.pi * frac))
+    return warmup_cosine(step, lr=float(tc["lr"]), lr_final=float(tc["lr_final"]), steps=int(tc["steps"]))
 
 
 def train(*, config: Path | None = None, resume: bool = False, threads: int = 1,

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,7 +26,8 @@ from strata.errors import StrataError
 from strata.models.music_model import MusicModel, MusicModelConfig, build_network
 from strata.models.music_tokens import TOKEN_ID
 from strata.train import data_chorales
-from strata.train.runs import CHECKPOINT, load_checkpoint, load_recipe, open_run, run_book, run_dir, save_checkpoint
+from strata.train.runs import (CHECKPOINT, load_checkpoint, load_recipe, open_run, run_book, run_dir,
+                               save_checkpoint, warmup_cosine)
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "music.yaml"
 REPO_WEIGHTS = Path(__file__).resolve().parents[3] / "weights" / "music"
@@ -138,10 +138,8 @@ def heldout_loss(net, sequences: list[list[int]], length: int) -> float:
 def lr_at(step: int, tc: dict) -> float:
     """Linear warmup, then cosine from ``lr`` to ``lr_final`` at ``steps`` (constant after)."""
     warm = int(tc["warmup_steps"])
-    if step < warm:
-        return float(tc["lr"]) * (step + 1) / warm
-    frac = min((step - warm) / max(int(tc["steps"]) - warm, 1), 1.0)
-    return float(tc["lr_final"]) + 0.5 * (float(tc["lr"]) - float(tc["lr_final"])) * (1 + math.cos(math.pi * frac))
+    return warmup_cosine(step, lr=float(tc["lr"]), lr_final=float(tc["lr_final"]), steps=int(tc["steps"]),
+                         warmup=warm, cosine_start=warm)
 
 
 # ---- the loop -------------------------------------------------------------------------------

@@ -57,6 +57,16 @@ def run_dir(run: dict[str, Any], model: str) -> Path:
     return (Path(env) if env else Path.home() / ".cache" / "strata" / "train") / model
 
 
+def warmup_cosine(step: int, *, lr: float, lr_final: float, steps: int, warmup: int = 0,
+                  cosine_start: int = 0) -> float:
+    """Learning rate at ``step``: linear warmup over ``warmup`` steps, then a cosine from ``lr`` down to
+    ``lr_final``, which it reaches at ``steps`` (the cosine's clock starts at ``cosine_start``), constant after."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    frac = min((step - cosine_start) / max(steps - cosine_start, 1), 1.0)
+    return lr_final + 0.5 * (lr - lr_final) * (1 + math.cos(math.pi * frac))
+
+
 def save_checkpoint(path: Path, state: dict) -> None:
     """Write atomically: a kill mid-write leaves the previous checkpoint intact."""
     tmp = path.with_name(path.name + ".tmp")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -32,7 +31,8 @@ from strata.errors import StrataError
 from strata.models.scorer import MODEL_ID, PooledTextEncoder, Scorer, ScorerConfig, ScorerNet, info_nce
 from strata.train import data_emoji
 from strata.train.captions import caption_for
-from strata.train.runs import CHECKPOINT, load_checkpoint, load_recipe, open_run, run_book, run_dir, save_checkpoint
+from strata.train.runs import (CHECKPOINT, load_checkpoint, load_recipe, open_run, run_book, run_dir,
+                               save_checkpoint, warmup_cosine)
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "scorer.yaml"
 REPO_WEIGHTS = Path(__file__).resolve().parents[3] / "weights" / "scorer"
@@ -185,11 +185,9 @@ def eval_set(split: ScorerData, n: int, seed: int) -> tuple[torch.Tensor, torch.
 
 
 def lr_at(step: int, tc: dict) -> float:
-    """Linear warmup, then cosine from ``lr`` to ``lr_final`` over ``steps``."""
-    if step < int(tc["warmup_steps"]):
-        return float(tc["lr"]) * (step + 1) / int(tc["warmup_steps"])
-    frac = min(step / max(int(tc["steps"]), 1), 1.0)
-    return float(tc["lr_final"]) + 0.5 * (float(tc["lr"]) - float(tc["lr_final"])) * (1 + math.cos(math.pi * frac))
+    """Linear warmup, then cosine from ``lr`` to ``lr_final`` over ``steps`` (counted from step 0)."""
+    return warmup_cosine(step, lr=float(tc["lr"]), lr_final=float(tc["lr_final"]), steps=int(tc["steps"]),
+                         warmup=int(tc["warmup_steps"]))
 
 
 # ---- the loop -------------------------------------------------------------------------------

@@ -29,7 +29,8 @@ from strata.models.upscale import MODEL_ID, UpscaleConfig, UpscaleModel, Upscale
 from strata.ops.edit import gaussian_blur
 from strata.train import data_sr
 from strata.train.data_emoji import OptOut
-from strata.train.runs import CHECKPOINT, load_checkpoint, load_recipe, open_run, run_book, run_dir, save_checkpoint
+from strata.train.runs import (CHECKPOINT, load_checkpoint, load_recipe, open_run, run_book, run_dir,
+                               save_checkpoint, warmup_cosine)
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "upscale.yaml"
 REPO_WEIGHTS = Path(__file__).resolve().parents[3] / "weights" / "upscale"
@@ -165,8 +166,7 @@ def heldout_psnr(net: UpscaleNet, data: data_sr.SRData, held: np.ndarray, scale:
 
 def lr_at(step: int, tc: dict) -> float:
     """Cosine from ``lr`` to ``lr_final`` over ``steps``."""
-    frac = min(step / max(int(tc["steps"]), 1), 1.0)
-    return float(tc["lr_final"]) + 0.5 * (float(tc["lr"]) - float(tc["lr_final"])) * (1 + math.cos(math.pi * frac))
+    return warmup_cosine(step, lr=float(tc["lr"]), lr_final=float(tc["lr_final"]), steps=int(tc["steps"]))
 
 
 # ---- the loop -------------------------------------------------------------------------------
