@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from strata.errors import ModelError
-from strata.models.weights_folder import load_weights_folder, save_weights_folder
+from strata.models.weights_folder import config_from_dict, load_weights_folder, save_weights_folder
 
 AUTOENCODER_CONFIG = "autoencoder.json"
 AUTOENCODER_WEIGHTS = "autoencoder.safetensors"
@@ -53,10 +53,8 @@ class AutoencoderConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "AutoencoderConfig":
-        extra = set(d) - set(cls.__dataclass_fields__)
-        if extra:
-            raise ModelError(f"unknown autoencoder config keys {sorted(extra)}; is it from a newer strata?")
-        return cls(**d)
+        """Build from a (JSON) dict; lists become tuples, unknown keys are an error."""
+        return config_from_dict(cls, d, "autoencoder")
 
 
 class _ResBlock(nn.Module):

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from strata.errors import ModelError, StrataWarning
 from strata.models.image_autoencoder import AUTOENCODER_WEIGHTS, PatchAutoencoder, premultiply, unpremultiply
-from strata.models.weights_folder import load_weights_folder, save_weights_folder
+from strata.models.weights_folder import config_from_dict, load_weights_folder, save_weights_folder
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "unet.safetensors"
@@ -100,11 +100,7 @@ class ImageDiffusionConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "ImageDiffusionConfig":
         """Build from a (JSON) dict; lists become tuples, unknown keys are an error."""
-        known = {f for f in cls.__dataclass_fields__}
-        extra = set(d) - known
-        if extra:
-            raise ModelError(f"unknown image model config keys {sorted(extra)}; is the config from a newer strata?")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+        return config_from_dict(cls, d, "image model")
 
 
 def build_unet(cfg: ImageDiffusionConfig):

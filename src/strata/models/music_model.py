@@ -21,7 +21,8 @@ import torch
 from strata.errors import ModelError
 from strata.models.builtin import MUSIC
 from strata.models.music_tokens import TOKEN_ID, VOCAB
-from strata.models.weights_folder import CONFIG_NAME, WEIGHTS_NAME, load_weights_folder, save_weights_folder
+from strata.models.weights_folder import (CONFIG_NAME, WEIGHTS_NAME, config_from_dict, load_weights_folder,
+                                          save_weights_folder)
 
 # The most tokens one bar can take: BAR, 16 POS, and 4 monophonic voices × 16 onsets × 3 tokens.
 MAX_BAR_TOKENS = 1 + 16 + 4 * 16 * 3
@@ -62,11 +63,8 @@ class MusicModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "MusicModelConfig":
-        known = set(cls.__dataclass_fields__)
-        unknown = set(d) - known
-        if unknown:
-            raise ModelError(f"unknown music model config keys {sorted(unknown)}")
-        return cls(**d)
+        """Build from a (JSON) dict; lists become tuples, unknown keys are an error."""
+        return config_from_dict(cls, d, "music model")
 
     def gpt2_config(self):  # -> transformers.GPT2Config
         from transformers import GPT2Config

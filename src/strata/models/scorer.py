@@ -30,7 +30,7 @@ from torch import nn
 
 from strata.errors import ModelError
 from strata.models.builtin import SCORER
-from strata.models.weights_folder import CONFIG_NAME, load_weights_folder, save_weights_folder
+from strata.models.weights_folder import CONFIG_NAME, config_from_dict, load_weights_folder, save_weights_folder
 
 MODEL_ID = SCORER.id  # the registry's name for it (models/builtin.py)
 CAPABILITY = SCORER.capability
@@ -54,13 +54,8 @@ class ScorerConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ScorerConfig":
-        extra = set(d) - set(cls.__dataclass_fields__)
-        if extra:
-            raise ModelError(f"unknown scorer config keys {sorted(extra)}; is it from a newer strata?")
-        d = dict(d)
-        if "channels" in d:
-            d["channels"] = tuple(int(c) for c in d["channels"])
-        return cls(**d)
+        """Build from a (JSON) dict; lists become tuples, unknown keys are an error."""
+        return config_from_dict(cls, d, "scorer")
 
 
 def premultiplied_input(rgba: torch.Tensor, size: int) -> torch.Tensor:

@@ -40,7 +40,8 @@ from torch import nn
 
 from strata.errors import ModelError
 from strata.models.builtin import UPSCALE
-from strata.models.weights_folder import CONFIG_NAME, WEIGHTS_NAME, load_weights_folder, save_weights_folder
+from strata.models.weights_folder import (CONFIG_NAME, WEIGHTS_NAME, config_from_dict, load_weights_folder,
+                                          save_weights_folder)
 
 MODEL_ID = UPSCALE.id  # the registry's name for it (models/builtin.py)
 SCALES = (2, 4)
@@ -62,13 +63,8 @@ class UpscaleConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "UpscaleConfig":
-        extra = set(d) - set(cls.__dataclass_fields__)
-        if extra:
-            raise ModelError(f"unknown upscaler config keys {sorted(extra)}; is it from a newer strata?")
-        d = dict(d)
-        if "scales" in d:
-            d["scales"] = tuple(int(s) for s in d["scales"])
-        return cls(**d)
+        """Build from a (JSON) dict; lists become tuples, unknown keys are an error."""
+        return config_from_dict(cls, d, "upscaler")
 
     @property
     def receptive_radius(self) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from strata.errors import ModelError
 from strata.files import atomic_write_bytes
@@ -17,8 +17,21 @@ from strata.files import atomic_write_bytes
 if TYPE_CHECKING:  # torch is imported by the loaders, not by registering a folder's names
     import torch
 
+T = TypeVar("T")
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
+
+
+def config_from_dict(cls: type[T], d: dict[str, Any], what: str) -> T:
+    """A model's config dataclass from its JSON dict: lists become tuples, unknown keys are an error.
+
+    Raises:
+        ModelError: keys the dataclass does not have (a config from a newer strata, or a typo).
+    """
+    extra = set(d) - set(cls.__dataclass_fields__)  # type: ignore[attr-defined]
+    if extra:
+        raise ModelError(f"unknown {what} config keys {sorted(extra)}; is the config from a newer strata?")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
 def save_weights_folder(directory: str | Path, state: dict[str, torch.Tensor], config: dict[str, Any], *,
@@ -71,4 +84,4 @@ def load_weights_folder(directory: str | Path, *, what: str, how_to_make: str,
     return config, state, w_path
 
 
-__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "load_weights_folder", "save_weights_folder"]
+__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "config_from_dict", "load_weights_folder", "save_weights_folder"]
