@@ -256,3 +256,24 @@ def test_optional_file_params_are_hashed_into_the_key():
 
     assert REGISTRY["test.optional_file"].file_params == ("font",)
     del REGISTRY["test.optional_file"]
+
+
+def test_strata_run_uses_the_installed_models(tmp_path, monkeypatch):
+    """The Python API's run() resolves models like the CLI: a select node (optional scorer) runs."""
+    import strata
+    from strata.models.registry import reset_default_registry
+
+    monkeypatch.setenv("STRATA_SCORER_MODEL", str(tmp_path / "no-scorer"))  # none installed: technical ranking
+    reset_default_registry()
+    try:
+        b = strata.WorkflowBuilder(name="pick", seed=0)
+        a = b.add("io.sample_image", id="a", name="coffee")
+        small = b.add("edit.resize", id="small", image=a, width=64, height=48)
+        blur = b.add("enhance.denoise", id="blur", image=small)
+        best = b.add("image.select", id="best", images=[small, blur])
+        b.output("best.png", best.best)
+        result = strata.run(b.build(), store=strata.Store(tmp_path / "store"), out_dir=tmp_path / "out")
+        assert result.ok, result.failed
+        assert (tmp_path / "out" / "best.png").is_file()
+    finally:
+        reset_default_registry()

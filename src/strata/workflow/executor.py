@@ -329,5 +329,8 @@ def _edge_rows(inputs: dict[str, AssetRef], outputs: dict[str, AssetRef]) -> lis
 
 
 def run(workflow: Workflow, *, store: Store | None = None, sinks: list[Sink] | None = None, **kwargs: Any) -> RunResult:
-    """Convenience: run ``workflow`` against ``store`` (default: the default store)."""
-    return Executor(store or Store(), sinks=sinks).run(workflow, **kwargs)
+    """Convenience: run ``workflow`` against ``store`` (default: the default store) with the
+    installed models (the default registry, as the CLI and the server use)."""
+    from strata.models.registry import default_registry
+
+    return Executor(store or Store(), sinks=sinks, models=default_registry()).run(workflow, **kwargs)
