@@ -64,7 +64,7 @@ def unet_flops(model: ImageDiffusionModel, batch: int) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
     cfg = model.cfg
-    x = torch.randn(batch, cfg.latent_channels, cfg.latent_size, cfg.latent_size)
+    x = torch.randn(batch, cfg.unet_in_channels, cfg.latent_size, cfg.latent_size)
     ctx, mask = model.text_encoder().encode(["a red apple"] * batch)
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model.unet(x, torch.tensor(500), encoder_hidden_states=ctx, encoder_attention_mask=mask)
