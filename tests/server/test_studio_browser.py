@@ -90,6 +90,14 @@ def test_studio_main_flows(studio_url, tmp_path):
         page.wait_for_selector("#inpaint-result figure img")
         page.screenshot(path=str(shots / "studio-inpaint.png"))
 
+        # 1c. outpaint: extend the picture 16 px to the right (pad + inpaint of the new margin)
+        width = page.evaluate("document.querySelector('#paint-stage img').naturalWidth")
+        page.fill("#outpaint-px", "16")
+        page.click("#outpaint-run")
+        page.wait_for_function("(() => { const i = document.querySelector('#inpaint-result img[alt=outpainted]');"
+                               " return i && i.naturalWidth > 0; })()")
+        assert page.evaluate("document.querySelector('#inpaint-result img[alt=outpainted]').naturalWidth") == width + 16
+
         # 2. upload an image, use it in a workflow, see the output
         page.click("button[data-tab=workflow]")
         page.fill("#wf-text", "name: upload\nnodes:\n  - {id: img, op: io.load_image, params: {path: }}\n"

@@ -101,18 +101,49 @@ function maskDataUrl() {
 }
 
 async function runInpaint() {
+  await repaint($("#inpaint-run"), await blobToDataUrl(paint.image), maskDataUrl(),
+                parseFloat($("#inpaint-strength").value), "inpainted");
+}
+
+// Outpainting = pad + inpaint: the picture on a larger transparent canvas, the new margins (and
+// any painted strokes) as the mask, repainted from scratch.
+async function runOutpaint() {
+  const px = parseInt($("#outpaint-px").value, 10) || 0;
+  const [l, r, t, b] = ["left", "right", "top", "bottom"].map((side) => ($(`#outpaint-${side}`).checked ? px : 0));
+  if (px < 1 || l + r + t + b === 0) {
+    showError(new Error("choose how many pixels to add and at least one side to extend"));
+    return;
+  }
+  const bitmap = await createImageBitmap(paint.image);
+  const size = { width: bitmap.width + l + r, height: bitmap.height + t + b };
+  const picture = el("canvas", size);
+  picture.getContext("2d").drawImage(bitmap, l, t);
+  const mask = el("canvas", size);
+  const m = mask.getContext("2d");
+  m.fillStyle = "#ffffff";
+  m.fillRect(0, 0, size.width, size.height);
+  m.fillStyle = "#000000";
+  m.fillRect(l, t, bitmap.width, bitmap.height);
+  const strokes = el("img", { alt: "" });
+  strokes.src = maskDataUrl();
+  await strokes.decode();
+  m.globalCompositeOperation = "lighten";  // painted strokes (white) are repainted too
+  m.drawImage(strokes, l, t);
+  await repaint($("#outpaint-run"), picture.toDataURL("image/png"), mask.toDataURL("image/png"), 1.0, "outpainted");
+}
+
+async function repaint(button, imageUrl, maskUrl, strength, what) {
   clearError();
-  const button = $("#inpaint-run");
   button.disabled = true;
   try {
     const result = await postJson("/sdapi/v1/img2img", {
-      init_images: [await blobToDataUrl(paint.image)], mask: maskDataUrl(), prompt: $("#inpaint-prompt").value,
-      seed: parseInt($("#inpaint-seed").value, 10), denoising_strength: parseFloat($("#inpaint-strength").value),
+      init_images: [imageUrl], mask: maskUrl, prompt: $("#inpaint-prompt").value,
+      seed: parseInt($("#inpaint-seed").value, 10), denoising_strength: strength,
     });
     const info = JSON.parse(result.info);
     $("#inpaint-result").replaceChildren(...result.images.map((b64, i) => el("figure", {},
-      el("img", { src: `data:image/png;base64,${b64}`, alt: "inpainted" }), el("figcaption", {}, `seed ${info.all_seeds[i]}`))));
-    setStatus(`inpainted (job ${info.strata.job})`);
+      el("img", { src: `data:image/png;base64,${b64}`, alt: what }), el("figcaption", {}, `seed ${info.all_seeds[i]}`))));
+    setStatus(`${what} (job ${info.strata.job})`);
   } catch (err) {
     showError(err);
   } finally {
@@ -320,6 +351,7 @@ async function start() {
   document.querySelectorAll("#tabs button").forEach((b) => b.addEventListener("click", () => switchTab(b.dataset.tab)));
   $("#gen-form").addEventListener("submit", generate);
   $("#inpaint-run").addEventListener("click", runInpaint);
+  $("#outpaint-run").addEventListener("click", runOutpaint);
   $("#paint-clear").addEventListener("click", () => paint.canvas?.getContext("2d").clearRect(0, 0, paint.canvas.width, paint.canvas.height));
   $("#wf-text").value = SAMPLE;
   $("#wf-submit").addEventListener("click", runWorkflow);
