@@ -147,18 +147,9 @@ def variation(
         prompt, negative, count, seed, steps, guidance, sampler, model, lora, precision,
             attention_slicing: as for ``image.generate``. Runs ``round(steps × strength)`` steps.
     """
-    if loaded_model is not None and not _is_diffusers(loaded_model):
-        from strata.models.image_pipeline import variation as run_variation
-
-        _builtin_only_params(lora=lora, precision=precision, attention_slicing=attention_slicing)
-        sampler = _builtin_sampler(sampler)
-        return _builtin_call(run_variation, loaded_model, image, prompt, strength=strength, negative_prompt=negative,
-                             count=count, seed=seed, steps=steps, guidance=guidance, sampler=sampler,
-                             callback=(lambda p: progress(p.step, p.total)) if progress else None)
-    return _run_diffusers(_require_diffusers(loaded_model, "image-to-image"), "image-to-image", prompt=prompt,
-                          negative=negative, count=count, seed=seed, steps=steps, guidance=guidance, sampler=sampler,
-                          image=image, strength=strength, lora=lora, precision=precision,
-                          attention_slicing=attention_slicing, progress=progress)
+    return _image_to_image("image-to-image", image, None, loaded_model=loaded_model, prompt=prompt, negative=negative,
+                           strength=strength, count=count, seed=seed, steps=steps, guidance=guidance, sampler=sampler,
+                           lora=lora, precision=precision, attention_slicing=attention_slicing, progress=progress)
 
 
 @node("image.inpaint", layer="generate", version=2, model="inpaint")
@@ -186,8 +177,8 @@ def inpaint(
     The built-in model inpaints any image at any size: it works on the whole picture brought to
     its 64×64 domain and pastes the repainted area back at full size; pixels away from the mask
     keep their exact values. A user model (UNet with 9 input channels, `strata models add`)
-    works at the image's size, which must then be a multiple of 8. Outpainting: ``edit.pad`` with
-    transparency, mask the padding (``edit.mask_from_alpha`` inverted), inpaint.
+    works at the image's size, which must then be a multiple of 8. Outpainting: ``edit.pad``, then
+    inpaint its ``image`` with its ``mask`` (the added pixels).
 
     Args:
         image, mask: the picture and what to repaint (same size; soft edges blend).
@@ -198,18 +189,27 @@ def inpaint(
     if mask.size != image.size:
         raise OpError(f"mask is {mask.width}×{mask.height} but the image is {image.width}×{image.height}; "
                       "they must match", param="mask")
+    return _image_to_image("inpaint", image, mask, loaded_model=loaded_model, prompt=prompt, negative=negative,
+                           strength=strength, count=count, seed=seed, steps=steps, guidance=guidance, sampler=sampler,
+                           lora=lora, precision=precision, attention_slicing=attention_slicing, progress=progress)
+
+
+def _image_to_image(capability: str, image: Image, mask: Mask | None, *, loaded_model: Any, progress: Any,
+                    lora: list[Any], precision: str, attention_slicing: bool, sampler: str, prompt: str,
+                    negative: str, **sampling: Any) -> list[Image]:
+    """image.variation and image.inpaint: the built-in pipeline's ``variation()`` (with the mask, if
+    any, it inpaints) or a user model's diffusers pipeline for ``capability``."""
     if loaded_model is not None and not _is_diffusers(loaded_model):
         from strata.models.image_pipeline import variation as run_variation
 
         _builtin_only_params(lora=lora, precision=precision, attention_slicing=attention_slicing)
-        return _builtin_call(run_variation, loaded_model, image, prompt, mask=mask.values, strength=strength,
-                             negative_prompt=negative, count=count, seed=seed, steps=steps, guidance=guidance,
-                             sampler=_builtin_sampler(sampler),
-                             callback=(lambda p: progress(p.step, p.total)) if progress else None)
-    return _run_diffusers(_require_diffusers(loaded_model, "inpaint"), "inpaint", prompt=prompt, negative=negative,
-                          count=count, seed=seed, steps=steps, guidance=guidance, sampler=sampler, image=image,
-                          mask=mask, strength=strength, lora=lora, precision=precision,
-                          attention_slicing=attention_slicing, progress=progress)
+        return _builtin_call(run_variation, loaded_model, image, prompt, mask=None if mask is None else mask.values,
+                             negative_prompt=negative, sampler=_builtin_sampler(sampler),
+                             callback=(lambda p: progress(p.step, p.total)) if progress else None, **sampling)
+    with_mask = {} if mask is None else {"mask": mask}
+    return _run_diffusers(_require_diffusers(loaded_model, capability), capability, prompt=prompt, negative=negative,
+                          sampler=sampler, image=image, lora=lora, precision=precision,
+                          attention_slicing=attention_slicing, progress=progress, **with_mask, **sampling)
 
 
 def _is_diffusers(loaded_model: Any) -> bool:
