@@ -39,7 +39,7 @@ from _common import write_result  # noqa: E402
 from quality import GALLERY, eval_data, eval_parser, load_model, save_grid, topk  # noqa: E402
 
 from strata.media.image import Image  # noqa: E402
-from strata.models.image_pipeline import _feathered, _paste, generate, variation  # noqa: E402
+from strata.models.image_pipeline import feather_weight, generate, paste_back, variation  # noqa: E402
 
 
 def box_mask(side: int = 64, box: int = 32) -> np.ndarray:
@@ -82,7 +82,7 @@ def fill_both(model, image: Image, mask: np.ndarray, prompt: str, seed: int, ste
     filled = variation(model, image, prompt, mask=mask, strength=1.0, seed=seed, steps=steps,
                        guidance=guidance).images[0]
     fresh = generate(model, prompt, seed=seed, steps=steps, guidance=guidance).images[0]
-    pasted = _paste(image, fresh, _feathered(mask, sigma=0.75))
+    pasted = paste_back(image, fresh, feather_weight(mask, sigma=0.75))
     return filled, pasted
 
 
@@ -106,7 +106,7 @@ def photos(model, n_seeds: int, steps: int, guidance: float) -> dict:
             filled = variation(model, img, "", mask=mask, strength=1.0, seed=s, steps=steps, guidance=1.0).images[0]
             fresh = generate(model, "", seed=s, steps=steps, guidance=1.0).images[0]
             sigma = max(0.75, 0.75 * max(img.width, img.height) / model.cfg.image_size)
-            pasted = _paste(img, fresh, _feathered(mask, sigma=sigma))
+            pasted = paste_back(img, fresh, feather_weight(mask, sigma=sigma))
             rows["inpaint"].append(seam_error(filled.pixels, mask))
             rows["paste"].append(seam_error(pasted.pixels, mask))
         rows["original"].append(seam_error(img.pixels, mask))

@@ -261,7 +261,7 @@ def variation(
         if strength == 0.0:
             return GenerateResult(images=[image] * count, seeds=seeds)
         cond = inpaint_conditioning(model, rgba, hole_t, 1).repeat(count, 1, 1, 1)
-        finish = lambda out: _paste(image, out, blend)  # noqa: E731
+        finish = lambda out: paste_back(image, out, blend)  # noqa: E731
     noise = torch.stack([seed_noise(cfg, s) for s in seeds])
     scheduler = _scheduler(cfg, sampler, steps, thresholding)
     start, latents = _start_latents(model, scheduler, rgba, noise, strength, steps)
@@ -295,7 +295,7 @@ def _inpaint_inputs(model: ImageDiffusionModel, image: Image,
     small_hole = cv2.resize(hole_canvas, (side, side), interpolation=cv2.INTER_AREA) > 0
     rgba = torch.from_numpy(np.array(small)).permute(2, 0, 1)[None]
     hole_t = torch.from_numpy(small_hole.astype(np.float32))[None, None]
-    return rgba, hole_t, _feathered(m, sigma=max(0.75, 0.75 * n / side))
+    return rgba, hole_t, feather_weight(m, sigma=max(0.75, 0.75 * n / side))
 
 
 def _start_latents(model: ImageDiffusionModel, scheduler, rgba: torch.Tensor, noise: torch.Tensor, strength: float,
@@ -312,14 +312,14 @@ def _start_latents(model: ImageDiffusionModel, scheduler, rgba: torch.Tensor, no
     return start, scheduler.add_noise(x0.repeat(len(noise), 1, 1, 1), noise, t_start.repeat(len(noise)))
 
 
-def _feathered(mask: np.ndarray, sigma: float) -> np.ndarray:
+def feather_weight(mask: np.ndarray, sigma: float) -> np.ndarray:
     """The compositing weight: 1 on the mask, a Gaussian falloff of ``sigma`` pixels outside it."""
     from strata.ops.edit import gaussian_blur
 
     return np.maximum(mask, np.clip(gaussian_blur(mask, sigma), 0.0, 1.0))[:, :, None]
 
 
-def _paste(original: Image, generated: Image, weight: np.ndarray) -> Image:
+def paste_back(original: Image, generated: Image, weight: np.ndarray) -> Image:
     """Scale the model-size result to the padded square, crop it to the original, blend premultiplied."""
     from strata.ops.edit import premultiply, resample, unpremultiply
 
