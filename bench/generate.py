@@ -2,7 +2,7 @@
 
     python bench/generate.py [--repeats 10]      → bench/results/generate.json
 
-Median of ``repeats`` runs after a warm-up: one 64×64 image (20 DPM-Solver++ steps, guidance 4)
+Median of ``repeats`` runs after a warm-up: one 64×64 image (20 DPM-Solver++ steps, the default guidance)
 and a batch of 8, with a breakdown (text encode / denoise / decode) and the UNet's achieved
 GFLOP/s beside a plain fp32 matmul's GFLOP/s measured in the same run (how close the model
 gets to what the CPU can do). Targets: 1 image ≤ 0.4 s, 8 images ≤ 2 s.
@@ -27,6 +27,7 @@ from _common import write_result  # noqa: E402
 from strata.models.builtin import image_model_dir  # noqa: E402
 from strata.models.image_autoencoder import PatchAutoencoder  # noqa: E402
 from strata.models.image_diffusion import ImageDiffusionModel  # noqa: E402
+from strata.models.samplers import DEFAULT_GUIDANCE  # noqa: E402
 from strata.models.image_pipeline import generate  # noqa: E402
 from strata.train.image import TrainConfig  # noqa: E402
 
@@ -81,9 +82,9 @@ def main() -> None:
     enc = model.text_encoder()
     cfg = model.cfg
 
-    results: dict = {"model": source, "threads": args.threads, "steps": 20, "guidance": 4.0, "sampler": "dpmpp"}
+    results: dict = {"model": source, "threads": args.threads, "steps": 20, "guidance": DEFAULT_GUIDANCE, "sampler": "dpmpp"}
     for count in (1, 8):
-        total = median_time(lambda: generate(model, "a red apple", count=count, seed=0, steps=20, guidance=4.0),
+        total = median_time(lambda: generate(model, "a red apple", count=count, seed=0, steps=20, guidance=DEFAULT_GUIDANCE),
                             args.repeats)
         encode = median_time(lambda: enc.encode(["", "a red apple"]), args.repeats)
         latents = torch.randn(count, cfg.latent_channels, cfg.latent_size, cfg.latent_size)

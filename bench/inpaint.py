@@ -40,6 +40,7 @@ from quality import GALLERY, eval_data, eval_parser, load_model, save_grid, topk
 
 from strata.media.image import Image  # noqa: E402
 from strata.models.image_pipeline import feather_weight, generate, paste_back, variation  # noqa: E402
+from strata.models.samplers import DEFAULT_GUIDANCE  # noqa: E402
 
 
 def box_mask(side: int = 64, box: int = 32) -> np.ndarray:
@@ -127,7 +128,7 @@ def main() -> None:
     if not model.cfg.inpaint:
         raise SystemExit(f"{model_desc} has no mask input (config inpaint: false); nothing to measure")
     model.unet.eval()
-    steps, guidance = 20, 4.0
+    steps, guidance = 20, DEFAULT_GUIDANCE
     n = 25 if args.quick else len(concepts)
     # One Noto image per concept (the first): the same picture style for every concept.
     first = {}

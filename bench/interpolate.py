@@ -30,6 +30,7 @@ from quality import save_grid  # noqa: E402
 from strata.media.image import Image  # noqa: E402
 from strata.models.builtin import image_model_dir  # noqa: E402
 from strata.models.image_diffusion import ImageDiffusionModel  # noqa: E402
+from strata.models.samplers import DEFAULT_GUIDANCE  # noqa: E402
 from strata.models.image_pipeline import generate, interpolate  # noqa: E402
 
 # (prompt_a, seed_a, prompt_b, seed_b): a seed walk, a prompt walk, and both at once.
@@ -62,7 +63,7 @@ def main() -> None:
     t0 = time.time()
     directory = Path(args.model) if args.model else image_model_dir()
     model = ImageDiffusionModel.from_pretrained(directory)
-    settings = {"frames": FRAMES, "steps": 20, "guidance": 4.0, "sampler": "dpmpp"}
+    settings = {"frames": FRAMES, "steps": 20, "guidance": DEFAULT_GUIDANCE, "sampler": "dpmpp"}
     morphs, rows = [], []
     for prompt_a, seed_a, prompt_b, seed_b in MORPHS:
         t = time.time()

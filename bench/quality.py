@@ -14,7 +14,9 @@
 (b) **Novelty.** For each generated image, the nearest training image by SSIM (candidates
     pre-selected by L2 at 16×16); a near-copy is SSIM > 0.9.
 (c) **Diversity.** Mean pairwise 1 − SSIM across 8 seeds of one prompt, for 12 prompts.
-(d) **Sweeps.** Adherence over guidance 1–8 (20 steps) and steps 10/20/50 (guidance 4).
+(d) **Sweeps.** Adherence over guidance 1–12 (20 steps) and steps 10/20/50 (default guidance).
+The main adherence, novelty and diversity use the defaults every entry point uses
+(20 DPM-Solver++ steps, guidance ``DEFAULT_GUIDANCE``).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from _common import RESULTS, write_result  # noqa: E402
 from strata.models.builtin import image_model_dir  # noqa: E402
 from strata.models.image_diffusion import ImageDiffusionModel  # noqa: E402
 from strata.models.image_pipeline import generate  # noqa: E402
+from strata.models.samplers import DEFAULT_GUIDANCE  # noqa: E402
 from strata.train import data_emoji  # noqa: E402
 
 GALLERY = Path(__file__).resolve().parents[1] / "docs" / "gallery"
@@ -318,7 +321,7 @@ def main() -> None:
     model, model_desc = load_model(args)
     model.unet.eval()
     seeds = 2 if args.quick else 4
-    steps, guidance = 20, 4.0
+    steps, guidance = 20, DEFAULT_GUIDANCE
     t_gen = time.time()
     gen = make(model, concepts, seeds, steps=steps, guidance=guidance)
     gen_s = time.time() - t_gen
@@ -332,11 +335,11 @@ def main() -> None:
     sweep_concepts = concepts[::5] if args.quick else concepts[::2]
     sweep_labels = torch.tensor([concepts.index(c) for c in sweep_concepts]).repeat_interleave(2)
     sweeps = {"guidance": {}, "steps": {}}
-    for gval in (1.0, 2.0, 4.0, 6.0, 8.0):
+    for gval in (1.0, 2.0, 4.0, 6.0, 8.0, 12.0):
         sweeps["guidance"][str(gval)] = topk(clf, make(model, sweep_concepts, 2, steps=20, guidance=gval), sweep_labels)
         print(f"  guidance {gval}: {sweeps['guidance'][str(gval)]}", flush=True)
     for sval in (10, 20, 50):
-        sweeps["steps"][str(sval)] = topk(clf, make(model, sweep_concepts, 2, steps=sval, guidance=4.0), sweep_labels)
+        sweeps["steps"][str(sval)] = topk(clf, make(model, sweep_concepts, 2, steps=sval, guidance=guidance), sweep_labels)
         print(f"  steps {sval}: {sweeps['steps'][str(sval)]}", flush=True)
 
     grid = make(model, list(GRID_PROMPTS), 4, steps=steps, guidance=guidance)

@@ -10,7 +10,7 @@
     an image of the concept is first / among the first five (chance 1 % / 5 %). The other
     direction (each image's best prompt among the 100) is reported too.
 (b) **Choosing among generated candidates.** For 50 of the concepts, 8 candidates from the shipped
-    image model (seeds 0–7, 20 steps, guidance 4). bench/quality.py's classifier (trained on real
+    image model (seeds 0–7, 20 steps, the default guidance). bench/quality.py's classifier (trained on real
     images only, cached in ~/.cache/strata/bench) decides whether an image shows its concept
     (top-5 of 100). Compared: the shipped scorer's top pick; ``image.select`` with the prompt
     (text agreement + technical measures) and without it (technical only); a random pick (its
@@ -37,6 +37,7 @@ from quality import N_CONCEPTS, classifiers, concept_images, eval_concepts  # no
 from strata.models.builtin import image_model_dir, scorer_model_dir  # noqa: E402
 from strata.models.image_diffusion import ImageDiffusionModel  # noqa: E402
 from strata.models.image_pipeline import generate  # noqa: E402
+from strata.models.samplers import DEFAULT_GUIDANCE  # noqa: E402
 from strata.models.scorer import PooledTextEncoder, Scorer  # noqa: E402
 from strata.ops.select import select  # noqa: E402
 from strata.train import data_emoji  # noqa: E402
@@ -110,7 +111,7 @@ def main() -> None:
     chosen = concepts[::step][:args.select_concepts]
     per, t_gen = [], time.time()
     for name in chosen:
-        cands = generate(model, name, count=CANDIDATES, seed=0, steps=20, guidance=4.0).images
+        cands = generate(model, name, count=CANDIDATES, seed=0, steps=20, guidance=DEFAULT_GUIDANCE).images
         batch = torch.stack([torch.from_numpy(np.array(c.pixels)).permute(2, 0, 1) for c in cands])
         with torch.no_grad():
             top5 = clf(batch).topk(5, dim=1).indices

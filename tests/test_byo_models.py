@@ -217,7 +217,7 @@ def test_inpaint_model_is_routed_by_its_nine_channel_unet(tiny, config):
     from strata.ops.generate import inpaint
 
     model = default_registry().load("inpaint", {"model": "inp"})
-    out = inpaint(Image.from_array(init), Mask(mask), prompt="a bite", count=1, seed=3, steps=2, sampler="DDIM",
+    out = inpaint(Image.from_array(init), Mask(mask), prompt="a bite", count=1, seed=3, steps=2, sampler="DDIM", guidance=7.0,
                   loaded_model=model)
     import PIL.Image
 

@@ -15,6 +15,7 @@ from server_helpers import FAKE_GENERATORS, fake_registry, sample_workflow, wait
 from strata.server import a1111
 from strata.server.a1111 import Img2ImgRequest, Txt2ImgRequest, img2img_workflow, strata_sampler, to_generate_request
 from strata.server.generation import GENERATE_OP, GenerateRequest, generate_workflow
+from strata.models.samplers import DEFAULT_GUIDANCE
 from strata.models.registry import ModelRegistry
 
 
@@ -83,7 +84,7 @@ def test_generate_workflow_follows_the_op_params():
                                                              "guidance", "sampler"]))
     params = wf["nodes"][0]["params"]
     assert wf["nodes"][0]["op"] == GENERATE_OP and wf["seed"] == 3 and wf["outputs"] == {"image.png": "generate"}
-    assert params == {"prompt": "cat", "negative": "dog", "seed": 3, "count": 2, "steps": 20, "guidance": 4.0,
+    assert params == {"prompt": "cat", "negative": "dog", "seed": 3, "count": 2, "steps": 20, "guidance": DEFAULT_GUIDANCE,
                       "sampler": "dpmpp"}
     assert ignored == ["width", "height"]
     # a square size goes to a model that takes one side

@@ -11,6 +11,7 @@ from rich.markup import escape
 
 from strata.cli.main import StoreOpt, _execute, err, handle_errors
 from strata.errors import StrataError
+from strata.models.samplers import DEFAULT_GUIDANCE
 
 
 def _slug(prompt: str) -> str:
@@ -54,7 +55,7 @@ def register(app: typer.Typer) -> None:
         count: int = typer.Option(4, "-n", "--count", help="how many images (seeds seed, seed+1, ...)"),
         seed: int = typer.Option(0, "--seed", help="seed of the first image"),
         steps: int = typer.Option(20, "--steps", help="denoising steps"),
-        guidance: float = typer.Option(4.0, "--guidance", help="classifier-free guidance scale"),
+        guidance: float = typer.Option(DEFAULT_GUIDANCE, "--guidance", help="classifier-free guidance scale"),
         sampler: str = typer.Option("dpmpp", "--sampler", help="dpmpp | euler | ddim, or an A1111 name ('Euler a', ...)"),
         width: Optional[int] = typer.Option(None, "--width", help="px (your own models; default: native)"),
         height: Optional[int] = typer.Option(None, "--height", help="px (your own models; default: native)"),

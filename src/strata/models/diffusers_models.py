@@ -31,6 +31,7 @@ import numpy as np
 
 from strata.errors import ModelError
 from strata.media.image import Image, Mask
+from strata.models.samplers import DEFAULT_GUIDANCE
 
 PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle"}
 CONFIGS = Path(__file__).resolve().parent / "configs"
@@ -408,7 +409,7 @@ def run(
     count: int = 1,
     seed: int = 0,
     steps: int = 20,
-    guidance: float = 7.0,
+    guidance: float = DEFAULT_GUIDANCE,
     sampler: str = "DPM++ 2M",
     width: int | None = None,
     height: int | None = None,

@@ -20,6 +20,7 @@ import torch
 from strata.errors import ModelError, StrataError
 from strata.media.image import Image
 from strata.models.image_diffusion import ImageDiffusionConfig, ImageDiffusionModel, inpaint_conditioning
+from strata.models.samplers import DEFAULT_GUIDANCE
 
 # Limits checked at the boundary (the node schema for image.generate should read these).
 MAX_STEPS = 200
@@ -106,7 +107,7 @@ def generate(
     count: int = 1,
     seed: int = 0,
     steps: int = 20,
-    guidance: float = 4.0,
+    guidance: float = DEFAULT_GUIDANCE,
     sampler: str = "dpmpp",
     size: int | None = None,
     thresholding: bool | None = None,
@@ -123,7 +124,7 @@ def generate(
         seed: ≥ 0, default 0.
         steps: denoising steps, 1..200, default 20.
         guidance: classifier-free guidance scale, 0..30 (1 = no guidance, 0 = unconditional),
-            default 4.
+            default :data:`~strata.models.samplers.DEFAULT_GUIDANCE` (7.5).
         sampler: "dpmpp" (DPM-Solver++ 2M, default), "euler" or "ddim".
         size: output side in pixels; only the model's native size is accepted (default).
         thresholding: dynamic thresholding of the predicted clean latent to [-1, 1] (dpmpp and
@@ -214,7 +215,7 @@ def variation(
     count: int = 1,
     seed: int = 0,
     steps: int = 20,
-    guidance: float = 4.0,
+    guidance: float = DEFAULT_GUIDANCE,
     sampler: str = "dpmpp",
     thresholding: bool | None = None,
     callback: Callable[[Progress], None] | None = None,
@@ -360,7 +361,7 @@ def interpolate(
     frames: int = 8,
     negative_prompt: str = "",
     steps: int = 20,
-    guidance: float = 4.0,
+    guidance: float = DEFAULT_GUIDANCE,
     sampler: str = "dpmpp",
     thresholding: bool | None = None,
     callback: Callable[[Progress], None] | None = None,

@@ -19,7 +19,7 @@ import numpy as np
 
 from strata.errors import ModelError, OpError, StrataError, StrataWarning
 from strata.media.image import Image, Mask
-from strata.models.samplers import SAMPLER_NAMES, SHORT_NAMES
+from strata.models.samplers import DEFAULT_GUIDANCE, SAMPLER_NAMES, SHORT_NAMES
 from strata.ops.composite import composite_over
 from strata.ops.edit import Color, parse_color
 from strata.workflow.node import node
@@ -63,7 +63,7 @@ def generate(
     count: Count = 4,
     seed: Seed = 0,
     steps: Steps = 20,
-    guidance: Guidance = 4.0,
+    guidance: Guidance = DEFAULT_GUIDANCE,
     sampler: SamplerParam = "dpmpp",
     size: Annotated[int | None, Field(ge=8, le=4096, description="output side, px (default: the model's native size)")] = None,
     width: Side = None,
@@ -85,7 +85,8 @@ def generate(
         count: 1..64 (default 4); the text is encoded once for the whole batch.
         seed: ≥ 0 (default: the workflow's seed); image i uses ``seed + i``.
         steps: 1..200 (default 20).
-        guidance: 0..30 (default 4; Stable Diffusion models usually want 5..8).
+        guidance: 0..30 (default 7.5: where the built-in model's adherence stops rising; what
+            Stable Diffusion models expect too).
         sampler: dpmpp (default), euler, ddim, or an A1111 name (user models take them all;
             the built-in model uses its sampler of the same family and says so).
         size: square output side (default: the model's native size; the built-in model makes
@@ -126,7 +127,7 @@ def variation(
     count: Count = 1,
     seed: Seed = 0,
     steps: Steps = 20,
-    guidance: Guidance = 7.0,
+    guidance: Guidance = DEFAULT_GUIDANCE,
     sampler: SamplerParam = "dpmpp",
     model: ModelId = None,
     lora: Loras = [],  # noqa: B006
@@ -163,7 +164,7 @@ def inpaint(
     count: Count = 1,
     seed: Seed = 0,
     steps: Steps = 20,
-    guidance: Guidance = 7.0,
+    guidance: Guidance = DEFAULT_GUIDANCE,
     sampler: SamplerParam = "dpmpp",
     model: ModelId = None,
     lora: Loras = [],  # noqa: B006
@@ -297,7 +298,7 @@ def interpolate(
     frames: Annotated[int, Field(ge=2, le=240, description="frames, both ends included")] = 8,
     negative: Negative = "",
     steps: Steps = 20,
-    guidance: Guidance = 4.0,
+    guidance: Guidance = DEFAULT_GUIDANCE,
     sampler: SamplerParam = "dpmpp",
     model: ModelId = None,
     loaded_model: Any = None,

@@ -16,6 +16,7 @@ from typing import Any
 import pydantic
 
 from strata.errors import ModelError
+from strata.models.samplers import DEFAULT_GUIDANCE
 from strata.server.errors import ApiError
 from strata.workflow.node import NodeSpec, load_builtin_ops
 
@@ -45,7 +46,7 @@ class GenerateRequest(pydantic.BaseModel):
     seed: int = pydantic.Field(0, ge=0, le=2**63 - 1, description="image i of the batch uses seed + i")
     count: int = pydantic.Field(1, ge=1, le=64, description="images in the batch")
     steps: int = pydantic.Field(20, ge=1, le=200, description="denoising steps")
-    guidance: float = pydantic.Field(4.0, ge=0, le=30, description="classifier-free guidance scale")
+    guidance: float = pydantic.Field(DEFAULT_GUIDANCE, ge=0, le=30, description="classifier-free guidance scale")
     sampler: str = pydantic.Field("dpmpp", description="dpmpp, euler, ddim or an A1111 sampler name")
     width: int | None = pydantic.Field(None, ge=8, le=4096, description="px; used if the model supports it")
     height: int | None = pydantic.Field(None, ge=8, le=4096, description="px; used if the model supports it")
