@@ -7,6 +7,10 @@ and a batch of 8, with a breakdown (text encode / denoise / decode) and the UNet
 GFLOP/s beside a plain fp32 matmul's GFLOP/s measured in the same run (how close the model
 gets to what the CPU can do). Targets: 1 image ≤ 0.4 s, 8 images ≤ 2 s.
 
+``unet_call``: one UNet call at batch 2 and 16 as the pipeline runs it (ONNX Runtime, for loaded
+weights) beside eager PyTorch on the same weights and inputs, and the one-time cost of the ONNX
+graph (export + session on first use; session only in a later process).
+
 Uses the shipped weights when present, else the training recipe's architecture with random
 weights (speed depends on the architecture only; the JSON says which).
 """
@@ -72,6 +76,48 @@ def unet_flops(model: ImageDiffusionModel, batch: int) -> int:
     return int(counter.get_total_flops())
 
 
+def unet_inputs(model: ImageDiffusionModel, batch: int) -> tuple[torch.Tensor, ...]:
+    cfg = model.cfg
+    x = torch.randn(batch, cfg.unet_in_channels, cfg.latent_size, cfg.latent_size)
+    ctx, mask = model.text_encoder().encode(["a red apple"] * batch)
+    return x, torch.tensor(500), ctx, mask
+
+
+def runtime_comparison(model: ImageDiffusionModel, repeats: int) -> dict:
+    """One UNet call as the pipeline runs it (ONNX Runtime for loaded weights) vs eager PyTorch,
+    same weights and inputs; and the one-time cost of the ONNX graph (export, session)."""
+    import os
+    import tempfile
+
+    out: dict = {}
+    for batch in (2, 16):
+        x, t, ctx, mask = unet_inputs(model, batch)
+        pipeline = median_time(lambda: model.denoise(x, t, ctx, mask), repeats)
+        with torch.no_grad():
+            eager = median_time(lambda: model.unet(x, t, encoder_hidden_states=ctx, encoder_attention_mask=mask).sample,
+                                repeats)
+        out[f"batch_{batch}"] = {"pipeline_ms": round(pipeline * 1e3, 2), "torch_eager_ms": round(eager * 1e3, 2),
+                                 "speedup": round(eager / pipeline, 2)}
+    if model.weights_sha256:
+        saved = os.environ.get("STRATA_CACHE")
+        with tempfile.TemporaryDirectory() as cache:
+            os.environ["STRATA_CACHE"] = cache
+            try:
+                x, t, ctx, mask = unet_inputs(model, 2)
+                for label in ("first_use_export_and_open_s", "later_process_open_s"):
+                    fresh = ImageDiffusionModel(cfg=model.cfg, unet=model.unet, text=model.text,
+                                                weights_sha256=model.weights_sha256, autoencoder=model.autoencoder)
+                    start = time.perf_counter()
+                    fresh.denoise(x, t, ctx, mask)
+                    out[label] = round(time.perf_counter() - start, 2)
+            finally:
+                if saved is None:
+                    os.environ.pop("STRATA_CACHE", None)
+                else:
+                    os.environ["STRATA_CACHE"] = saved
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=10)
@@ -98,12 +144,16 @@ def main() -> None:
             "unet_gflops_per_s": round(flops / denoise / 1e9, 2),
         }
     results["matmul_gflops_per_s"] = round(matmul_gflops(), 2)
+    results["unet_runtime"] = "onnxruntime" if model.weights_sha256 else "torch eager (random weights, no hash)"
+    results["unet_call"] = runtime_comparison(model, args.repeats)
     results["targets"] = {"images_1_s": 0.4, "images_8_s": 2.0}
     results["meets_targets"] = {"images_1": results["images_1"]["total_s"] <= 0.4,
                                 "images_8": results["images_8"]["total_s"] <= 2.0}
     path = write_result("generate", results)
     print(f"1 image {results['images_1']['total_s']:.3f} s, 8 images {results['images_8']['total_s']:.3f} s; "
-          f"UNet {results['images_8']['unet_gflops_per_s']} GFLOP/s vs matmul {results['matmul_gflops_per_s']} GFLOP/s "
+          f"UNet {results['images_8']['unet_gflops_per_s']} GFLOP/s vs matmul {results['matmul_gflops_per_s']} GFLOP/s; "
+          f"UNet call vs eager torch: {results['unet_call']['batch_2']['speedup']}× at batch 2, "
+          f"{results['unet_call']['batch_16']['speedup']}× at batch 16 "
           f"→ {path}")
 
 

@@ -1,4 +1,4 @@
-"""Suite-wide isolation: tests never touch the user's config (signing identity) or store."""
+"""Suite-wide isolation: tests never touch the user's config (signing identity), store or cache."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ def _isolated_user_dirs(tmp_path_factory):
     home = tmp_path_factory.mktemp("strata-home")
     mp.setenv("STRATA_CONFIG", str(home / "config"))  # local signing identity is created here
     mp.setenv("STRATA_DATA", str(home / "store"))
+    mp.setenv("STRATA_CACHE", str(home / "cache"))  # voice graphs, exported UNets: made once per test session
     yield
     mp.undo()
 

@@ -46,3 +46,11 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes | Sequence[byte
     except OSError:
         pass
     return p
+
+
+def user_cache_dir(name: str) -> Path:
+    """A folder of strata's per-user cache (derived files a later process reuses — never data
+    that cannot be made again): ``$STRATA_CACHE/<name>``, else ``$XDG_CACHE_HOME/strata/<name>``,
+    else ``~/.cache/strata/<name>``. Not created here."""
+    base = os.environ.get("STRATA_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "strata"
+    return Path(base).expanduser() / name

@@ -25,17 +25,25 @@ R = TypeVar("R")
 
 _POOLS: dict[str, ThreadPoolExecutor] = {}
 _LOCK = threading.Lock()
+_CORES: list[int] = []  # os.cpu_count(), asked once: it reads /sys on every call (~0.1–0.5 ms)
+
+
+def cores() -> int:
+    """CPU cores of this machine (counted once per process)."""
+    if not _CORES:
+        _CORES.append(os.cpu_count() or 1)
+    return _CORES[0]
 
 
 def shared_pool(name: str) -> ThreadPoolExecutor | None:
     """The process-wide pool ``name`` with a thread per core, or None on a single core (where
     threads would only add switching). Its threads are named ``strata-<name>_<i>``."""
-    cores = os.cpu_count() or 1
-    if cores < 2:
+    n = cores()
+    if n < 2:
         return None
     with _LOCK:
         if name not in _POOLS:
-            _POOLS[name] = ThreadPoolExecutor(max_workers=cores, thread_name_prefix=f"strata-{name}")
+            _POOLS[name] = ThreadPoolExecutor(max_workers=n, thread_name_prefix=f"strata-{name}")
         return _POOLS[name]
 
 

@@ -6,6 +6,7 @@ import os
 import stat
 
 import numpy as np
+import pytest
 
 from strata.media.image_io import load_image
 from strata.provenance.metadata import read_provenance
@@ -38,6 +39,28 @@ def test_same_workflow_and_seed_give_identical_files_in_fresh_stores(tmp_path, m
                 a, b = (tmp_path / f"out1{i}" / name for i in range(2))
                 assert np.array_equal(load_image(a).pixels, load_image(b).pixels)
                 assert read_provenance(a) == read_provenance(b)
+
+
+def test_a_rerun_encodes_only_the_files_whose_bytes_are_not_stored(tmp_path, monkeypatch):
+    import strata.workflow.outputs as outputs
+
+    store, out = Store(tmp_path / "store"), tmp_path / "out"
+    Executor(store).run(parse_workflow(WF), out_dir=out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    (out / "s.jpg").unlink()  # a file the user deleted is written again — from the stored bytes
+    pooled: list[list] = []
+    real_map = outputs.parallel_map
+    monkeypatch.setattr(outputs, "parallel_map", lambda fn, items, pool: pooled.append(list(items)) or real_map(fn, items, pool=pool))
+    monkeypatch.setattr("strata.media.image_io.encode_image", lambda *a, **k: pytest.fail("re-encoded a stored file"))
+    Executor(store).run(parse_workflow(WF), out_dir=out)
+    assert pooled == [[]] and {p.name: p.read_bytes() for p in out.iterdir()} == before
+    # a changed node: its four files are encoded again, side by side
+    monkeypatch.undo()
+    pooled.clear()
+    monkeypatch.setattr(outputs, "parallel_map", lambda fn, items, pool: pooled.append(list(items)) or real_map(fn, items, pool=pool))
+    wf = parse_workflow(WF).with_param("s", "factor", 0.25)
+    Executor(store).run(wf, out_dir=out)
+    assert pooled == [[0, 1, 2, 3]] and (out / "s.png").read_bytes() != before["s.png"]
 
 
 def test_files_get_ordinary_permissions(tmp_path):

@@ -158,8 +158,9 @@ class PiperSpeaker:
 def voice_graph_cache_dir() -> Path:
     """Where optimized voice graphs are cached: ``$STRATA_CACHE/voices``, else
     ``$XDG_CACHE_HOME/strata/voices``, else ``~/.cache/strata/voices``."""
-    base = os.environ.get("STRATA_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "strata"
-    return Path(base).expanduser() / "voices"
+    from strata.files import user_cache_dir
+
+    return user_cache_dir("voices")
 
 
 def _session_options() -> Any:

@@ -92,8 +92,10 @@ def build_provenance(plan: Plan, src: Source, asset_id: str, input_assets: list[
 
 
 def _write_one(store: Store, plan: Plan, src: Source, asset_id: str, input_assets: list[str], path: Path,
-               models: dict[str, ModelInfo | None], index: int | None = None) -> tuple[Path, str]:
-    """Write one output file; returns its path and sha256."""
+               models: dict[str, ModelInfo | None], index: int | None = None, *,
+               cached_only: bool = False) -> tuple[Path, str] | None:
+    """Write one output file; returns its path and sha256. With ``cached_only``, only when its
+    encoded bytes are already in the store (else None, and nothing is written)."""
     from strata.media.image_io import encode_image
 
     from strata.media.writers import WRITERS, encode_file  # audio, video, subtitles
@@ -110,6 +112,8 @@ def _write_one(store: Store, plan: Plan, src: Source, asset_id: str, input_asset
     if cached is not None:
         digest = cached["file"]
         data = store.blobs.get(digest)  # type: ignore[arg-type]
+    elif cached_only:
+        return None
     else:
         value = store.get_value(asset_id)
         if mark:
@@ -220,13 +224,19 @@ def write_outputs(plan: Plan, refs: dict[str, dict[str, AssetRef]], models: dict
         for i, (asset_id, path) in enumerate(zip(items, paths)):
             jobs.append((filename, src, asset_id, input_assets, path, i if isinstance(ref, list) else None))
 
-    def write(job: tuple[str, Source, str, list[str], Path, int | None]) -> tuple[Path, str]:
+    def write(job: tuple[str, Source, str, list[str], Path, int | None], cached_only: bool = False) -> Any:
         _, src, asset_id, input_assets, path, index = job
-        return _write_one(store, plan, src, asset_id, input_assets, path, models, index)
+        return _write_one(store, plan, src, asset_id, input_assets, path, models, index, cached_only=cached_only)
 
-    # Files are independent, and encoders, the watermark network and hashing release the GIL:
-    # writing them side by side uses every core. Results are recorded in the declared order.
-    for job, (path, digest) in zip(jobs, parallel_map(write, jobs, pool="files")):
+    # Files whose encoded bytes are stored already (an unchanged rerun) are copied here: that
+    # costs less than handing them to a pool thread. The others are independent, and encoders,
+    # the watermark network and hashing release the GIL: they are encoded side by side on every
+    # core. Results are recorded in the declared order.
+    results = [write(job, cached_only=True) for job in jobs]
+    todo = [i for i, r in enumerate(results) if r is None]
+    for i, r in zip(todo, parallel_map(lambda i: write(jobs[i]), todo, pool="files")):
+        results[i] = r
+    for job, (path, digest) in zip(jobs, results):
         filename, src, asset_id = job[0], job[1], job[2]
         store.db.add_export(str(path.resolve()), digest, asset_id, run_id, src.node, src.output)
         written[filename].append(path)
