@@ -215,6 +215,10 @@ def test_a_loaded_model_runs_on_onnx_runtime_close_to_eager_and_caches_its_graph
         xb, cb = torch.randn(b, TINY.latent_channels, 16, 16), torch.randn(b, n, 384)
         eager = model.unet(xb, torch.tensor(t), encoder_hidden_states=cb, encoder_attention_mask=m).sample
         torch.testing.assert_close(loaded.denoise(xb, torch.tensor(t), cb, m), eager, atol=1e-4, rtol=1e-4)
+    # image i of a batch is byte-identical to its seed generated alone (the UNet's rows do not
+    # depend on the batch, and images are decoded one by one)
+    batch = generate(loaded, "red apple", count=3, seed=4, steps=2)
+    assert _bytes(batch)[2:] == _bytes(generate(loaded, "red apple", count=1, seed=6, steps=2))
     # a second load opens the cached graph instead of exporting again
     monkeypatch.setattr(unet_onnx, "export_onnx", lambda *a: pytest.fail("exported again despite the cache"))
     again = ImageDiffusionModel.from_pretrained(tmp_path / "tiny", text=model.text)
