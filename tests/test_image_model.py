@@ -224,6 +224,13 @@ def test_a_loaded_model_runs_on_onnx_runtime_close_to_eager_and_caches_its_graph
     again = ImageDiffusionModel.from_pretrained(tmp_path / "tiny", text=model.text)
     assert torch.equal(again.denoise(x, torch.tensor(3), ctx, mask), loaded.denoise(x, torch.tensor(3), ctx, mask))
     assert cached.is_file() and not list(cached.parent.glob(".*.tmp"))  # written under a temp name, then renamed
+    # a damaged cache file is exported again
+    monkeypatch.undo()
+    monkeypatch.setenv("STRATA_CACHE", str(tmp_path / "cache"))
+    cached.write_bytes(cached.read_bytes()[:1000])
+    healed = ImageDiffusionModel.from_pretrained(tmp_path / "tiny", text=model.text)
+    assert torch.equal(healed.denoise(x, torch.tensor(3), ctx, mask), loaded.denoise(x, torch.tensor(3), ctx, mask))
+    assert cached.stat().st_size > 1000
     # STRATA_UNET_RUNTIME=torch runs eagerly: exactly the module's output
     monkeypatch.setenv("STRATA_UNET_RUNTIME", "torch")
     eager = model.unet(x, torch.tensor(3), encoder_hidden_states=ctx, encoder_attention_mask=mask).sample

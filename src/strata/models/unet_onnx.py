@@ -10,11 +10,11 @@ fused activations and normalizations, one planned memory arena) remove most of i
 match eager PyTorch within ~5e-6 per call.
 
 The UNet is exported once with ``torch.onnx`` — dynamic batch and token axes, so one graph
-serves any ``count`` — which takes a few seconds. A model loaded from a weights folder (it has
-a weights hash) keeps that graph in the user cache (``$STRATA_CACHE/unet``, see
-:func:`strata.files.user_cache_dir`), named by the weights hash and the torch, diffusers and
-onnxruntime versions, written atomically; later processes only open a session on it (~1 s).
-A model without a hash (being trained, random test models) is exported in memory.
+serves any ``count`` — which takes a few seconds, into the user cache (``$STRATA_CACHE/unet``,
+see :func:`strata.files.user_cache_dir`), named by the weights hash and the torch, diffusers
+and onnxruntime versions and written atomically; later processes only open a session on it
+(~1 s). A cache file ONNX Runtime cannot open is exported again. Only weights loaded from a
+folder run here (they have a hash and never change); a model being trained runs eagerly.
 
 ``STRATA_UNET_RUNTIME=torch`` runs the UNet eagerly in PyTorch instead (for debugging, or a
 platform without ONNX Runtime).
@@ -30,7 +30,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from strata.errors import ModelError
 from strata.files import atomic_write_bytes, user_cache_dir
 
 ENV_RUNTIME = "STRATA_UNET_RUNTIME"
@@ -81,38 +80,42 @@ def export_onnx(unet: torch.nn.Module, example: tuple[torch.Tensor, ...]) -> byt
 class OnnxUNet:
     """An ONNX Runtime session running one UNet; call it like :meth:`ImageDiffusionModel.denoise`."""
 
-    def __init__(self, unet: torch.nn.Module, example: tuple[torch.Tensor, ...], weights_sha256: str = ""):
-        import onnxruntime as ort
-
-        graph = self._graph(unet, example, weights_sha256)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()  # the same budget torch was given (--threads)
-        options.inter_op_num_threads = 1
-        try:
-            self.session = ort.InferenceSession(graph, sess_options=options, providers=["CPUExecutionProvider"])
-        except Exception as e:  # noqa: BLE001 - a damaged cache file: say which one
-            raise ModelError(f"ONNX Runtime cannot open the exported UNet ({e}); delete {user_cache_dir('unet')} "
-                             f"to re-export it, or set {ENV_RUNTIME}=torch") from e
-        self.input_names = [i.name for i in self.session.get_inputs()]
-
-    @staticmethod
-    def _graph(unet: torch.nn.Module, example: tuple[torch.Tensor, ...], weights_sha256: str) -> bytes | str:
-        if not weights_sha256:
-            return export_onnx(unet, example)
+    def __init__(self, unet: torch.nn.Module, example: tuple[torch.Tensor, ...], weights_sha256: str):
         path = cache_path(weights_sha256)
-        if path.is_file():
-            return str(path)
-        data = export_onnx(unet, example)
+        graph = path if path.is_file() else _export_to(path, unet, example)
         try:
-            atomic_write_bytes(path, data)
-        except OSError:  # a read-only home: run from memory, export again next time
-            pass
-        return data
+            self.session = _open(graph)
+        except Exception:  # noqa: BLE001 - a damaged or truncated cache file: make it again
+            if not isinstance(graph, Path):
+                raise
+            path.unlink(missing_ok=True)
+            self.session = _open(_export_to(path, unet, example))
+        self.input_names = [i.name for i in self.session.get_inputs()]
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         feeds = dict(zip(INPUTS, as_inputs(x, t, context, mask)))
         out = self.session.run(None, {k: v.numpy() for k, v in feeds.items() if k in self.input_names})[0]
         return torch.from_numpy(np.asarray(out))
+
+
+def _export_to(path: Path, unet: torch.nn.Module, example: tuple[torch.Tensor, ...]) -> Path | bytes:
+    """Export into the cache; the bytes themselves when the cache folder is not writable."""
+    data = export_onnx(unet, example)
+    try:
+        atomic_write_bytes(path, data)
+    except OSError:  # a read-only home: run from memory, export again next time
+        return data
+    return path
+
+
+def _open(graph: Path | bytes):  # noqa: ANN202 - onnxruntime.InferenceSession, imported lazily
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()  # the budget torch was given (--threads)
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(graph if isinstance(graph, bytes) else str(graph), sess_options=options,
+                                providers=["CPUExecutionProvider"])
 
 
 def as_inputs(x: torch.Tensor, t: torch.Tensor, context: torch.Tensor,
@@ -124,7 +127,7 @@ def as_inputs(x: torch.Tensor, t: torch.Tensor, context: torch.Tensor,
 
 
 def onnx_unet(unet: torch.nn.Module, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, mask: torch.Tensor,
-              weights_sha256: str = "") -> OnnxUNet:
+              weights_sha256: str) -> OnnxUNet:
     """An :class:`OnnxUNet` for ``unet`` (exported on these inputs, or opened from the cache)."""
     return OnnxUNet(unet, as_inputs(x, t, context, mask), weights_sha256)
 
