@@ -134,7 +134,8 @@ def main() -> None:
                             args.repeats)
         encode = median_time(lambda: enc.encode(["", "a red apple"]), args.repeats)
         latents = torch.randn(count, cfg.latent_channels, cfg.latent_size, cfg.latent_size)
-        decode = median_time(lambda: model.decode_latents(latents), args.repeats)
+        # as the pipeline decodes: one image at a time (so a batch's images equal each seed alone)
+        decode = median_time(lambda: [model.decode_latents(x[None]) for x in latents], args.repeats)
         # Guidance runs the UNet on the conditional and unconditional halves: 2·count per step.
         flops = unet_flops(model, 2 * count) * 20
         denoise = max(total - encode - decode, 1e-9)

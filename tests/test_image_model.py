@@ -218,7 +218,7 @@ def test_a_loaded_model_runs_on_onnx_runtime_close_to_eager_and_caches_its_graph
     # image i of a batch is byte-identical to its seed generated alone (the UNet's rows do not
     # depend on the batch, and images are decoded one by one)
     batch = generate(loaded, "red apple", count=3, seed=4, steps=2)
-    assert _bytes(batch)[2:] == _bytes(generate(loaded, "red apple", count=1, seed=6, steps=2))
+    assert _bytes(batch) == [_bytes(generate(loaded, "red apple", count=1, seed=4 + i, steps=2))[0] for i in range(3)]
     # a second load opens the cached graph instead of exporting again
     monkeypatch.setattr(unet_onnx, "export_onnx", lambda *a: pytest.fail("exported again despite the cache"))
     again = ImageDiffusionModel.from_pretrained(tmp_path / "tiny", text=model.text)
@@ -252,3 +252,42 @@ def test_a_model_without_a_weights_hash_runs_eagerly_so_changed_weights_take_eff
     after = live.denoise(x, torch.tensor(500), ctx, mask)
     assert not torch.allclose(before, after)
     assert torch.equal(after, unet(x, torch.tensor(500), encoder_hidden_states=ctx, encoder_attention_mask=mask).sample)
+
+
+def test_first_onnx_use_from_many_threads_exports_once(model, tmp_path, monkeypatch) -> None:
+    """The server's workers may start generating together: one export, one session, no errors."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import strata.models.unet_onnx as unet_onnx
+
+    monkeypatch.setenv("STRATA_CACHE", str(tmp_path / "cache"))
+    model.save_pretrained(tmp_path / "tiny", dtype=torch.float32)
+    loaded = ImageDiffusionModel.from_pretrained(tmp_path / "tiny", text=model.text)
+    exports: list[int] = []
+    real = unet_onnx.export_onnx
+    monkeypatch.setattr(unet_onnx, "export_onnx", lambda *a: exports.append(1) or real(*a))
+    x, ctx, mask = torch.randn(2, TINY.latent_channels, 16, 16), torch.randn(2, 12, 384), torch.ones(2, 12)
+    with ThreadPoolExecutor(4) as pool:
+        outs = list(pool.map(lambda _: loaded.denoise(x, torch.tensor(500), ctx, mask), range(4)))
+    assert len(exports) == 1 and all(torch.equal(o, outs[0]) for o in outs)
+
+
+def test_the_onnx_cache_is_keyed_by_the_unet_config_too(model, tmp_path, monkeypatch) -> None:
+    """Same weights under another config (here: attention heads) trace another graph."""
+    import json
+
+    from strata.files import user_cache_dir
+
+    monkeypatch.setenv("STRATA_CACHE", str(tmp_path / "cache"))
+    x, ctx, mask = torch.randn(2, TINY.latent_channels, 16, 16), torch.randn(2, 12, 384), torch.ones(2, 12)
+    outs = []
+    for heads in (2, 4):
+        model.save_pretrained(tmp_path / "tiny", dtype=torch.float32)
+        config = json.loads((tmp_path / "tiny" / "config.json").read_text())
+        config["model"]["attention_heads"] = heads
+        (tmp_path / "tiny" / "config.json").write_text(json.dumps(config))
+        loaded = ImageDiffusionModel.from_pretrained(tmp_path / "tiny", text=model.text)
+        eager = loaded.unet(x, torch.tensor(500), encoder_hidden_states=ctx, encoder_attention_mask=mask).sample
+        outs.append(loaded.denoise(x, torch.tensor(500), ctx, mask))
+        torch.testing.assert_close(outs[-1], eager, atol=1e-4, rtol=1e-4)
+    assert len(list(user_cache_dir("unet").glob("*.onnx"))) == 2 and not torch.allclose(outs[0], outs[1])

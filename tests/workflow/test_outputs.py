@@ -44,6 +44,7 @@ def test_same_workflow_and_seed_give_identical_files_in_fresh_stores(tmp_path, m
 def test_a_rerun_encodes_only_the_files_whose_bytes_are_not_stored(tmp_path, monkeypatch):
     import strata.workflow.outputs as outputs
 
+    monkeypatch.setenv("STRATA_SIGN", "0")
     store, out = Store(tmp_path / "store"), tmp_path / "out"
     Executor(store).run(parse_workflow(WF), out_dir=out)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
@@ -56,11 +57,20 @@ def test_a_rerun_encodes_only_the_files_whose_bytes_are_not_stored(tmp_path, mon
     assert pooled == [[]] and {p.name: p.read_bytes() for p in out.iterdir()} == before
     # a changed node: its four files are encoded again, side by side
     monkeypatch.undo()
+    monkeypatch.setenv("STRATA_SIGN", "0")
     pooled.clear()
     monkeypatch.setattr(outputs, "parallel_map", lambda fn, items, pool: pooled.append(list(items)) or real_map(fn, items, pool=pool))
     wf = parse_workflow(WF).with_param("s", "factor", 0.25)
     Executor(store).run(wf, out_dir=out)
     assert pooled == [[0, 1, 2, 3]] and (out / "s.png").read_bytes() != before["s.png"]
+    # signing turned on: the stored unsigned bytes are not enough, the slow signing goes to the pool
+    pooled.clear()
+    monkeypatch.setenv("STRATA_SIGN", "1")
+    Executor(store).run(wf, out_dir=out)
+    assert pooled == [[0, 1, 2, 3]]
+    pooled.clear()
+    Executor(store).run(wf, out_dir=out)
+    assert pooled == [[]]
 
 
 def test_files_get_ordinary_permissions(tmp_path):

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from strata.cli.main import StoreOpt, _execute, handle_errors
+from strata.models.samplers import DEFAULT_GUIDANCE
 
 edit_app = typer.Typer(help="repaint part of a picture (inpaint) or extend it (outpaint)", no_args_is_help=True)
 
@@ -25,7 +26,7 @@ def _inpaint_params(prompt: str, count: int, seed: int, steps: int, guidance: fl
 COUNT = typer.Option(1, "-n", "--count", help="how many results (seeds seed, seed+1, ...)")
 SEED = typer.Option(0, "--seed", help="seed of the first result")
 STEPS = typer.Option(20, "--steps", help="denoising steps")
-GUIDANCE = typer.Option(4.0, "--guidance", help="classifier-free guidance scale")
+GUIDANCE = typer.Option(DEFAULT_GUIDANCE, "--guidance", help="classifier-free guidance scale")
 STRENGTH = typer.Option(1.0, "--strength", help="0..1: how much of the masked area to redo (1 = from scratch)")
 NEGATIVE = typer.Option("", "--negative", help="what to steer away from")
 MODEL = typer.Option(None, "--model", help="registered inpainting model id (default: built-in)")

@@ -49,9 +49,10 @@ def register_image_model(registry: ModelRegistry) -> None:
         capabilities = {"text-to-image", "image-to-image"}
         if json.loads(config.read_text(encoding="utf-8")).get("model", {}).get("inpaint"):
             capabilities.add("inpaint")  # trained with a mask input (train/configs/image_inpaint.yaml)
-        # The frozen MiniLM text encoder (~90 MB in memory) comes with the model.
+        # fp16 files → fp32 in memory, twice (the torch UNet and ONNX Runtime's copy of it, see
+        # models/unet_onnx.py), + the frozen MiniLM text encoder (~90 MB in memory).
         registry.add(ModelEntry(IMAGE_MODEL_ID, capabilities, files, _load_image_model,
-                                size_bytes=sum(f.stat().st_size for f in files) * 2 + 100 * 2**20))
+                                size_bytes=sum(f.stat().st_size for f in files) * 4 + 100 * 2**20))
 
 
 @dataclass(frozen=True)

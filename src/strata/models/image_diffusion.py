@@ -18,7 +18,6 @@ Pieces (all from diffusers / transformers, so the same pipeline can run other di
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -256,7 +255,7 @@ class ImageDiffusionModel:
     weights_sha256: str = ""
     extra: dict = field(default_factory=dict)
     autoencoder: PatchAutoencoder | None = None
-    _runtime: Any = field(default=None, repr=False)  # the ONNX Runtime session, made on first use
+    _runtime: Any = field(default=None, init=False, compare=False, repr=False)  # ONNX Runtime session, made on first use
 
     def __post_init__(self) -> None:
         if self.cfg.latent == "autoencoder" and self.autoencoder is None:
@@ -286,7 +285,7 @@ class ImageDiffusionModel:
         if not self.weights_sha256 or type(self.unet) is not UNet2DConditionModel or not onnx_enabled():
             return self.unet(x, t, encoder_hidden_states=context, encoder_attention_mask=mask).sample
         if self._runtime is None:
-            self._runtime = onnx_unet(self.unet, x, t, context, mask, self.weights_sha256)
+            self._runtime = onnx_unet(self, x, t, context, mask)
         return self._runtime(x, t, context, mask)
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:

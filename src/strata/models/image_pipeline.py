@@ -200,9 +200,10 @@ def _denoise(model: ImageDiffusionModel, scheduler, latents: torch.Tensor, times
 
 def _decode(model: ImageDiffusionModel, latents: torch.Tensor) -> list[Image]:
     # One image at a time: the decoder's convolutions pick their algorithm by batch size (last
-    # bits differ), while the UNet on ONNX Runtime gives each row the same bits at any batch
-    # size. So image i of a batch is byte-identical to that seed generated alone — a file's own
-    # metadata (its seed) remakes it exactly. Costs ~3 ms an image.
+    # bits differ), while the UNet on ONNX Runtime (loaded weights) gives each row the same bits
+    # at any batch size. So image i of a batch is byte-identical to that seed generated alone —
+    # a file's own metadata (its seed) remakes it exactly. (An eager PyTorch UNet — training,
+    # STRATA_UNET_RUNTIME=torch — matches only to ~1e-3.) Costs ~3 ms an image.
     return [Image(model.decode_latents(x[None])[0].permute(1, 2, 0).contiguous().numpy()) for x in latents]
 
 

@@ -36,10 +36,10 @@ A1111_SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 #: Classifier-free guidance scale every generation entry point defaults to (ops, pipeline, CLI,
-#: server, studio). Measured on the built-in model (bench/quality.py's sweep, 100 images per
-#: value, step 6,408): adherence top-5 18 % at 4, 25 % at 6, 27 % at 8, then flat (27–30 % up
-#: to 15) while diversity falls; 7.5 sits at that knee, and is what Stable Diffusion models
-#: expect too (diffusers' default; A1111's is 7).
+#: server, studio). Measured on the built-in model at step 6,408 (quality.py's sweep, 100 images
+#: per value): adherence top-5 18 % at 4, 25 % at 6, 27 % at 8, then flat (27 / 29 / 30 % at
+#: 10 / 12 / 15 in a one-off run of the same sweep) while the images get harsher; 7.5 sits at
+#: that knee, and is what Stable Diffusion models expect too (diffusers' default; A1111's is 7).
 DEFAULT_GUIDANCE = 7.5
 
 # strata's short names (the built-in model's samplers) and the A1111 sampler each one is.

@@ -22,21 +22,30 @@ platform without ONNX Runtime).
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import os
+import threading
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
+from strata.errors import ModelError
 from strata.files import atomic_write_bytes, user_cache_dir
+
+if TYPE_CHECKING:
+    from strata.models.image_diffusion import ImageDiffusionModel
 
 ENV_RUNTIME = "STRATA_UNET_RUNTIME"
 #: Bump when the exported graph changes (inputs, opset, export options): old cache files are then ignored.
 EXPORT_VERSION = 1
 OPSET = 17
 INPUTS = ("x", "t", "ctx", "mask")
+_EXPORT_LOCK = threading.Lock()
 
 
 def onnx_enabled() -> bool:
@@ -55,13 +64,20 @@ class _UNetCall(torch.nn.Module):
         return self.unet(x, t, encoder_hidden_states=context, encoder_attention_mask=mask, return_dict=False)[0]
 
 
-def cache_path(weights_sha256: str) -> Path:
-    """Where the exported graph of the weights with this hash is cached."""
+def cache_path(weights_sha256: str, unet_config: dict) -> Path:
+    """Where the exported graph of these weights and this UNet config is cached.
+
+    The name carries the weights hash, a hash of the UNet's config (the same weights under another
+    config — heads, sizes — trace another graph), the export version and opset, and the torch,
+    diffusers and onnxruntime versions (any of them can change the graph or its file format).
+    """
     import diffusers
     import onnxruntime as ort
 
+    config = hashlib.sha256(json.dumps(unet_config, sort_keys=True, default=str).encode()).hexdigest()
     versions = f"torch{torch.__version__.split('+')[0]}-diffusers{diffusers.__version__}-ort{ort.__version__}"
-    return user_cache_dir("unet") / f"unet-{weights_sha256[:16]}-v{EXPORT_VERSION}-{versions}.onnx"
+    return user_cache_dir("unet") / (f"unet-{weights_sha256[:16]}-{config[:8]}-v{EXPORT_VERSION}-opset{OPSET}-"
+                                     f"{versions}.onnx")
 
 
 def export_onnx(unet: torch.nn.Module, example: tuple[torch.Tensor, ...]) -> bytes:
@@ -81,15 +97,20 @@ class OnnxUNet:
     """An ONNX Runtime session running one UNet; call it like :meth:`ImageDiffusionModel.denoise`."""
 
     def __init__(self, unet: torch.nn.Module, example: tuple[torch.Tensor, ...], weights_sha256: str):
-        path = cache_path(weights_sha256)
-        graph = path if path.is_file() else _export_to(path, unet, example)
+        path = cache_path(weights_sha256, dict(getattr(unet, "config", {})))
+        from_cache = path.is_file()
         try:
-            self.session = _open(graph)
-        except Exception:  # noqa: BLE001 - a damaged or truncated cache file: make it again
-            if not isinstance(graph, Path):
-                raise
-            path.unlink(missing_ok=True)
-            self.session = _open(_export_to(path, unet, example))
+            graph = path if from_cache else _export_to(path, unet, example)
+            try:
+                self.session = _open(graph)
+            except Exception:  # noqa: BLE001 - a damaged or truncated cache file: make it again, once
+                if not from_cache:
+                    raise
+                path.unlink(missing_ok=True)
+                self.session = _open(_export_to(path, unet, example))
+        except Exception as e:  # noqa: BLE001 - any export/open failure: say what to do
+            raise ModelError(f"could not run the image model's UNet on ONNX Runtime ({type(e).__name__}: {e}); "
+                             f"set {ENV_RUNTIME}=torch to run it in PyTorch") from e
         self.input_names = [i.name for i in self.session.get_inputs()]
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -126,8 +147,16 @@ def as_inputs(x: torch.Tensor, t: torch.Tensor, context: torch.Tensor,
     return tuple(v.to(torch.float32).contiguous() for v in (x, steps, context, mask))
 
 
-def onnx_unet(unet: torch.nn.Module, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, mask: torch.Tensor,
-              weights_sha256: str) -> OnnxUNet:
-    """An :class:`OnnxUNet` for ``unet`` (exported on these inputs, or opened from the cache)."""
-    return OnnxUNet(unet, as_inputs(x, t, context, mask), weights_sha256)
+def onnx_unet(model: "ImageDiffusionModel", x: torch.Tensor, t: torch.Tensor, context: torch.Tensor,
+              mask: torch.Tensor) -> OnnxUNet:
+    """The model's :class:`OnnxUNet` (exported on these inputs, or opened from the cache), made once.
+
+    One lock for the process: ``torch.onnx.export`` keeps process-wide state, so two exports must
+    never overlap (the server's workers may start generating at the same moment), and threads
+    waiting here get the session the first one made instead of exporting again.
+    """
+    with _EXPORT_LOCK:
+        if model._runtime is None:
+            model._runtime = OnnxUNet(model.unet, as_inputs(x, t, context, mask), model.weights_sha256)
+        return model._runtime
 

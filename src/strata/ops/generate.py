@@ -55,7 +55,7 @@ Strength = Annotated[float, Field(ge=0, le=1, description="how far to move from 
 _BUILTIN_FAMILY = {"DPM++": "dpmpp", "Euler": "euler", "DDIM": "ddim"}
 
 
-@node("image.generate", layer="generate", version=1, model="text-to-image")
+@node("image.generate", layer="generate", version=2, model="text-to-image")
 def generate(
     *,
     prompt: Prompt,
@@ -117,7 +117,7 @@ def generate(
     return [Image(composite_over(opaque, im.pixels, "normal")) for im in images]
 
 
-@node("image.variation", layer="generate", version=1, model="image-to-image")
+@node("image.variation", layer="generate", version=2, model="image-to-image")
 def variation(
     image: Image,
     *,
@@ -153,7 +153,7 @@ def variation(
                            lora=lora, precision=precision, attention_slicing=attention_slicing, progress=progress)
 
 
-@node("image.inpaint", layer="generate", version=2, model="inpaint")
+@node("image.inpaint", layer="generate", version=3, model="inpaint")
 def inpaint(
     image: Image,
     mask: Mask,
@@ -288,7 +288,7 @@ def _builtin_call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> list[Ima
         raise OpError(str(exc), param=_param_named_in(str(exc))) from None
 
 
-@node("image.interpolate", layer="generate", version=1, model="text-to-image")
+@node("image.interpolate", layer="generate", version=2, model="text-to-image")
 def interpolate(
     *,
     prompt: Prompt,

@@ -114,10 +114,12 @@ def _sessions() -> tuple[Any, Any]:
         import onnxruntime as ort
     except ImportError as e:
         raise MediaError(f"the invisible watermark needs onnxruntime: pip install onnxruntime (or set {ENV_WATERMARK}=0)") from e
+    from strata.parallel import cores
+
     folder = Path(list(spec.submodule_search_locations)[0])
     options = ort.SessionOptions()
     # One core is enough for 256² and leaves the others to the rest of the run.
-    options.intra_op_num_threads = max(1, min(4, (os.cpu_count() or 2) // 2))
+    options.intra_op_num_threads = max(1, min(4, cores() // 2))
     make = lambda name: ort.InferenceSession(str(folder / name), options, providers=["CPUExecutionProvider"])  # noqa: E731
     return make("rivagan_encoder.onnx"), make("rivagan_decoder.onnx")
 

@@ -95,7 +95,8 @@ def _write_one(store: Store, plan: Plan, src: Source, asset_id: str, input_asset
                models: dict[str, ModelInfo | None], index: int | None = None, *,
                cached_only: bool = False) -> tuple[Path, str] | None:
     """Write one output file; returns its path and sha256. With ``cached_only``, only when its
-    encoded bytes are already in the store (else None, and nothing is written)."""
+    encoded (and, with signing on, signed) bytes are already in the store — else None, and
+    nothing is written."""
     from strata.media.image_io import encode_image
 
     from strata.media.writers import WRITERS, encode_file  # audio, video, subtitles
@@ -121,8 +122,11 @@ def _write_one(store: Store, plan: Plan, src: Source, asset_id: str, input_asset
         data = encode_image(value, fmt, metadata=prov) if suffix in FORMATS else encode_file(suffix, value, prov)
         digest = store.put_file_bytes(key, data, f"file/{fmt}", write_behind=True)
     if suffix in FORMATS or WRITERS[suffix].signable:  # C2PA has no place in .srt/.vtt text
-        data, digest = _sign(store, plan, src, key, data, digest, fmt, prov, path.name,
-                             _watermark_note(data, asset_id) if mark else None)
+        signed = _sign(store, plan, src, key, data, digest, fmt, prov, path.name,
+                       _watermark_note(data, asset_id) if mark else None, cached_only=cached_only)
+        if signed is None:  # signing is slow: leave it to the pool, with the encoding
+            return None
+        data, digest = signed
     # Leave an identical file alone (cheap unchanged reruns; no needless mtime churn). Comparing
     # the bytes costs less than hashing the file.
     if not (path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data):
@@ -169,9 +173,10 @@ def _watermark_note(data: bytes, asset_id: str) -> dict[str, Any] | None:
 
 
 def _sign(store: Store, plan: Plan, src: Source, key: str, data: bytes, digest: str, fmt: str, prov: Any, title: str,
-          watermark: dict[str, Any] | None = None) -> tuple[bytes, str]:
+          watermark: dict[str, Any] | None = None, *, cached_only: bool = False) -> tuple[bytes, str] | None:
     """``data`` (whose sha256 is ``digest``) with signed content credentials (cached per signer),
-    or as it is when signing is off; with the sha256 of what is returned."""
+    or as it is when signing is off; with the sha256 of what is returned. With ``cached_only``,
+    None when the signed bytes are not stored yet."""
     from strata.provenance.credentials import Ingredient, MIME_TYPES, load_identity, sign_file_bytes, signing_enabled
 
     if not signing_enabled():
@@ -184,6 +189,8 @@ def _sign(store: Store, plan: Plan, src: Source, key: str, data: bytes, digest: 
     cached = store.cache_lookup(signed_key)
     if cached is not None:
         return store.blobs.get(cached["file"]), cached["file"]  # type: ignore[arg-type,return-value]
+    if cached_only:
+        return None
     relationship = "parentOf" if len(files) == 1 else "componentOf"
     ingredients = []
     for f, b in zip(files, blobs):
