@@ -291,3 +291,13 @@ def test_the_onnx_cache_is_keyed_by_the_unet_config_too(model, tmp_path, monkeyp
         outs.append(loaded.denoise(x, torch.tensor(500), ctx, mask))
         torch.testing.assert_close(outs[-1], eager, atol=1e-4, rtol=1e-4)
     assert len(list(user_cache_dir("unet").glob("*.onnx"))) == 2 and not torch.allclose(outs[0], outs[1])
+
+
+def test_an_unwritable_cache_runs_the_export_from_memory(model, tmp_path, monkeypatch) -> None:
+    (tmp_path / "not-a-folder").write_text("")
+    monkeypatch.setenv("STRATA_CACHE", str(tmp_path / "not-a-folder"))  # the cache folder cannot be made
+    model.save_pretrained(tmp_path / "tiny", dtype=torch.float32)
+    loaded = ImageDiffusionModel.from_pretrained(tmp_path / "tiny", text=model.text)
+    x, ctx, mask = torch.randn(2, TINY.latent_channels, 16, 16), torch.randn(2, 12, 384), torch.ones(2, 12)
+    eager = model.unet(x, torch.tensor(500), encoder_hidden_states=ctx, encoder_attention_mask=mask).sample
+    torch.testing.assert_close(loaded.denoise(x, torch.tensor(500), ctx, mask), eager, atol=1e-4, rtol=1e-4)
