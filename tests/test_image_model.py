@@ -301,3 +301,20 @@ def test_an_unwritable_cache_runs_the_export_from_memory(model, tmp_path, monkey
     x, ctx, mask = torch.randn(2, TINY.latent_channels, 16, 16), torch.randn(2, 12, 384), torch.ones(2, 12)
     eager = model.unet(x, torch.tensor(500), encoder_hidden_states=ctx, encoder_attention_mask=mask).sample
     torch.testing.assert_close(loaded.denoise(x, torch.tensor(500), ctx, mask), eager, atol=1e-4, rtol=1e-4)
+
+
+def test_sampling_on_onnx_gives_torch_one_thread_and_onnx_runtime_the_budget(model, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("STRATA_CACHE", str(tmp_path / "cache"))
+    model.save_pretrained(tmp_path / "tiny", dtype=torch.float32)
+    loaded = ImageDiffusionModel.from_pretrained(tmp_path / "tiny", text=model.text)
+    seen: list[int] = []
+    real = loaded.denoise
+    monkeypatch.setattr(loaded, "denoise", lambda *a: seen.append(torch.get_num_threads()) or real(*a))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        generate(loaded, "red apple", steps=2)
+        assert seen == [1, 1] and torch.get_num_threads() == 2  # restored after the loop
+        assert loaded._runtime.session.get_session_options().intra_op_num_threads == 2
+    finally:
+        torch.set_num_threads(before)

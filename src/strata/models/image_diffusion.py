@@ -278,15 +278,21 @@ class ImageDiffusionModel:
         random test model — runs eagerly in PyTorch, as does any non-diffusers UNet and every
         model when ``STRATA_UNET_RUNTIME=torch``.
         """
-        from diffusers import UNet2DConditionModel
+        from strata.models.unet_onnx import onnx_unet
 
-        from strata.models.unet_onnx import onnx_enabled, onnx_unet
-
-        if not self.weights_sha256 or type(self.unet) is not UNet2DConditionModel or not onnx_enabled():
+        if not self.runs_on_onnx():
             return self.unet(x, t, encoder_hidden_states=context, encoder_attention_mask=mask).sample
         if self._runtime is None:
             self._runtime = onnx_unet(self, x, t, context, mask)
         return self._runtime(x, t, context, mask)
+
+    def runs_on_onnx(self) -> bool:
+        """Whether :meth:`denoise` runs on ONNX Runtime (loaded diffusers weights, not turned off)."""
+        from diffusers import UNet2DConditionModel
+
+        from strata.models.unet_onnx import onnx_enabled
+
+        return bool(self.weights_sha256) and type(self.unet) is UNet2DConditionModel and onnx_enabled()
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents → straight-alpha RGBA in [0, 1], (B, 4, H, W)."""

@@ -10,6 +10,7 @@ name from ``SAMPLERS`` (a dict, so adding one is one line).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -179,6 +180,15 @@ def _denoise(model: ImageDiffusionModel, scheduler, latents: torch.Tensor, times
     ``cond``: an inpainting model's extra input (:func:`inpaint_conditioning`), the same for the
     guided and unguided halves — guidance steers by the text only.
     """
+    from strata.models.unet_onnx import one_torch_thread_while_sampling
+
+    with one_torch_thread_while_sampling() if model.runs_on_onnx() else contextlib.nullcontext():
+        return _sample(model, scheduler, latents, timesteps, context, mask, guidance, callback, cond)
+
+
+def _sample(model: ImageDiffusionModel, scheduler, latents: torch.Tensor, timesteps, context: torch.Tensor,
+            mask: torch.Tensor, guidance: float, callback: Callable[[Progress], None] | None,
+            cond: torch.Tensor | None) -> torch.Tensor:
     use_cfg = guidance != 1.0
     for i, t in enumerate(timesteps):
         x_in = scheduler.scale_model_input(latents, t)
