@@ -195,13 +195,20 @@ def test_samplers_recover_the_image_an_exact_model_implies(model: ImageDiffusion
     np.testing.assert_allclose(out.images[0].pixels, rgba[0].permute(1, 2, 0).numpy(), atol=1e-5)
 
 
-def test_a_loaded_model_runs_on_onnx_runtime_close_to_eager_and_caches_its_graph(model, tmp_path, monkeypatch) -> None:
+@pytest.fixture
+def loaded(model, tmp_path, monkeypatch) -> ImageDiffusionModel:
+    """The tiny model saved and loaded back (so it has a weights hash and runs on ONNX Runtime),
+    with an empty cache of its own: other tests may have exported these weights."""
+    monkeypatch.setenv("STRATA_CACHE", str(tmp_path / "cache"))
+    model.save_pretrained(tmp_path / "tiny", dtype=torch.float32)
+    return ImageDiffusionModel.from_pretrained(tmp_path / "tiny", text=model.text)
+
+
+def test_a_loaded_model_runs_on_onnx_runtime_close_to_eager_and_caches_its_graph(model, loaded, tmp_path,
+                                                                                  monkeypatch) -> None:
     import strata.models.unet_onnx as unet_onnx
     from strata.files import user_cache_dir
 
-    monkeypatch.setenv("STRATA_CACHE", str(tmp_path / "cache"))  # empty: other tests may have exported these weights
-    model.save_pretrained(tmp_path / "tiny", dtype=torch.float32)
-    loaded = ImageDiffusionModel.from_pretrained(tmp_path / "tiny", text=model.text)
     assert loaded.weights_sha256 and not list(user_cache_dir("unet").glob(f"unet-{loaded.weights_sha256[:16]}*"))
     ctx = torch.randn(2, 12, 384)
     mask = torch.ones(2, 12)
@@ -254,15 +261,12 @@ def test_a_model_without_a_weights_hash_runs_eagerly_so_changed_weights_take_eff
     assert torch.equal(after, unet(x, torch.tensor(500), encoder_hidden_states=ctx, encoder_attention_mask=mask).sample)
 
 
-def test_first_onnx_use_from_many_threads_exports_once(model, tmp_path, monkeypatch) -> None:
+def test_first_onnx_use_from_many_threads_exports_once(loaded, monkeypatch) -> None:
     """The server's workers may start generating together: one export, one session, no errors."""
     from concurrent.futures import ThreadPoolExecutor
 
     import strata.models.unet_onnx as unet_onnx
 
-    monkeypatch.setenv("STRATA_CACHE", str(tmp_path / "cache"))
-    model.save_pretrained(tmp_path / "tiny", dtype=torch.float32)
-    loaded = ImageDiffusionModel.from_pretrained(tmp_path / "tiny", text=model.text)
     exports: list[int] = []
     real = unet_onnx.export_onnx
     monkeypatch.setattr(unet_onnx, "export_onnx", lambda *a: exports.append(1) or real(*a))
@@ -303,10 +307,7 @@ def test_an_unwritable_cache_runs_the_export_from_memory(model, tmp_path, monkey
     torch.testing.assert_close(loaded.denoise(x, torch.tensor(500), ctx, mask), eager, atol=1e-4, rtol=1e-4)
 
 
-def test_sampling_on_onnx_gives_torch_one_thread_and_onnx_runtime_the_budget(model, tmp_path, monkeypatch) -> None:
-    monkeypatch.setenv("STRATA_CACHE", str(tmp_path / "cache"))
-    model.save_pretrained(tmp_path / "tiny", dtype=torch.float32)
-    loaded = ImageDiffusionModel.from_pretrained(tmp_path / "tiny", text=model.text)
+def test_sampling_on_onnx_gives_torch_one_thread_and_onnx_runtime_the_budget(loaded, monkeypatch) -> None:
     seen: list[int] = []
     real = loaded.denoise
     monkeypatch.setattr(loaded, "denoise", lambda *a: seen.append(torch.get_num_threads()) or real(*a))
