@@ -121,13 +121,16 @@ def check_film(path: Path) -> dict[str, Any]:
     import av
     import numpy as np
 
+    import pyloudnorm  # an independent meter: strata's mix measures with FFmpeg's ebur128
+
     from strata.media.mp4 import probe_mp4
-    from strata.ops.sound import integrated_lufs, measure_true_peak
+    from strata.ops.sound import measure_true_peak
 
     info = probe_mp4(path)["streams"]
     with av.open(str(path)) as c:
         pcm = np.concatenate([f.to_ndarray() for f in c.decode(c.streams.audio[0])], axis=1)
-    lufs, peak = integrated_lufs(pcm, 48000), measure_true_peak(pcm, 48000)
+    lufs = pyloudnorm.Meter(48000).integrated_loudness(pcm.T.astype(np.float64))
+    peak = measure_true_peak(pcm, 48000)
     v, a, fps = info["video"]["duration_s"], info["audio"]["duration_s"], info["video"]["fps"]
     return {"video_s": v, "audio_s": a, "frames": info["video"]["frames"], "size": [info["video"]["width"],
             info["video"]["height"]], "lufs": round(lufs, 2), "true_peak_dbtp": round(peak, 2),

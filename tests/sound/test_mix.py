@@ -1,7 +1,7 @@
 """sound.mix: placement, fades, ducking, loudness to a target and the true-peak ceiling.
 
 Loudness is checked with pyloudnorm (ITU-R BS.1770-4) and the true peak with an FFT
-resampler (scipy.signal.resample, 4×) — a different method from the mixer's polyphase one.
+resampler (scipy.signal.resample, 4×) — a different method from the mixer's (libsoxr).
 """
 
 from __future__ import annotations

@@ -41,36 +41,72 @@ def test_same_workflow_and_seed_give_identical_files_in_fresh_stores(tmp_path, m
                 assert read_provenance(a) == read_provenance(b)
 
 
-def test_a_rerun_encodes_only_the_files_whose_bytes_are_not_stored(tmp_path, monkeypatch):
+def _spy_writes(monkeypatch, log: list) -> None:
+    """Log each file hand-off: ("stored", name) for the cheap stored-bytes pass, ("encode", name)
+    for the full write (encode/sign) that goes to the pool."""
     import strata.workflow.outputs as outputs
 
+    real = outputs.OutputWriter._write
+
+    def spy(self, job, cached_only=False):
+        log.append(("stored" if cached_only else "encode", job[3].name))
+        return real(self, job, cached_only)
+
+    monkeypatch.setattr(outputs.OutputWriter, "_write", spy)
+
+
+def _encoded(log: list) -> list[str]:
+    return sorted(name for kind, name in log if kind == "encode")
+
+
+def test_a_rerun_encodes_only_the_files_whose_bytes_are_not_stored(tmp_path, monkeypatch):
     monkeypatch.setenv("STRATA_SIGN", "0")
     store, out = Store(tmp_path / "store"), tmp_path / "out"
     Executor(store).run(parse_workflow(WF), out_dir=out)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     (out / "s.jpg").unlink()  # a file the user deleted is written again — from the stored bytes
-    pooled: list[list] = []
-    real_map = outputs.parallel_map
-    monkeypatch.setattr(outputs, "parallel_map", lambda fn, items, pool: pooled.append(list(items)) or real_map(fn, items, pool=pool))
+    log: list = []
+    _spy_writes(monkeypatch, log)
     monkeypatch.setattr("strata.media.image_io.encode_image", lambda *a, **k: pytest.fail("re-encoded a stored file"))
     Executor(store).run(parse_workflow(WF), out_dir=out)
-    assert pooled == [[]] and {p.name: p.read_bytes() for p in out.iterdir()} == before
-    # a changed node: its four files are encoded again, side by side
+    assert _encoded(log) == [] and {p.name: p.read_bytes() for p in out.iterdir()} == before
+    # a changed node: its four files are encoded again
     monkeypatch.undo()
     monkeypatch.setenv("STRATA_SIGN", "0")
-    pooled.clear()
-    monkeypatch.setattr(outputs, "parallel_map", lambda fn, items, pool: pooled.append(list(items)) or real_map(fn, items, pool=pool))
+    log.clear()
+    _spy_writes(monkeypatch, log)
     wf = parse_workflow(WF).with_param("s", "factor", 0.25)
     Executor(store).run(wf, out_dir=out)
-    assert pooled == [[0, 1, 2, 3]] and (out / "s.png").read_bytes() != before["s.png"]
+    assert _encoded(log) == ["s.jpg", "s.png", "s.tif", "s.webp"] and (out / "s.png").read_bytes() != before["s.png"]
     # signing turned on: the stored unsigned bytes are not enough, the slow signing goes to the pool
-    pooled.clear()
+    log.clear()
     monkeypatch.setenv("STRATA_SIGN", "1")
     Executor(store).run(wf, out_dir=out)
-    assert pooled == [[0, 1, 2, 3]]
-    pooled.clear()
+    assert _encoded(log) == ["s.jpg", "s.png", "s.tif", "s.webp"]
+    log.clear()
     Executor(store).run(wf, out_dir=out)
-    assert pooled == [[]]
+    assert _encoded(log) == []
+
+
+def test_files_are_written_while_later_nodes_run(tmp_path, monkeypatch):
+    # "s" finishes before "many" starts: its files are handed to the writer in between, not
+    # after the last node; the history and events still list them once, in the declared order.
+    monkeypatch.setenv("STRATA_SIGN", "0")
+    log: list = []
+    _spy_writes(monkeypatch, log)
+
+    def record(event) -> None:
+        e = event.to_json()
+        log.append((e["event"], e["path"] if e["event"] == "output_written" else e.get("node")))
+
+    store = Store(tmp_path / "store")
+    result = Executor(store, sinks=[record]).run(parse_workflow(WF), out_dir=tmp_path / "out")
+    first_write = log.index(("stored", "s.png"))
+    assert log.index(("node_finished", "s")) < first_write < log.index(("node_started", "many"))
+    written = [p for kind, p in log if kind == "output_written"]
+    assert [os.path.basename(p) for p in written] == ["s.png", "s.jpg", "s.webp", "s.tif"]
+    assert log.index(("node_finished", "many")) < log.index(("output_written", written[0]))
+    assert result.outputs and store.db.integrity_check() == "ok"
 
 
 def test_files_get_ordinary_permissions(tmp_path):

@@ -72,16 +72,24 @@ class Audio:
 
 
 def resample(audio: Audio, sample_rate_hz: int) -> Audio:
-    """``audio`` at another rate (polyphase FIR, scipy's resample_poly: linear phase, no wrap-around)."""
-    from math import gcd
-
-    from scipy.signal import resample_poly
-
+    """``audio`` at another rate (libsoxr, very high quality: linear phase, delay-compensated,
+    so sample times are kept — word timings stay valid)."""
     if sample_rate_hz == audio.sample_rate_hz:
         return audio
-    g = gcd(sample_rate_hz, audio.sample_rate_hz)
-    out = resample_poly(audio.samples, sample_rate_hz // g, audio.sample_rate_hz // g, axis=1)
-    return Audio(out.astype(np.float32), sample_rate_hz)
+    return Audio(resample_rows(audio.samples, audio.sample_rate_hz, sample_rate_hz), sample_rate_hz)
+
+
+def resample_rows(samples: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
+    """Channels-first ``samples`` (C, N) from ``rate_in`` to ``rate_out`` Hz as float32 (C, M).
+
+    soxr rather than scipy's polyphase filter: same quality class, ~3× faster here, and it
+    imports in milliseconds where ``scipy.signal`` takes ~1 s — paid by every process that
+    mixes or renders sound.
+    """
+    import soxr
+
+    out = soxr.resample(np.ascontiguousarray(samples.T, dtype=np.float32), rate_in, rate_out, quality="VHQ")
+    return np.ascontiguousarray(out.T)
 
 
 def with_channels(audio: Audio, channels: int) -> Audio:

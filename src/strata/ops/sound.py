@@ -5,7 +5,7 @@
 - ``sound.subtitles``: Words → Subtitles (readable cues; written as .srt / .vtt).
 - ``sound.mix``: tracks with gain, offset and fades; music ducked under the voice by a
   sidechain on the voice's envelope; integrated loudness normalized (ITU-R BS.1770-4 via
-  pyloudnorm) with a true-peak ceiling (4× oversampled peak, as BS.1770-4 Annex 2).
+  FFmpeg's ebur128 meter) with a true-peak ceiling (4× oversampled peak, as BS.1770-4 Annex 2).
 - ``sound.load_audio``: a WAV/FLAC/OGG file as Audio; ``sound.load_midi`` / ``sound.render_midi``:
   a MIDI score and its rendering through a General MIDI SoundFont.
 - ``sound.music``: four-part music from the built-in chorale model (key, mode, tempo, exact
@@ -16,13 +16,14 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
 from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from strata.errors import OpError
-from strata.media.audio import Audio, load_audio as _load_audio, resample, with_channels
+from strata.media.audio import Audio, load_audio as _load_audio, resample, resample_rows, with_channels
 from strata.media.midi import Midi
 from strata.media.timed_text import Subtitles, TimedText, Words
 from strata.models import speech as _speech  # registers the piper voice with the model registry
@@ -463,10 +464,51 @@ def _dbtp(peak: float) -> float:
 
 
 def integrated_lufs(samples: np.ndarray, rate: int) -> float:
-    """Integrated loudness in LUFS (ITU-R BS.1770-4 K-weighting and gating, via pyloudnorm)."""
-    import pyloudnorm
+    """Integrated loudness in LUFS (ITU-R BS.1770-4 K-weighting and gating) of channels-first
+    ``samples``; ``-inf`` for silence or less than one 400 ms block.
 
-    return float(pyloudnorm.Meter(rate).integrated_loudness(np.ascontiguousarray(samples.T, dtype=np.float64)))
+    Measured by FFmpeg's ``ebur128`` filter (through PyAV, already strata's media library):
+    compiled, and it spares every process that mixes importing ``scipy.signal`` (~1 s), which
+    pyloudnorm needs. The tests check the results against pyloudnorm, an independent
+    implementation (they agree within 0.1 LU).
+    """
+    import av
+    import av.filter
+
+    x = np.atleast_2d(np.asarray(samples, np.float32))
+    layout = {1: "mono", 2: "stereo"}.get(x.shape[0])
+    if layout is None:
+        raise OpError(f"loudness is measured on mono or stereo sound, not {x.shape[0]} channels")
+    graph = av.filter.Graph()
+    source = graph.add_abuffer(format="fltp", sample_rate=rate, layout=layout, time_base=Fraction(1, rate))
+    meter = graph.add("ebur128", "metadata=1")  # each output frame carries the running values
+    sink = graph.add("abuffersink")
+    source.link_to(meter)
+    meter.link_to(sink)
+    graph.configure()
+    reading = None
+
+    def drain() -> None:
+        nonlocal reading
+        while True:
+            try:
+                frame = graph.pull()
+            except (av.BlockingIOError, av.EOFError):
+                return
+            reading = frame.metadata.get("lavfi.r128.I", reading)
+
+    chunk = 1 << 16
+    for start in range(0, x.shape[1], chunk):
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(x[:, start : start + chunk]), format="fltp",
+                                           layout=layout)
+        frame.sample_rate, frame.pts, frame.time_base = rate, start, Fraction(1, rate)
+        graph.push(frame)
+        drain()
+    graph.push(None)
+    drain()
+    # FFmpeg reports −70 LUFS (the absolute gate) when no block passes it: silence
+    value = float(reading) if reading is not None else -np.inf
+    return value if value > -70.0 else -np.inf
 
 
 def limit_true_peak(samples: np.ndarray, ceiling_dbtp: float, *, lookahead_ms: float = 3.0,
@@ -495,10 +537,8 @@ def limit_true_peak(samples: np.ndarray, ceiling_dbtp: float, *, lookahead_ms: f
 def sample_peaks(samples: np.ndarray) -> np.ndarray:
     """Per sample, the largest magnitude of any channel at it or in the 4× oversampled signal
     just after it (BS.1770-4 Annex 2's true-peak reading, kept in time for the limiter)."""
-    from scipy.signal import resample_poly
-
     n = samples.shape[1]
-    over = np.abs(resample_poly(samples, 4, 1, axis=1)).max(axis=0)[: 4 * n]
+    over = np.abs(resample_rows(samples, 1, 4)).max(axis=0)[: 4 * n]
     return np.maximum(over.reshape(n, 4).max(axis=1), np.abs(samples).max(axis=0))
 
 

@@ -22,7 +22,7 @@ import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Protocol
+from typing import Any, Iterator, NoReturn, Protocol
 
 from strata.errors import OpError, RunInterrupted, StoreError, StrataError, StrataWarning
 from strata.store import Store, new_run_id
@@ -143,24 +143,26 @@ class Executor:
         models: dict[str, ModelInfo | None] = {}
         broken: set[str] = set()
         self._cancel = cancel
+        writer = None
+        if out_dir is not None and plan.outputs:
+            from strata.workflow.outputs import OutputWriter
+
+            writer = OutputWriter(plan, models, self.store, Path(out_dir), run_id, self.bus)
         try:
             with _sigterm_as_interrupt():
                 for seq, pn in enumerate(plan.nodes):
                     self._check_cancel()
                     self._run_node(plan, pn, seq, run_id, refs, models, broken, result, no_cache)
-                if out_dir is not None and plan.outputs:
-                    from strata.workflow.outputs import write_outputs
-
+                    if writer is not None and pn.node.id in refs:
+                        writer.node_done(pn.node.id, refs)  # its files are written while the run goes on
+                if writer is not None:
                     try:
-                        result.outputs = write_outputs(plan, refs, models, self.store, Path(out_dir), run_id, self.bus)
+                        result.outputs = writer.finish()
                     except OSError as exc:
-                        self._flush(result, t0)  # the computed values stay cached for the rerun
-                        result.status = "failed"
-                        self._finish(result, t0)
-                        raise StoreError(f"cannot write the outputs into {out_dir}: {exc.strerror or exc}; "
-                                         "choose a writable folder with free space (finished nodes are cached, "
-                                         "so a rerun only writes the files)") from None
+                        self._output_failure(result, t0, out_dir, exc)
         except KeyboardInterrupt:
+            if writer is not None:
+                writer.abandon()
             result.status = "interrupted"
             self._flush(result, t0)
             self._finish(result, t0)
@@ -178,6 +180,14 @@ class Executor:
         result.refs = refs
         self._finish(result, t0)
         return result
+
+    def _output_failure(self, result: RunResult, t0: float, out_dir: str | Path | None, exc: OSError) -> NoReturn:
+        self._flush(result, t0)  # the computed values stay cached for the rerun
+        result.status = "failed"
+        self._finish(result, t0)
+        raise StoreError(f"cannot write the outputs into {out_dir}: {exc.strerror or exc}; "
+                         "choose a writable folder with free space (finished nodes are cached, "
+                         "so a rerun only writes the files)") from None
 
     def _flush(self, result: RunResult, t0: float) -> None:
         try:

@@ -16,6 +16,7 @@ pixels and provenance but different signatures.
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from strata import __version__
 from strata.errors import MediaError
 from strata.files import atomic_write_bytes
 from strata.media.image_io import EXTENSIONS as IMAGE_EXTENSIONS
-from strata.parallel import parallel_map
+from strata.parallel import shared_pool
 from strata.store import Store, sha256_bytes
 from strata.store.store import AssetRef
 from strata.workflow.events import EventBus, OutputWritten
@@ -208,48 +209,104 @@ def _sign(store: Store, plan: Plan, src: Source, key: str, data: bytes, digest: 
     return signed, store.put_file_bytes(signed_key, signed, f"file/{fmt}+c2pa")
 
 
+class OutputWriter:
+    """Writes a run's ``outputs:`` files while the run goes on: each file as soon as its node
+    has finished (executed or cached), not after the last node.
+
+    Encoding, watermarking and signing a file (a watermarked poster PNG: ~0.5 s) then overlap
+    the nodes still running — most of them leave a core idle (a mix, a speech line) — instead
+    of adding to the end of the run. Files whose encoded bytes are stored already (an unchanged
+    rerun) are copied in the calling thread: cheaper than a hand-off to a pool thread. The
+    others go to the shared ``files`` pool. The store's history (exports) and the
+    ``output_written`` events are recorded by :meth:`finish`, in the declared order, on the
+    calling thread. List outputs become ``name_0.png``, ``name_1.png``, ...
+    """
+
+    def __init__(self, plan: Plan, models: dict[str, ModelInfo | None], store: Store, out_dir: Path, run_id: str,
+                 bus: EventBus | None = None):
+        self.plan, self.models, self.store, self.out_dir, self.run_id, self.bus = plan, models, store, out_dir, run_id, bus
+        self._by_node: dict[str, list[str]] = {}
+        for filename, src in plan.outputs.items():
+            self._by_node.setdefault(src.node, []).append(filename)
+        # filename → its files in order: (job, result or future)
+        self._files: dict[str, list[tuple[tuple[Source, str, list[str], Path, int | None], Any]]] = {}
+
+    def node_done(self, node_id: str, refs: dict[str, dict[str, AssetRef]]) -> None:
+        """Start writing the files of ``node_id``'s outputs (its value and its inputs' are in ``refs``)."""
+        for filename in self._by_node.get(node_id, ()):
+            src = self.plan.outputs[filename]
+            ref = refs[src.node][src.output]
+            name = Path(filename)
+            items = ref if isinstance(ref, list) else [ref]
+            paths = [self.out_dir / filename] if not isinstance(ref, list) else [
+                self.out_dir / f"{name.stem}_{i}{name.suffix}" for i in range(len(items))]
+            input_assets = [a for s in self.plan.node(src.node).sources() for r in [refs[s.node][s.output]]
+                            for a in (r if isinstance(r, list) else [r])]
+            files = self._files[filename] = []
+            for i, (asset_id, path) in enumerate(zip(items, paths)):
+                job = (src, asset_id, input_assets, path, i if isinstance(ref, list) else None)
+                pool = shared_pool("files")
+                try:
+                    self.out_dir.mkdir(parents=True, exist_ok=True)
+                    done = self._write(job, cached_only=True)
+                    if done is None:
+                        done = pool.submit(self._write, job) if pool is not None else self._write(job)
+                except Exception as exc:  # noqa: BLE001 - reported by finish(), after the nodes still to run
+                    done = Future()
+                    done.set_exception(exc)
+                files.append((job, done))
+
+    def _write(self, job: tuple[Source, str, list[str], Path, int | None], cached_only: bool = False) -> Any:
+        src, asset_id, input_assets, path, index = job
+        return _write_one(self.store, self.plan, src, asset_id, input_assets, path, self.models, index,
+                          cached_only=cached_only)
+
+    def finish(self) -> dict[str, list[Path]]:
+        """Wait for every file, record them in the history and emit their events; returns
+        output name → written paths (outputs whose node failed or was skipped are absent).
+
+        Raises:
+            OSError: a file could not be written (after every other file has finished).
+        """
+        error: OSError | None = None
+        written: dict[str, list[Path]] = {}
+        for filename in self.plan.outputs:  # the declared order
+            for job, done in self._files.get(filename, ()):
+                try:
+                    path, digest = done.result() if isinstance(done, Future) else done
+                except OSError as exc:
+                    error = error or exc
+                    continue
+                src, asset_id = job[0], job[1]
+                self.store.db.add_export(str(path.resolve()), digest, asset_id, self.run_id, src.node, src.output)
+                written.setdefault(filename, []).append(path)
+                if self.bus is not None:
+                    self.bus.emit(OutputWritten(self.run_id, str(path), src.node, src.output))
+        if error is not None:
+            raise error
+        return written
+
+    def abandon(self) -> None:
+        """The run stopped (Ctrl-C, cancel): drop files not started; wait for those being written
+        (each is written atomically, so a file is either complete or absent)."""
+        for files in self._files.values():
+            for _, done in files:
+                if isinstance(done, Future) and not done.cancel():
+                    try:
+                        done.result()
+                    except Exception:  # noqa: BLE001 - the run is being abandoned; its report says why
+                        pass
+
+
 def write_outputs(plan: Plan, refs: dict[str, dict[str, AssetRef]], models: dict[str, ModelInfo | None], store: Store,
                   out_dir: Path, run_id: str, bus: EventBus | None = None) -> dict[str, list[Path]]:
-    """Write every ``outputs:`` entry whose node finished; list outputs become ``name_0.png``, ...
-
-    Returns: output name → written paths.
-    """
-    written: dict[str, list[Path]] = {}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    jobs: list[tuple[str, Source, str, list[str], Path, int | None]] = []
-    for filename, src in plan.outputs.items():
-        ref = refs.get(src.node, {}).get(src.output)
-        if ref is None:  # the node failed or was skipped; the run report says so
-            continue
-        name = Path(filename)
-        items = ref if isinstance(ref, list) else [ref]
-        paths = [out_dir / filename] if not isinstance(ref, list) else [
-            out_dir / f"{name.stem}_{i}{name.suffix}" for i in range(len(items))]
-        written[filename] = []
-        input_assets = [a for s in plan.node(src.node).sources() for r in [refs[s.node][s.output]]
-                        for a in (r if isinstance(r, list) else [r])]
-        for i, (asset_id, path) in enumerate(zip(items, paths)):
-            jobs.append((filename, src, asset_id, input_assets, path, i if isinstance(ref, list) else None))
-
-    def write(job: tuple[str, Source, str, list[str], Path, int | None], cached_only: bool = False) -> Any:
-        _, src, asset_id, input_assets, path, index = job
-        return _write_one(store, plan, src, asset_id, input_assets, path, models, index, cached_only=cached_only)
-
-    # Files whose encoded bytes are stored already (an unchanged rerun) are copied here: that
-    # costs less than handing them to a pool thread. The others are independent, and encoders,
-    # the watermark network and hashing release the GIL: they are encoded side by side on every
-    # core. Results are recorded in the declared order.
-    results = [write(job, cached_only=True) for job in jobs]
-    todo = [i for i, r in enumerate(results) if r is None]
-    for i, r in zip(todo, parallel_map(lambda i: write(jobs[i]), todo, pool="files")):
-        results[i] = r
-    for job, (path, digest) in zip(jobs, results):
-        filename, src, asset_id = job[0], job[1], job[2]
-        store.db.add_export(str(path.resolve()), digest, asset_id, run_id, src.node, src.output)
-        written[filename].append(path)
-        if bus is not None:
-            bus.emit(OutputWritten(run_id, str(path), src.node, src.output))
-    return written
+    """Write the ``outputs:`` of finished nodes (``refs``) at once: :class:`OutputWriter` for
+    values that are all there already (``strata export``)."""
+    writer = OutputWriter(plan, models, store, out_dir, run_id, bus)
+    for pn in plan.nodes:
+        if pn.node.id in refs:
+            writer.node_done(pn.node.id, refs)
+    return writer.finish()
 
 
 def export_run(store: Store, run: str, dest: str | Path) -> list[Path]:
