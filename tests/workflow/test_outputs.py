@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 
 import numpy as np
 import pytest
@@ -127,3 +128,56 @@ def test_provenance_names_node_inputs_and_workflow(tmp_path):
     assert prov.input_assets == [result.refs["n"]["image"]]
     assert prov.workflow["nodes"][0]["op"] == "test.noise" and prov.label == "edited with strata"
     assert prov.created is None
+
+
+def _exported(store) -> list[str]:
+    return sorted(os.path.basename(r["path"]) for r in store.db.query("SELECT path FROM exports"))
+
+
+def test_a_file_that_cannot_be_written_fails_the_run_after_the_others_are_recorded(tmp_path, monkeypatch):
+    import strata.workflow.outputs as outputs
+    from strata.errors import MediaError
+
+    monkeypatch.setenv("STRATA_SIGN", "0")
+    real = outputs._write_one
+
+    def broken_jpeg(store, plan, src, asset_id, input_assets, path, *a, **k):
+        if path.suffix == ".jpg":
+            raise MediaError("cannot encode this JPEG")
+        return real(store, plan, src, asset_id, input_assets, path, *a, **k)
+
+    monkeypatch.setattr(outputs, "_write_one", broken_jpeg)
+    store = Store(tmp_path / "store")
+    with pytest.raises(MediaError, match="cannot encode this JPEG"):
+        Executor(store).run(parse_workflow(WF), out_dir=tmp_path / "out")
+    (status,) = [r["status"] for r in store.db.query("SELECT status FROM runs")]
+    assert status == "failed"  # recorded as finished, not left "running"
+    assert _exported(store) == ["s.png", "s.tif", "s.webp"] == sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert store.db.integrity_check() == "ok"
+
+
+def test_an_interrupted_run_records_the_files_it_wrote(tmp_path, monkeypatch):
+    # Ctrl-C while "many" runs: the files of "s" were written meanwhile; they are complete and
+    # in the history, so `strata lineage` finds them.
+    import dataclasses
+
+    from strata.errors import RunInterrupted
+    from strata.workflow.node import REGISTRY
+
+    store, out = Store(tmp_path / "store"), tmp_path / "out"
+
+    def interrupted(*a, **k):
+        for _ in range(500):  # the files of "s" are being written meanwhile: let them land
+            if len(list(out.glob("s.*"))) == 4:
+                break
+            time.sleep(0.01)
+        raise KeyboardInterrupt
+
+    monkeypatch.setenv("STRATA_SIGN", "0")
+    monkeypatch.setitem(REGISTRY, "test.stack", dataclasses.replace(REGISTRY["test.stack"], fn=interrupted))
+    with pytest.raises(RunInterrupted):
+        Executor(store).run(parse_workflow(WF), out_dir=out)
+    (status,) = [r["status"] for r in store.db.query("SELECT status FROM runs")]
+    assert status == "interrupted"
+    assert _exported(store) == ["s.jpg", "s.png", "s.tif", "s.webp"] == sorted(p.name for p in out.iterdir())
+    assert read_provenance(out / "s.png").node_id == "s"

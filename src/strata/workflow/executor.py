@@ -148,6 +148,7 @@ class Executor:
             from strata.workflow.outputs import OutputWriter
 
             writer = OutputWriter(plan, models, self.store, Path(out_dir), run_id, self.bus)
+        output_error: OSError | None = None
         try:
             with _sigterm_as_interrupt():
                 for seq, pn in enumerate(plan.nodes):
@@ -159,7 +160,7 @@ class Executor:
                     try:
                         result.outputs = writer.finish()
                     except OSError as exc:
-                        self._output_failure(result, t0, out_dir, exc)
+                        output_error = exc
         except KeyboardInterrupt:
             if writer is not None:
                 writer.abandon()
@@ -170,8 +171,19 @@ class Executor:
                 f"run {run_id} interrupted; {len(result.executed) + len(result.cached)} finished node(s) are stored — "
                 "run the same workflow again to resume from them"
             ) from None
+        except BaseException:
+            # Anything else (a file that cannot be encoded or signed, a broken history database):
+            # the run is recorded as failed, with what it finished, before the error goes on.
+            if writer is not None:
+                writer.abandon()
+            result.status = "failed"
+            self._flush(result, t0)
+            self._finish(result, t0)
+            raise
         finally:
             self._cancel = None
+        if output_error is not None:
+            self._output_failure(result, t0, out_dir, output_error)
         # Values were written behind the run (overlapping later nodes and the output files);
         # the run is finished only when they are on disk and cached.
         self._flush(result, t0)

@@ -16,7 +16,7 @@ pixels and provenance but different signatures.
 
 from __future__ import annotations
 
-from concurrent.futures import Future
+from concurrent.futures import Future, wait as futures_wait
 from pathlib import Path
 from typing import Any
 
@@ -209,6 +209,21 @@ def _sign(store: Store, plan: Plan, src: Source, key: str, data: bytes, digest: 
     return signed, store.put_file_bytes(signed_key, signed, f"file/{fmt}+c2pa")
 
 
+class _File:
+    """One output file: its job, then its result (``(path, sha256)``), a Future of it, or an error."""
+
+    __slots__ = ("job", "done", "recorded")
+
+    def __init__(self, job: tuple[Source, str, list[str], Path, int | None]):
+        self.job, self.done, self.recorded = job, None, False
+
+    def settled(self) -> bool:
+        return self.done is not None and (not isinstance(self.done, Future) or self.done.done())
+
+    def result(self) -> tuple[Path, str]:
+        return self.done.result() if isinstance(self.done, Future) else self.done  # type: ignore[union-attr,return-value]
+
+
 class OutputWriter:
     """Writes a run's ``outputs:`` files while the run goes on: each file as soon as its node
     has finished (executed or cached), not after the last node.
@@ -217,9 +232,13 @@ class OutputWriter:
     the nodes still running — most of them leave a core idle (a mix, a speech line) — instead
     of adding to the end of the run. Files whose encoded bytes are stored already (an unchanged
     rerun) are copied in the calling thread: cheaper than a hand-off to a pool thread. The
-    others go to the shared ``files`` pool. The store's history (exports) and the
-    ``output_written`` events are recorded by :meth:`finish`, in the declared order, on the
-    calling thread. List outputs become ``name_0.png``, ``name_1.png``, ...
+    others go to the shared ``files`` pool. Each file is written atomically. The store's
+    history (exports) and the ``output_written`` events are recorded on the calling thread by
+    :meth:`finish` (in the declared order) or :meth:`abandon`. List outputs become
+    ``name_0.png``, ``name_1.png``, ...
+
+    A run stopped part-way (Ctrl-C, cancel, a crash) may thus leave the files of the nodes
+    that finished before it stopped; they are complete and recorded like any other.
     """
 
     def __init__(self, plan: Plan, models: dict[str, ModelInfo | None], store: Store, out_dir: Path, run_id: str,
@@ -228,8 +247,7 @@ class OutputWriter:
         self._by_node: dict[str, list[str]] = {}
         for filename, src in plan.outputs.items():
             self._by_node.setdefault(src.node, []).append(filename)
-        # filename → its files in order: (job, result or future)
-        self._files: dict[str, list[tuple[tuple[Source, str, list[str], Path, int | None], Any]]] = {}
+        self._files: dict[str, list[_File]] = {}  # output name → its files, in order
 
     def node_done(self, node_id: str, refs: dict[str, dict[str, AssetRef]]) -> None:
         """Start writing the files of ``node_id``'s outputs (its value and its inputs' are in ``refs``)."""
@@ -244,58 +262,77 @@ class OutputWriter:
                             for a in (r if isinstance(r, list) else [r])]
             files = self._files[filename] = []
             for i, (asset_id, path) in enumerate(zip(items, paths)):
-                job = (src, asset_id, input_assets, path, i if isinstance(ref, list) else None)
+                file = _File((src, asset_id, input_assets, path, i if isinstance(ref, list) else None))
+                files.append(file)  # known before any work starts: abandon() then sees it whatever happens
                 pool = shared_pool("files")
                 try:
                     self.out_dir.mkdir(parents=True, exist_ok=True)
-                    done = self._write(job, cached_only=True)
+                    done = self._write(file.job, cached_only=True)
                     if done is None:
-                        done = pool.submit(self._write, job) if pool is not None else self._write(job)
+                        done = pool.submit(self._write, file.job) if pool is not None else self._write(file.job)
                 except Exception as exc:  # noqa: BLE001 - reported by finish(), after the nodes still to run
                     done = Future()
                     done.set_exception(exc)
-                files.append((job, done))
+                file.done = done
 
     def _write(self, job: tuple[Source, str, list[str], Path, int | None], cached_only: bool = False) -> Any:
         src, asset_id, input_assets, path, index = job
         return _write_one(self.store, self.plan, src, asset_id, input_assets, path, self.models, index,
                           cached_only=cached_only)
 
+    def _all(self) -> list[_File]:
+        return [f for filename in self.plan.outputs for f in self._files.get(filename, ())]  # the declared order
+
+    def _record(self) -> tuple[dict[str, list[Path]], BaseException | None]:
+        """Record every settled, not yet recorded file; returns the written paths by output name
+        and the first error of a file that failed."""
+        error: BaseException | None = None
+        written: dict[str, list[Path]] = {}
+        for filename in self.plan.outputs:
+            for file in self._files.get(filename, ()):
+                if not file.settled():
+                    continue
+                try:
+                    path, digest = file.result()
+                except Exception as exc:  # noqa: BLE001 - the first one is raised by the caller
+                    error = error or exc
+                    continue
+                written.setdefault(filename, []).append(path)
+                if file.recorded:
+                    continue
+                file.recorded = True
+                src, asset_id = file.job[0], file.job[1]
+                self.store.db.add_export(str(path.resolve()), digest, asset_id, self.run_id, src.node, src.output)
+                if self.bus is not None:
+                    self.bus.emit(OutputWritten(self.run_id, str(path), src.node, src.output))
+        return written, error
+
     def finish(self) -> dict[str, list[Path]]:
         """Wait for every file, record them in the history and emit their events; returns
         output name → written paths (outputs whose node failed or was skipped are absent).
 
         Raises:
-            OSError: a file could not be written (after every other file has finished).
+            the first file's error (OSError when it could not be written, MediaError, ...),
+            once every other file has finished and been recorded.
         """
-        error: OSError | None = None
-        written: dict[str, list[Path]] = {}
-        for filename in self.plan.outputs:  # the declared order
-            for job, done in self._files.get(filename, ()):
-                try:
-                    path, digest = done.result() if isinstance(done, Future) else done
-                except OSError as exc:
-                    error = error or exc
-                    continue
-                src, asset_id = job[0], job[1]
-                self.store.db.add_export(str(path.resolve()), digest, asset_id, self.run_id, src.node, src.output)
-                written.setdefault(filename, []).append(path)
-                if self.bus is not None:
-                    self.bus.emit(OutputWritten(self.run_id, str(path), src.node, src.output))
+        futures_wait([f.done for f in self._all() if isinstance(f.done, Future)])
+        written, error = self._record()
         if error is not None:
             raise error
         return written
 
     def abandon(self) -> None:
-        """The run stopped (Ctrl-C, cancel): drop files not started; wait for those being written
-        (each is written atomically, so a file is either complete or absent)."""
-        for files in self._files.values():
-            for _, done in files:
-                if isinstance(done, Future) and not done.cancel():
-                    try:
-                        done.result()
-                    except Exception:  # noqa: BLE001 - the run is being abandoned; its report says why
-                        pass
+        """The run stopped (Ctrl-C, cancel, an error): files not started are dropped, those being
+        written are waited for, and every file written is recorded. A second Ctrl-C stops the wait
+        (what is still being written finishes in the background, atomically, unrecorded)."""
+        for file in self._all():
+            if isinstance(file.done, Future):
+                file.done.cancel()
+        try:
+            futures_wait([f.done for f in self._all() if isinstance(f.done, Future)])
+        except KeyboardInterrupt:
+            pass
+        self._record()
 
 
 def write_outputs(plan: Plan, refs: dict[str, dict[str, AssetRef]], models: dict[str, ModelInfo | None], store: Store,
