@@ -161,25 +161,21 @@ class Executor:
                         result.outputs = writer.finish()
                     except OSError as exc:
                         output_error = exc
-        except KeyboardInterrupt:
+        except BaseException as exc:
+            # Ctrl-C / SIGTERM / cancel, or anything else (a file that cannot be encoded or signed,
+            # a broken history database): the run is recorded, with what it finished, first.
             if writer is not None:
                 writer.abandon()
-            result.status = "interrupted"
+            interrupted = isinstance(exc, KeyboardInterrupt)
+            result.status = "interrupted" if interrupted else "failed"
             self._flush(result, t0)
             self._finish(result, t0)
+            if not interrupted:
+                raise
             raise RunInterrupted(
                 f"run {run_id} interrupted; {len(result.executed) + len(result.cached)} finished node(s) are stored — "
                 "run the same workflow again to resume from them"
             ) from None
-        except BaseException:
-            # Anything else (a file that cannot be encoded or signed, a broken history database):
-            # the run is recorded as failed, with what it finished, before the error goes on.
-            if writer is not None:
-                writer.abandon()
-            result.status = "failed"
-            self._flush(result, t0)
-            self._finish(result, t0)
-            raise
         finally:
             self._cancel = None
         if output_error is not None:
