@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -210,12 +213,19 @@ def test_a_loaded_model_runs_on_onnx_runtime_close_to_eager_and_caches_its_graph
     from strata.files import user_cache_dir
 
     assert loaded.weights_sha256 and not list(user_cache_dir("unet").glob(f"unet-{loaded.weights_sha256[:16]}*"))
+    # graphs of other weights or library versions: the export keeps only the most recently used
+    user_cache_dir("unet").mkdir(parents=True, exist_ok=True)
+    stale = [user_cache_dir("unet") / f"unet-old{i}.onnx" for i in range(unet_onnx.KEEP_GRAPHS)]
+    for age, f in enumerate(stale, start=1):
+        f.write_bytes(b"an old graph")
+        os.utime(f, (time.time() - 3600 * age,) * 2)
     ctx = torch.randn(2, 12, 384)
     mask = torch.ones(2, 12)
     mask[0, 5:] = 0
     x = torch.randn(2, TINY.latent_channels, 16, 16)
     loaded.denoise(x, torch.tensor(500), ctx, mask)  # exported here, at batch 2, t = 500
     (cached,) = user_cache_dir("unet").glob(f"unet-{loaded.weights_sha256[:16]}*.onnx")
+    assert sorted(user_cache_dir("unet").glob("unet-*.onnx")) == sorted([cached, *stale[:-1]])  # the oldest went
     # other timesteps (int and float), masks, batch sizes and token counts: one graph serves them all
     for t, m, b, n in ((10, mask, 2, 12), (999, torch.ones(2, 12), 2, 12), (37.5, mask, 2, 12),
                        (500, torch.ones(6, 12), 6, 12), (500, torch.ones(2, 7), 2, 7)):

@@ -54,3 +54,33 @@ def user_cache_dir(name: str) -> Path:
     else ``~/.cache/strata/<name>``. Not created here."""
     base = os.environ.get("STRATA_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "strata"
     return Path(base).expanduser() / name
+
+
+def mark_used(path: Path) -> None:
+    """Record that a cache file was just used (its mtime), so :func:`prune_cache` keeps it."""
+    try:
+        os.utime(path)
+    except OSError:  # a read-only cache: nothing is pruned there either
+        pass
+
+
+def prune_cache(folder: Path, pattern: str, *, keep: int) -> list[Path]:
+    """Delete all but the ``keep`` most recently used files matching ``pattern`` in ``folder``.
+
+    Cache files are named by the weights and library versions they were made for, so every
+    upgrade or retrained model leaves the old ones behind (a UNet graph is ~70 MB); "used" is
+    the mtime that :func:`mark_used` refreshes. A file another process has open stays readable
+    to it (POSIX). Files that cannot be removed are left. Returns the removed paths.
+    """
+    try:
+        found = [(p.stat().st_mtime, p) for p in folder.glob(pattern)]
+    except OSError:
+        return []
+    removed = []
+    for _, p in sorted(found, reverse=True)[keep:]:
+        try:
+            p.unlink()
+            removed.append(p)
+        except OSError:
+            pass
+    return removed

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from strata.errors import ModelError, OpError
+from strata.files import mark_used, prune_cache
 from strata.models.registry import ModelEntry, ModelRegistry, builtin
 
 PIPER_VOICE_ID = "piper-joe-en_US-medium"
@@ -195,6 +196,7 @@ def _voice_session(model_path: Path, weights_hash: str | None) -> Any:
         cached = voice_graph_cache_dir() / (f"{PIPER_VOICE_ID}-{weights_hash[:16]}-ort{ort.__version__}-"
                                             f"piper{version('piper-tts')}.onnx")
         if cached.is_file():
+            mark_used(cached)
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
             try:
                 return ort.InferenceSession(str(cached), sess_options=options, providers=providers)
@@ -226,6 +228,8 @@ def _voice_session(model_path: Path, weights_hash: str | None) -> Any:
             os.replace(tmp, cached)
         except OSError:
             tmp.unlink(missing_ok=True)
+        else:
+            prune_cache(cached.parent, f"{PIPER_VOICE_ID}-*.onnx", keep=2)  # older onnxruntime/piper versions'
     return session
 
 

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from strata.errors import ModelError
-from strata.files import atomic_write_bytes, user_cache_dir
+from strata.files import atomic_write_bytes, mark_used, prune_cache, user_cache_dir
 
 if TYPE_CHECKING:
     from strata.models.image_diffusion import ImageDiffusionModel
@@ -45,6 +45,8 @@ ENV_RUNTIME = "STRATA_UNET_RUNTIME"
 #: Bump when the exported graph changes (inputs, opset, export options): old cache files are then ignored.
 EXPORT_VERSION = 1
 OPSET = 17
+#: Exported graphs kept in the cache (the most recently used; older weights' and versions' go).
+KEEP_GRAPHS = 3
 INPUTS = ("x", "t", "ctx", "mask")
 _EXPORT_LOCK = threading.Lock()
 _SAMPLING_LOCK = threading.Lock()
@@ -102,6 +104,8 @@ class OnnxUNet:
     def __init__(self, unet: torch.nn.Module, example: tuple[torch.Tensor, ...], weights_sha256: str):
         path = cache_path(weights_sha256, dict(getattr(unet, "config", {})))
         from_cache = path.is_file()
+        if from_cache:
+            mark_used(path)
         try:
             graph = path if from_cache else _export_to(path, unet, example)
             try:
@@ -129,6 +133,7 @@ def _export_to(path: Path, unet: torch.nn.Module, example: tuple[torch.Tensor, .
         atomic_write_bytes(path, data)
     except OSError:  # a read-only home: run from memory, export again next time
         return data
+    prune_cache(path.parent, "unet-*.onnx", keep=KEEP_GRAPHS)
     return path
 
 
