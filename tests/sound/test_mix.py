@@ -13,7 +13,7 @@ from scipy.signal import resample
 
 from strata.errors import OpError
 from strata.media.audio import Audio
-from strata.ops.sound import TrackSettings, duck_gain, mix
+from strata.ops.sound import TrackSettings, duck_gain, integrated_lufs, mix
 
 RATE = 48000
 
@@ -55,6 +55,21 @@ def test_peaky_material_is_limited_to_the_ceiling():
     out = mix([Audio.mono(x, RATE)], settings=[{"role": "effect"}], target_lufs=-10.0, true_peak_dbtp=-1.0)
     assert abs(lufs(out) - (-10.0)) <= 0.5
     assert true_peak(out) <= -0.95
+
+
+@pytest.mark.parametrize("rate", [44100, 48000])
+@pytest.mark.parametrize("channels", [1, 2])
+def test_loudness_meter_agrees_with_pyloudnorm(rate, channels):
+    # strata measures with FFmpeg's ebur128; pyloudnorm is an independent BS.1770 implementation
+    rng = np.random.default_rng(channels)
+    t = np.arange(int(rate * 6.3)) / rate
+    swell = 0.5 + 0.5 * np.sin(2 * np.pi * 0.4 * t)  # loud and quiet blocks, so the gating matters
+    x = (swell * (0.3 * np.sin(2 * np.pi * 220 * t) + 0.05 * rng.standard_normal((channels, t.size)))).astype(np.float32)
+    expected = pyloudnorm.Meter(rate).integrated_loudness(x.T.astype(np.float64))
+    assert abs(integrated_lufs(x, rate) - expected) < 0.1
+    assert integrated_lufs(x * np.float32(0.1), rate) == pytest.approx(integrated_lufs(x, rate) - 20, abs=0.05)
+    assert integrated_lufs(np.zeros_like(x), rate) == -np.inf  # silence
+    assert integrated_lufs(x[:, : rate // 4], rate) == -np.inf  # shorter than one 400 ms block
 
 
 def test_offsets_gain_and_fades_without_normalization():
