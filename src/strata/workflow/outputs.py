@@ -248,6 +248,7 @@ class OutputWriter:
         for filename, src in plan.outputs.items():
             self._by_node.setdefault(src.node, []).append(filename)
         self._files: dict[str, list[_File]] = {}  # output name → its files, in order
+        self._made_dir = False  # out_dir is made with the first file (a run whose nodes all fail makes none)
 
     def node_done(self, node_id: str, refs: dict[str, dict[str, AssetRef]]) -> None:
         """Start writing the files of ``node_id``'s outputs (its value and its inputs' are in ``refs``)."""
@@ -266,7 +267,9 @@ class OutputWriter:
                 files.append(file)  # known before any work starts: abandon() then sees it whatever happens
                 pool = shared_pool("files")
                 try:
-                    self.out_dir.mkdir(parents=True, exist_ok=True)
+                    if not self._made_dir:
+                        self.out_dir.mkdir(parents=True, exist_ok=True)
+                        self._made_dir = True
                     done = self._write(file.job, cached_only=True)
                     if done is None:
                         done = pool.submit(self._write, file.job) if pool is not None else self._write(file.job)
