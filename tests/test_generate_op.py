@@ -47,15 +47,17 @@ def gen_workflow(**params) -> dict:
         "outputs": {"apple.png": "gen"}}
 
 
-def test_generate_through_the_engine(registry, tmp_path):
+def test_generate_through_the_engine(registry, tmp_path, monkeypatch):
+    monkeypatch.setenv("STRATA_CACHE", str(tmp_path / "cache"))  # no exported UNet yet: its export is announced
     sink = CollectSink()
     store = Store(tmp_path / "store")
     result = Executor(store, sinks=[sink], models=registry).run(parse_workflow(gen_workflow()), out_dir=tmp_path / "out")
     assert result.ok, result.failed
     images = store.get_value(result.refs["gen"]["images"])
     assert len(images) == 2 and images[0].pixels.shape == (64, 64, 4)
-    steps = [(e.step, e.total) for e in sink if isinstance(e, NodeProgress)]
-    assert steps == [(1, 2), (2, 2)]
+    steps = [(e.step, e.total, e.message) for e in sink if isinstance(e, NodeProgress)]
+    assert steps[1:] == [(1, 2, None), (2, 2, None)] and steps[0][:2] == (0, 2) and "ONNX Runtime" in steps[0][2]
+    assert "ONNX Runtime" in next(e for e in sink if isinstance(e, NodeProgress)).to_json()["message"]
     # The workflow seed fills the op's seed; provenance names prompt, seed, model and hash.
     # Image i of a batch was made from seed + i, and its file says so (as A1111 does).
     assert read_provenance(tmp_path / "out" / "apple_0.png").seed == 11

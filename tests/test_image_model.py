@@ -329,3 +329,16 @@ def test_sampling_on_onnx_gives_torch_one_thread_and_onnx_runtime_the_budget(loa
         assert loaded._runtime.session.get_session_options().intra_op_num_threads == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_one_time_export_is_announced_before_the_first_step(model, loaded, tmp_path) -> None:
+    # the export (~5 s on the shipped model) would otherwise be a silent stall at step 0
+    seen: list[Progress] = []
+    generate(loaded, "red apple", steps=2, callback=seen.append)
+    assert [p.step for p in seen] == [0, 1, 2] and "ONNX Runtime" in seen[0].message
+    assert all(p.message is None for p in seen[1:])
+    seen.clear()
+    generate(loaded, "red apple", steps=2, callback=seen.append)  # a session exists: nothing to say
+    fresh = ImageDiffusionModel.from_pretrained(tmp_path / "tiny", text=model.text)
+    generate(fresh, "red apple", steps=2, callback=seen.append)  # another process would open the cache
+    assert [p.step for p in seen] == [1, 2, 1, 2]

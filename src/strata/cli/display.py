@@ -24,6 +24,7 @@ class ProgressDisplay:
         )
         self.run_task: Any = None
         self.node_task: Any = None
+        self.node_label = ""
 
     def __call__(self, event: Event) -> None:
         p, c = self.progress, self.console
@@ -31,10 +32,12 @@ class ProgressDisplay:
             p.start()
             self.run_task = p.add_task(f"run {event.workflow}", total=event.nodes)
         elif isinstance(event, NodeStarted):
-            self.node_task = p.add_task(f"  {event.node} [dim]{event.op}[/]", total=None)
+            self.node_label = f"  {event.node} [dim]{event.op}[/]"
+            self.node_task = p.add_task(self.node_label, total=None)
         elif isinstance(event, NodeProgress):
             if self.node_task is not None:
-                p.update(self.node_task, total=event.total, completed=event.step)
+                label = self.node_label + (f" [yellow]{event.message}[/]" if event.message else "")
+                p.update(self.node_task, total=event.total, completed=event.step, description=label)
         elif isinstance(event, NodeCached):
             c.print(f"[dim]↺ {event.node:<16} {event.op:<28} cached[/]")
             p.advance(self.run_task)

@@ -67,10 +67,12 @@ SAMPLERS: dict[str, Callable] = {"dpmpp": _dpmpp, "euler": _euler, "ddim": _ddim
 
 @dataclass(frozen=True)
 class Progress:
-    """One denoising step done: ``step`` of ``total`` (1-based)."""
+    """One denoising step done: ``step`` of ``total`` (1-based); ``message`` says what a long
+    pause before a step is (step 0: the model is being prepared)."""
 
     step: int
     total: int
+    message: str | None = None
 
 
 @dataclass(frozen=True)
@@ -180,8 +182,10 @@ def _denoise(model: ImageDiffusionModel, scheduler, latents: torch.Tensor, times
     ``cond``: an inpainting model's extra input (:func:`inpaint_conditioning`), the same for the
     guided and unguided halves — guidance steers by the text only.
     """
-    from strata.models.unet_onnx import one_torch_thread_while_sampling
+    from strata.models.unet_onnx import export_pending, one_torch_thread_while_sampling
 
+    if callback is not None and export_pending(model):  # otherwise a silent ~5 s stall at step 0
+        callback(Progress(0, len(timesteps), "exporting the UNet to ONNX Runtime (first use, ~5 s)"))
     with one_torch_thread_while_sampling() if model.runs_on_onnx() else contextlib.nullcontext():
         return _sample(model, scheduler, latents, timesteps, context, mask, guidance, callback, cond)
 

@@ -185,6 +185,14 @@ def as_inputs(x: torch.Tensor, t: torch.Tensor, context: torch.Tensor,
     return tuple(v.to(torch.float32).contiguous() for v in (x, steps, context, mask))
 
 
+def export_pending(model: "ImageDiffusionModel") -> bool:
+    """True when the model's next UNet call will export its graph first (runs on ONNX Runtime,
+    no session yet, nothing in the cache for these weights)."""
+    if not model.runs_on_onnx() or model._runtime is not None or model.weights_sha256 is None:
+        return False
+    return not cache_path(model.weights_sha256, dict(getattr(model.unet, "config", {}))).is_file()
+
+
 def onnx_unet(model: "ImageDiffusionModel", x: torch.Tensor, t: torch.Tensor, context: torch.Tensor,
               mask: torch.Tensor) -> OnnxUNet:
     """The model's :class:`OnnxUNet` (exported on these inputs, or opened from the cache), made once.

@@ -206,7 +206,7 @@ def _image_to_image(capability: str, image: Image, mask: Mask | None, *, loaded_
         _builtin_only_params(lora=lora, precision=precision, attention_slicing=attention_slicing)
         return _builtin_call(run_variation, loaded_model, image, prompt, mask=None if mask is None else mask.values,
                              negative_prompt=negative, sampler=_builtin_sampler(sampler),
-                             callback=(lambda p: progress(p.step, p.total)) if progress else None, **sampling)
+                             callback=_reporter(progress), **sampling)
     with_mask = {} if mask is None else {"mask": mask}
     return _run_diffusers(_require_diffusers(loaded_model, capability), capability, prompt=prompt, negative=negative,
                           sampler=sampler, image=image, lora=lora, precision=precision,
@@ -254,7 +254,22 @@ def _run_builtin(loaded_model: Any, *, prompt: str, negative: str, count: int, s
         size = width
     return _builtin_call(run_pipeline, loaded_model, prompt, negative_prompt=negative, count=count, seed=seed,
                          steps=steps, guidance=guidance, sampler=_builtin_sampler(sampler), size=size,
-                         callback=(lambda p: progress(p.step, p.total)) if progress else None)
+                         callback=_reporter(progress))
+
+
+def _reporter(progress: Callable[..., None] | None) -> Callable[[Any], None] | None:
+    """The built-in pipeline's ``callback(Progress)`` as the node's ``progress(step, total)``,
+    with ``message=`` when the pipeline explains a pause (the executor shows it)."""
+    if progress is None:
+        return None
+
+    def report(p: Any) -> None:
+        if p.message is None:
+            progress(p.step, p.total)
+        else:
+            progress(p.step, p.total, message=p.message)
+
+    return report
 
 
 def _builtin_only_params(**values: Any) -> None:
@@ -324,7 +339,7 @@ def interpolate(
     return _builtin_call(run_interpolate, loaded_model, prompt, prompt_b or prompt, seed_a=seed,
                          seed_b=seed + 1 if seed_b is None else seed_b, frames=frames, negative_prompt=negative,
                          steps=steps, guidance=guidance, sampler=_builtin_sampler(sampler),
-                         callback=(lambda p: progress(p.step, p.total)) if progress else None)
+                         callback=_reporter(progress))
 
 
 def _param_named_in(message: str) -> str | None:

@@ -59,6 +59,7 @@ class NodeProgress(Event):
     total: int
     # Optional preview image (strata.media.Image); sinks that serialize drop it.
     preview: Any = field(default=None, compare=False)
+    message: str | None = None  # what the node is doing, when a step takes unusually long
 
 
 @dataclass(frozen=True)

@@ -303,8 +303,8 @@ class Executor:
         if pn.spec.wants_progress:
             nid = pn.node.id
 
-            def progress(step: int, total: int, preview: Any = None) -> None:
-                self.bus.emit(NodeProgress(run_id, nid, step, total, preview))
+            def progress(step: int, total: int, preview: Any = None, message: str | None = None) -> None:
+                self.bus.emit(NodeProgress(run_id, nid, step, total, preview, message))
                 self._check_cancel()
 
             kwargs["progress"] = progress
