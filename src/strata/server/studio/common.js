@@ -219,8 +219,8 @@ export async function runWorkflowJob(workflow, { root, bar, log, onEvent = () =>
     if (e.event === "node_failed") showIssues(root, [{ node: e.node, param: null, message: e.error }]);
     const partial = e.event === "node_progress" && e.total ? e.step / e.total : 0;
     bar.value = Math.min(1, (done.size + partial) / total);
-    if (e.event !== "node_progress" || e.step === e.total) {
-      const what = [e.event, e.node, e.step && `${e.step}/${e.total}`, e.error].filter(Boolean).join(" ");
+    if (e.event !== "node_progress" || e.step === e.total || e.message) {
+      const what = [e.event, e.node, e.step && `${e.step}/${e.total}`, e.message, e.error].filter(Boolean).join(" ");
       log.append(el("li", { class: e.event.includes("fail") ? "failed" : e.event === "job_finished" ? "done" : "" }, what));
       log.scrollTop = log.scrollHeight;
     }
