@@ -102,7 +102,7 @@ class OnnxUNet:
     """An ONNX Runtime session running one UNet; call it like :meth:`ImageDiffusionModel.denoise`."""
 
     def __init__(self, unet: torch.nn.Module, example: tuple[torch.Tensor, ...], weights_sha256: str):
-        path = cache_path(weights_sha256, dict(getattr(unet, "config", {})))
+        path = _graph_path(unet, weights_sha256)
         from_cache = path.is_file()
         if from_cache:
             mark_used(path)
@@ -190,7 +190,12 @@ def export_pending(model: "ImageDiffusionModel") -> bool:
     no session yet, nothing in the cache for these weights)."""
     if not model.runs_on_onnx() or model._runtime is not None or model.weights_sha256 is None:
         return False
-    return not cache_path(model.weights_sha256, dict(getattr(model.unet, "config", {}))).is_file()
+    return not _graph_path(model.unet, model.weights_sha256).is_file()
+
+
+def _graph_path(unet: torch.nn.Module, weights_sha256: str) -> Path:
+    """:func:`cache_path` of this UNet (its config) with these weights."""
+    return cache_path(weights_sha256, dict(getattr(unet, "config", {})))
 
 
 def onnx_unet(model: "ImageDiffusionModel", x: torch.Tensor, t: torch.Tensor, context: torch.Tensor,
