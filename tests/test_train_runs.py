@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from strata.errors import StrataError
-from strata.train.runs import load_recipe, run_book, run_dir, warmup_cosine
+from strata.train.runs import (CHECKPOINT, load_recipe, resolve_run_dir, run_book, save_checkpoint, start_run,
+                               warmup_cosine)
 
 
 def test_warmup_cosine_follows_its_formula() -> None:
@@ -35,8 +37,50 @@ def test_recipe_and_run_dir(tmp_path: Path, monkeypatch) -> None:
     raw, text = load_recipe(recipe, recipe, ("model", "train"))
     assert raw == {"model": {}, "train": {}} and text.startswith("model")
     monkeypatch.setenv("STRATA_TRAIN_DIR", str(tmp_path / "runs"))
-    assert run_dir({}, "music") == tmp_path / "runs" / "music"
-    assert run_dir({"dir": "~/x"}, "music") == Path.home() / "x"
+    assert resolve_run_dir({}, "music") == tmp_path / "runs" / "music"
+    assert resolve_run_dir({"dir": "~/x"}, "music") == Path.home() / "x"
+    assert resolve_run_dir({"dir": "~/x"}, "music", tmp_path / "flag") == tmp_path / "flag"  # --run-dir wins
+
+
+@dataclass
+class _Model:
+    width: int
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "_Model":
+        return cls(**d)
+
+
+@dataclass
+class _Recipe:
+    model: _Model
+    data: dict
+    train: dict
+    run: dict
+    source: str = ""
+
+
+def test_start_run_guards_the_run_dir_and_the_model(tmp_path: Path) -> None:
+    run = {"dir": str(tmp_path / "run")}
+    recipe = _Recipe(_Model(8), {}, {"lr": 1e-3}, run, "the first recipe")
+
+    def start(cfg: _Recipe, *, resume: bool, config: Path | None = tmp_path / "r.yaml"):
+        return start_run(cfg, "toy", model_class=_Model, config=config, resume=resume, threads=1, run_dir=None)
+
+    cfg, rdir, state = start(recipe, resume=False)
+    assert (cfg, rdir, state) == (recipe, tmp_path / "run", None) and rdir.is_dir()
+    save_checkpoint(rdir / CHECKPOINT, {"model_config": {"width": 8}, "data": {}, "train": {"lr": 1e-3}, "run": run,
+                                        "config_source": "the first recipe", "step": 5})
+    with pytest.raises(StrataError, match="already holds a run; pass --resume"):
+        start(recipe, resume=False)
+    with pytest.raises(StrataError, match="r.yaml: its model section differs from the checkpoint's"):
+        start(_Recipe(_Model(16), {}, {"lr": 1e-3}, run), resume=True)
+    # --config on resume: its train values apply (a cool-down's lower lr), the model is checked.
+    cooled = _Recipe(_Model(8), {}, {"lr": 1e-4}, run, "the cool-down")
+    cfg, _, state = start(cooled, resume=True)
+    assert cfg is cooled and state["step"] == 5
+    # No --config: the recipe stored in the checkpoint continues.
+    assert start(cooled, resume=True, config=None)[0] == recipe
 
 
 def test_book_logs_checkpoints_and_sets_evaluations_aside(tmp_path: Path) -> None:
@@ -66,3 +110,26 @@ def test_book_logs_checkpoints_and_sets_evaluations_aside(tmp_path: Path) -> Non
                   max_minutes=0.0) as book:
         time.sleep(0.01)
         assert not book.running(0, None)  # out of time
+
+
+def _train_commands(app):  # noqa: ANN001, ANN202 - the click commands under `strata train`
+    import typer.main
+
+    return typer.main.get_command(app).commands["train"].commands.values()
+
+
+def test_train_commands_share_their_options_and_report_errors_in_one_line(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from strata.train.cli import app
+
+    shared = {"--config", "--resume", "--threads", "--max-minutes", "--run-dir", "--export"}
+    extra = {"image": {"--max-steps", "--init-from"}, "autoencoder": set(), "music": {"--max-steps"},
+             "upscale": {"--max-steps"}, "scorer": {"--max-steps", "--holdout-source"}}
+    runner = CliRunner()
+    for model, own in extra.items():
+        command = next(c for c in _train_commands(app) if c.name == model)
+        options = {o for p in command.params for o in p.opts}
+        assert options == shared | own, model
+        result = runner.invoke(app, ["train", model, "--config", str(tmp_path / "none.yaml")])
+        assert result.exit_code == 1 and f"training config {tmp_path / 'none.yaml'} not found" in result.output, model

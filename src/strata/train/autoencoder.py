@@ -26,7 +26,7 @@ from strata.errors import StrataError
 from strata.models.image_autoencoder import AutoencoderConfig, PatchAutoencoder, premultiply
 from strata.train import data_emoji
 from strata.train.image import REPO_WEIGHTS
-from strata.train.runs import (CHECKPOINT, load_checkpoint, load_recipe, open_run, run_book, run_dir,
+from strata.train.runs import (CHECKPOINT, load_checkpoint, load_recipe, resolve_run_dir, run_book, start_run,
                                save_checkpoint, warmup_cosine)
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "autoencoder.yaml"
@@ -45,11 +45,6 @@ class AutoencoderTrainConfig:
     def load(cls, path: Path | None = None) -> "AutoencoderTrainConfig":
         raw, _ = load_recipe(path, DEFAULT_CONFIG, ("model", "data", "train", "run"))
         return cls(AutoencoderConfig.from_dict(raw["model"]), raw["data"], raw["train"], raw["run"])
-
-
-def run_dir_for(cfg: AutoencoderTrainConfig) -> Path:
-    """``run.dir``, else ``$STRATA_TRAIN_DIR/autoencoder``, else ~/.cache/strata/train/autoencoder."""
-    return run_dir(cfg.run, "autoencoder")
 
 
 def split_dataset(cfg: AutoencoderTrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,14 +86,9 @@ def lr_at(step: int, tc: dict) -> float:
 def train(*, config: Path | None = None, resume: bool = False, threads: int = 1,
           max_minutes: float | None = None, run_dir: Path | None = None) -> Path:
     """Train (or resume) the autoencoder until ``train.steps``; returns the run directory."""
-    torch.set_num_threads(threads)
-    cfg = AutoencoderTrainConfig.load(config)
-    rdir = Path(run_dir) if run_dir else run_dir_for(cfg)
+    cfg, rdir, state = start_run(AutoencoderTrainConfig.load(config), "autoencoder", model_class=AutoencoderConfig,
+                                 config=config, resume=resume, threads=threads, run_dir=run_dir)
     ckpt_path = rdir / CHECKPOINT
-    state = open_run(ckpt_path, resume)
-    if state is not None and AutoencoderConfig.from_dict(state["model_config"]) != cfg.model:
-        raise StrataError(f"the model section of the config differs from the checkpoint's in {rdir}")
-    rdir.mkdir(parents=True, exist_ok=True)
     tc = cfg.train
     train_x, held_x = split_dataset(cfg)
 
@@ -153,7 +143,7 @@ def export(*, config: Path | None = None, run_dir: Path | None = None, out_dir: 
     Returns the export record (held-out PSNR before and after fp16, step, sheet path).
     """
     cfg = AutoencoderTrainConfig.load(config)
-    rdir = Path(run_dir) if run_dir else run_dir_for(cfg)
+    rdir = resolve_run_dir(cfg.run, "autoencoder", run_dir)
     state = load_checkpoint(rdir / CHECKPOINT)
     ae = PatchAutoencoder(AutoencoderConfig.from_dict(state["model_config"]))
     ae.load_state_dict(state["model"])

@@ -6,7 +6,10 @@ The main CLI mounts ``data_app`` and ``train_app``; until then run
 
 from __future__ import annotations
 
+import importlib
+import inspect
 from pathlib import Path
+from typing import Annotated, Any, Callable, Optional, Sequence
 
 import typer
 
@@ -62,129 +65,78 @@ def data_optout(
     typer.echo(f"added {len(check.entries())} entries to {file}")
 
 
-@train_app.command("image")
-def train_image(
-    config: Path = typer.Option(None, help="Recipe YAML (default: strata/train/configs/image.yaml)."),
-    resume: bool = typer.Option(False, help="Continue the run in the run dir from its checkpoint."),
-    threads: int = typer.Option(1, min=1, help="CPU threads for torch (default 1 leaves a core free)."),
-    max_minutes: float = typer.Option(None, help="Stop (with a checkpoint) after this many minutes."),
-    max_steps: int = typer.Option(None, help="Stop (with a checkpoint) at this global step."),
-    run_dir: Path = typer.Option(None, help="Run dir (default $STRATA_TRAIN_DIR/image or ~/.cache/strata/train/image)."),
-    export: bool = typer.Option(False, "--export", help="Only export the run's EMA weights (fp16) to weights/image/."),
-    init_from: Path = typer.Option(None, help="Start a new run from exported weights (e.g. weights/image)."),
-) -> None:
-    """Train the text-to-image model (or, with --export, write its shipped weights)."""
-    from strata.train import image
-
-    try:
-        if export:
-            path = image.export(run_dir=run_dir, config=config)
-            typer.echo(f"exported {path} ({path.stat().st_size / 1e6:.1f} MB)")
-            return
-        image.train(config=config, resume=resume, threads=threads, max_minutes=max_minutes,
-                    max_steps=max_steps, run_dir=run_dir, init_from=init_from)
-    except StrataError as exc:
-        raise _fail(exc) from exc
+# The options every `strata train MODEL` command has: (name, Annotated type, default).
+_SHARED_OPTIONS: list[tuple[str, Any, Any]] = [
+    ("config", Annotated[Optional[Path], typer.Option(help="Recipe YAML (default: strata/train/configs/MODEL.yaml).")], None),
+    ("resume", Annotated[bool, typer.Option(help="Continue the run in the run dir from its checkpoint.")], False),
+    ("threads", Annotated[int, typer.Option(min=1, help="CPU threads for torch (default 1 leaves a core free).")], 1),
+    ("max_minutes", Annotated[Optional[float], typer.Option(help="Stop (with a checkpoint) after this many minutes.")], None),
+    ("max_steps", Annotated[Optional[int], typer.Option(help="Stop (with a checkpoint) at this global step.")], None),
+    ("run_dir", Annotated[Optional[Path], typer.Option(
+        help="Run dir (default $STRATA_TRAIN_DIR/MODEL or ~/.cache/strata/train/MODEL).")], None),
+]
 
 
-@train_app.command("autoencoder")
-def train_autoencoder(
-    config: Path = typer.Option(None, help="Recipe YAML (default: strata/train/configs/autoencoder.yaml)."),
-    resume: bool = typer.Option(False, help="Continue the run in the run dir from its checkpoint."),
-    threads: int = typer.Option(1, min=1, help="CPU threads for torch (default 1 leaves a core free)."),
-    max_minutes: float = typer.Option(None, help="Stop (with a checkpoint) after this many minutes."),
-    run_dir: Path = typer.Option(None, help="Run dir (default ~/.cache/strata/train/autoencoder)."),
-    export: bool = typer.Option(False, "--export", help="Only export: fit latent normalization, write weights/image/."),
-) -> None:
-    """Train the image model's autoencoder (train and export it before `train image`)."""
-    from strata.train import autoencoder
+def _train_command(model: str, doc: str, *, export_help: str, exported: Callable[[Any], str],
+                   max_steps: bool = True, extra: Sequence[tuple[str, Any, Any]] = ()) -> None:
+    """Register ``strata train MODEL``: the shared options, ``extra`` ones and ``--export``.
 
-    try:
-        if export:
-            rec = autoencoder.export(config=config, run_dir=run_dir)
-            typer.echo(f"exported {rec['weights']} (step {rec['step']}, held-out PSNR {rec['heldout_psnr_fp16']} dB "
-                       f"in fp16; sheet {rec['sheet']})")
-            return
-        autoencoder.train(config=config, resume=resume, threads=threads, max_minutes=max_minutes, run_dir=run_dir)
-    except StrataError as exc:
-        raise _fail(exc) from exc
+    It runs ``strata.train.<model>.train(**options)``, or with ``--export`` that module's
+    ``export`` (same recipe and run dir) and prints ``exported(what it returned)``. Commands
+    are built from this one declaration (typer reads the signature set here) because the five
+    trainers differ only in their extra options and their export summary.
+    """
 
+    def command(**options: Any) -> None:
+        module = importlib.import_module(f"strata.train.{model}")
+        try:
+            if options.pop("export"):
+                typer.echo(exported(module.export(config=options["config"], run_dir=options["run_dir"])))
+                return
+            module.train(**options)
+        except StrataError as exc:
+            raise _fail(exc) from exc
 
-@train_app.command("music")
-def train_music(
-    config: Path = typer.Option(None, help="Recipe YAML (default: strata/train/configs/music.yaml)."),
-    resume: bool = typer.Option(False, help="Continue the run in the run dir from its checkpoint."),
-    threads: int = typer.Option(1, min=1, help="CPU threads for torch (default 1 leaves a core free)."),
-    max_minutes: float = typer.Option(None, help="Stop (with a checkpoint) after this many minutes."),
-    max_steps: int = typer.Option(None, help="Stop (with a checkpoint) at this global step."),
-    run_dir: Path = typer.Option(None, help="Run dir (default $STRATA_TRAIN_DIR/music or ~/.cache/strata/train/music)."),
-    export: bool = typer.Option(False, "--export", help="Only export: fp16 weights, config and model card to weights/music/."),
-) -> None:
-    """Train the music model on Bach chorales (or, with --export, write its shipped weights)."""
-    from strata.train import music
-
-    try:
-        if export:
-            rec = music.export(config=config, run_dir=run_dir)
-            typer.echo(f"exported {rec['weights']} ({rec['weights_mb']} MB, step {rec['step']}, held-out loss "
-                       f"{rec['heldout_loss_fp16']} nats/token in fp16)")
-            return
-        music.train(config=config, resume=resume, threads=threads, max_minutes=max_minutes, max_steps=max_steps,
-                    run_dir=run_dir)
-    except StrataError as exc:
-        raise _fail(exc) from exc
+    export = ("export", Annotated[bool, typer.Option("--export", help=export_help)], False)
+    declared = [o for o in _SHARED_OPTIONS if max_steps or o[0] != "max_steps"] + [*extra, export]
+    command.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=kind, default=default)
+         for name, kind, default in declared])
+    command.__doc__ = doc
+    command.__name__ = f"train_{model}"
+    train_app.command(model)(command)
 
 
-@train_app.command("upscale")
-def train_upscale(
-    config: Path = typer.Option(None, help="Recipe YAML (default: strata/train/configs/upscale.yaml)."),
-    resume: bool = typer.Option(False, help="Continue the run in the run dir from its checkpoint."),
-    threads: int = typer.Option(1, min=1, help="CPU threads for torch (default 1 leaves a core free)."),
-    max_minutes: float = typer.Option(None, help="Stop (with a checkpoint) after this many minutes."),
-    max_steps: int = typer.Option(None, help="Stop (with a checkpoint) at this global step."),
-    run_dir: Path = typer.Option(None, help="Run dir (default $STRATA_TRAIN_DIR/upscale or ~/.cache/strata/train/upscale)."),
-    export: bool = typer.Option(False, "--export", help="Only export: fp16 weights, config and model card to weights/upscale/."),
-) -> None:
-    """Train the ×2/×4 upscaler (or, with --export, write its shipped weights)."""
-    from strata.train import upscale
-
-    try:
-        if export:
-            rec = upscale.export(config=config, run_dir=run_dir)
-            typer.echo(f"exported {rec['weights']} ({rec['weights_kb']} kB, step {rec['step']}; held-out PSNR ×4 "
-                       f"{rec['heldout_psnr_x4_fp16']} dB vs bicubic {rec['bicubic_psnr_x4']} dB in fp16)")
-            return
-        upscale.train(config=config, resume=resume, threads=threads, max_minutes=max_minutes, max_steps=max_steps,
-                      run_dir=run_dir)
-    except StrataError as exc:
-        raise _fail(exc) from exc
-
-
-@train_app.command("scorer")
-def train_scorer(
-    config: Path = typer.Option(None, help="Recipe YAML (default: strata/train/configs/scorer.yaml)."),
-    resume: bool = typer.Option(False, help="Continue the run in the run dir from its checkpoint."),
-    threads: int = typer.Option(1, min=1, help="CPU threads for torch (default 1 leaves a core free)."),
-    max_minutes: float = typer.Option(None, help="Stop (with a checkpoint) after this many minutes."),
-    max_steps: int = typer.Option(None, help="Stop (with a checkpoint) at this global step."),
-    run_dir: Path = typer.Option(None, help="Run dir (default $STRATA_TRAIN_DIR/scorer or ~/.cache/strata/train/scorer)."),
-    holdout_source: str = typer.Option(None, help="Keep this emoji source out of training (noto, twemoji, fluent3d): "
-                                                  "the held-out run bench/scorer.py measures."),
-    export: bool = typer.Option(False, "--export", help="Only export: fp16 weights, config and model card to weights/scorer/."),
-) -> None:
-    """Train the text-image scorer (or, with --export, write its shipped weights)."""
-    from strata.train import scorer
-
-    try:
-        if export:
-            rec = scorer.export(config=config, run_dir=run_dir)
-            typer.echo(f"exported {rec['weights']} ({rec['weights_kb']} kB, step {rec['step']}; last retrieval "
-                       f"{rec['last_eval']})")
-            return
-        scorer.train(config=config, resume=resume, threads=threads, max_minutes=max_minutes, max_steps=max_steps,
-                     run_dir=run_dir, holdout_source=holdout_source)
-    except StrataError as exc:
-        raise _fail(exc) from exc
+_train_command(
+    "image", "Train the text-to-image model (or, with --export, write its shipped weights).",
+    export_help="Only export the run's EMA weights (fp16) to weights/image/.",
+    exported=lambda path: f"exported {path} ({path.stat().st_size / 1e6:.1f} MB)",
+    extra=[("init_from", Annotated[Optional[Path], typer.Option(
+        help="Start a new run from exported weights (e.g. weights/image).")], None)])
+_train_command(
+    "autoencoder", "Train the image model's autoencoder (train and export it before `train image`).",
+    export_help="Only export: fit latent normalization, write weights/image/.",
+    exported=lambda rec: (f"exported {rec['weights']} (step {rec['step']}, held-out PSNR {rec['heldout_psnr_fp16']} dB "
+                          f"in fp16; sheet {rec['sheet']})"),
+    max_steps=False)
+_train_command(
+    "music", "Train the music model on Bach chorales (or, with --export, write its shipped weights).",
+    export_help="Only export: fp16 weights, config and model card to weights/music/.",
+    exported=lambda rec: (f"exported {rec['weights']} ({rec['weights_mb']} MB, step {rec['step']}, held-out loss "
+                          f"{rec['heldout_loss_fp16']} nats/token in fp16)"))
+_train_command(
+    "upscale", "Train the ×2/×4 upscaler (or, with --export, write its shipped weights).",
+    export_help="Only export: fp16 weights, config and model card to weights/upscale/.",
+    exported=lambda rec: (f"exported {rec['weights']} ({rec['weights_kb']} kB, step {rec['step']}; held-out PSNR ×4 "
+                          f"{rec['heldout_psnr_x4_fp16']} dB vs bicubic {rec['bicubic_psnr_x4']} dB in fp16)"))
+_train_command(
+    "scorer", "Train the text-image scorer (or, with --export, write its shipped weights).",
+    export_help="Only export: fp16 weights, config and model card to weights/scorer/.",
+    exported=lambda rec: (f"exported {rec['weights']} ({rec['weights_kb']} kB, step {rec['step']}; last retrieval "
+                          f"{rec['last_eval']})"),
+    extra=[("holdout_source", Annotated[Optional[str], typer.Option(
+        help="Keep this emoji source out of training (noto, twemoji, fluent3d): the held-out run bench/scorer.py "
+             "measures.")], None)])
 
 
 app = typer.Typer(no_args_is_help=True)

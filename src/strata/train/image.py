@@ -45,7 +45,8 @@ from strata.models.image_diffusion import (
 from strata.train import data_emoji
 from strata.train.captions import caption_for
 from strata.train.masks import check_mix, random_masks
-from strata.train.runs import CHECKPOINT, load_checkpoint, load_recipe, open_run, run_book, run_dir, save_checkpoint
+from strata.train.runs import (CHECKPOINT, load_checkpoint, load_recipe, resolve_run_dir, run_book, save_checkpoint,
+                               start_run)
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "image.yaml"
 REPO_WEIGHTS = Path(__file__).resolve().parents[3] / "weights" / "image"
@@ -74,11 +75,6 @@ class TrainConfig:
             raise StrataError(f"{path or DEFAULT_CONFIG}: model.block_channels[0] is {model.block_channels[0]}, below the "
                               f"{model.latent_channels} latent channels; widen the first level")
         return cls(model, raw["data"], raw["train"], raw["run"], text)
-
-
-def train_dir(cfg: TrainConfig) -> Path:
-    """The run directory: config ``run.dir``, else ``$STRATA_TRAIN_DIR/image``, else ~/.cache/strata/train/image."""
-    return run_dir(cfg.run, "image")
 
 
 # ---- data -----------------------------------------------------------------------------------
@@ -237,22 +233,11 @@ def train(
             without the run's checkpoint): UNet and EMA start from them, the step count continues
             from the export's, the optimizer starts fresh (its warmup runs again).
     """
-    torch.set_num_threads(threads)
-    cfg = TrainConfig.load(config)
-    rdir = Path(run_dir) if run_dir else train_dir(cfg)
-    ckpt_path = rdir / CHECKPOINT
-    state = open_run(ckpt_path, resume)
-    if state is not None and init_from is not None:
+    if resume and init_from is not None:
         raise StrataError("pass either --resume (continue the run's checkpoint) or --init-from (start from an export), not both")
-    if state is not None and config is None:
-        # Resuming without --config continues the exact recipe stored in the checkpoint ...
-        cfg = TrainConfig(ImageDiffusionConfig.from_dict(state["model_config"]), state["data"], state["train"],
-                          state["run"], state["config_source"])
-    elif state is not None and ImageDiffusionConfig.from_dict(state["model_config"]) != cfg.model:
-        # ... with --config, train/run values may change (e.g. a lower lr later on), the model may not.
-        raise StrataError(f"{config}: its model section differs from the checkpoint's in {rdir}; "
-                          "only the data/train/run sections may change on resume")
-    rdir.mkdir(parents=True, exist_ok=True)
+    cfg, rdir, state = start_run(TrainConfig.load(config), "image", model_class=ImageDiffusionConfig, config=config,
+                                 resume=resume, threads=threads, run_dir=run_dir)
+    ckpt_path = rdir / CHECKPOINT
     tc = cfg.train
 
     images, rows, weights = load_dataset(cfg)
@@ -374,7 +359,7 @@ def _tuple_state(s):
 
 def export(*, run_dir: Path | None = None, out_dir: Path = REPO_WEIGHTS, config: Path | None = None) -> Path:
     """Write the run's EMA weights as fp16 safetensors + config.json into ``out_dir`` (default weights/image)."""
-    rdir = Path(run_dir) if run_dir else train_dir(TrainConfig.load(config))
+    rdir = resolve_run_dir(TrainConfig.load(config).run, "image", run_dir)
     state = load_checkpoint(rdir / CHECKPOINT)
     mcfg = ImageDiffusionConfig.from_dict(state["model_config"])
     unet = build_unet(mcfg)

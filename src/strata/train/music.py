@@ -26,7 +26,7 @@ from strata.errors import StrataError
 from strata.models.music_model import MusicModel, MusicModelConfig, build_network
 from strata.models.music_tokens import TOKEN_ID
 from strata.train import data_chorales
-from strata.train.runs import (CHECKPOINT, load_checkpoint, load_recipe, open_run, run_book, run_dir,
+from strata.train.runs import (CHECKPOINT, load_checkpoint, load_recipe, resolve_run_dir, run_book, start_run,
                                save_checkpoint, warmup_cosine)
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "music.yaml"
@@ -49,11 +49,6 @@ class MusicTrainConfig:
     def load(cls, path: Path | None = None) -> "MusicTrainConfig":
         raw, text = load_recipe(path, DEFAULT_CONFIG, ("model", "data", "train", "run"))
         return cls(MusicModelConfig.from_dict(raw["model"]), raw["data"], raw["train"], raw["run"], text)
-
-
-def run_dir_for(cfg: MusicTrainConfig) -> Path:
-    """``run.dir``, else ``$STRATA_TRAIN_DIR/music``, else ~/.cache/strata/train/music."""
-    return run_dir(cfg.run, "music")
 
 
 def load_split(data: dict) -> tuple[list[data_chorales.Chorale], list[data_chorales.Chorale]]:
@@ -158,18 +153,9 @@ def train(*, config: Path | None = None, resume: bool = False, threads: int = 1,
         max_steps: stop with a checkpoint at this global step; None = ``train.steps``.
         run_dir: overrides the config/env run directory.
     """
-    torch.set_num_threads(threads)
-    cfg = MusicTrainConfig.load(config)
-    rdir = Path(run_dir) if run_dir else run_dir_for(cfg)
+    cfg, rdir, state = start_run(MusicTrainConfig.load(config), "music", model_class=MusicModelConfig, config=config,
+                                 resume=resume, threads=threads, run_dir=run_dir)
     ckpt_path = rdir / CHECKPOINT
-    state = open_run(ckpt_path, resume)
-    if state is not None and config is None:
-        cfg = MusicTrainConfig(MusicModelConfig.from_dict(state["model_config"]), state["data"], state["train"],
-                               state["run"], state["config_source"])
-    elif state is not None and MusicModelConfig.from_dict(state["model_config"]) != cfg.model:
-        raise StrataError(f"{config}: its model section differs from the checkpoint's in {rdir}; "
-                          "only the data/train/run sections may change on resume")
-    rdir.mkdir(parents=True, exist_ok=True)
     tc = cfg.train
     train_set, held_set = load_split(cfg.data)
     split_id = fingerprint(train_set, held_set)
@@ -244,7 +230,7 @@ def export(*, config: Path | None = None, run_dir: Path | None = None, out_dir: 
     """
     from strata.train.music_card import write_card
 
-    rdir = Path(run_dir) if run_dir else run_dir_for(MusicTrainConfig.load(config))
+    rdir = resolve_run_dir(MusicTrainConfig.load(config).run, "music", run_dir)
     state = load_checkpoint(rdir / CHECKPOINT)
     mcfg = MusicModelConfig.from_dict(state["model_config"])
     net = build_network(mcfg)

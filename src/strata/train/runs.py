@@ -14,6 +14,7 @@ minutes, one on a crash, and one at the end.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -22,7 +23,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import torch
 import yaml
@@ -49,12 +50,45 @@ def load_recipe(path: Path | None, default: Path, sections: tuple[str, ...]) -> 
     return raw, text
 
 
-def run_dir(run: dict[str, Any], model: str) -> Path:
-    """``run.dir`` of the recipe, else ``$STRATA_TRAIN_DIR/<model>``, else ``~/.cache/strata/train/<model>``."""
+def resolve_run_dir(run: dict[str, Any], model: str, override: str | os.PathLike[str] | None = None) -> Path:
+    """``override`` (``--run-dir``), else the recipe's ``run.dir``, else ``$STRATA_TRAIN_DIR/<model>``,
+    else ``~/.cache/strata/train/<model>``."""
+    if override:
+        return Path(override)
     if run.get("dir"):
         return Path(run["dir"]).expanduser()
     env = os.environ.get("STRATA_TRAIN_DIR")
     return (Path(env) if env else Path.home() / ".cache" / "strata" / "train") / model
+
+
+R = TypeVar("R")
+
+
+def start_run(cfg: R, model: str, *, model_class: Any, config: Path | None, resume: bool, threads: int,
+              run_dir: Path | None) -> tuple[R, Path, dict | None]:
+    """The start every trainer shares; returns (the recipe to train with, the run dir, the checkpoint
+    to resume from or None).
+
+    Sets torch's threads, finds the run dir (:func:`resolve_run_dir`), refuses to start over an
+    existing run without ``resume`` (:func:`open_run`) and to resume with another model: the
+    checkpoint's ``model_config`` (read with ``model_class.from_dict``) must equal ``cfg.model``.
+    When the checkpoint stores its recipe (``config_source``, with ``data``/``train``/``run``),
+    resuming without ``--config`` (``config`` None) continues exactly that recipe; with
+    ``--config``, its data/train/run values apply (e.g. a lower learning rate for a cool-down).
+    ``cfg`` is a dataclass with ``model``, ``data``, ``train``, ``run`` and ``source`` fields then.
+    """
+    torch.set_num_threads(threads)
+    rdir = resolve_run_dir(cfg.run, model, run_dir)  # type: ignore[attr-defined]
+    state = open_run(rdir / CHECKPOINT, resume)
+    if state is not None and config is None and "config_source" in state:
+        cfg = dataclasses.replace(cfg, model=model_class.from_dict(state["model_config"]),  # type: ignore[type-var]
+                                  data=state["data"], train=state["train"], run=state["run"],
+                                  source=state["config_source"])
+    elif state is not None and model_class.from_dict(state["model_config"]) != cfg.model:  # type: ignore[attr-defined]
+        raise StrataError(f"{config or 'the recipe'}: its model section differs from the checkpoint's in {rdir}; "
+                          "only the data/train/run sections may change on resume")
+    rdir.mkdir(parents=True, exist_ok=True)
+    return cfg, rdir, state
 
 
 def warmup_cosine(step: int, *, lr: float, lr_final: float, steps: int, warmup: int = 0,

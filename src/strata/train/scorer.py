@@ -31,7 +31,7 @@ from strata.errors import StrataError
 from strata.models.scorer import MODEL_ID, PooledTextEncoder, Scorer, ScorerConfig, ScorerNet, info_nce
 from strata.train import data_emoji
 from strata.train.captions import caption_for
-from strata.train.runs import (CHECKPOINT, load_checkpoint, load_recipe, open_run, run_book, run_dir,
+from strata.train.runs import (CHECKPOINT, load_checkpoint, load_recipe, resolve_run_dir, run_book, start_run,
                                save_checkpoint, warmup_cosine)
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "scorer.yaml"
@@ -54,11 +54,6 @@ class ScorerTrainConfig:
         if holdout_source is not None:
             raw["data"]["holdout_source"] = holdout_source
         return cls(ScorerConfig.from_dict(raw["model"]), raw["data"], raw["train"], raw["run"])
-
-
-def run_dir_for(cfg: ScorerTrainConfig) -> Path:
-    """``run.dir``, else ``$STRATA_TRAIN_DIR/scorer``, else ~/.cache/strata/train/scorer."""
-    return run_dir(cfg.run, "scorer")
 
 
 # ---- data -----------------------------------------------------------------------------------
@@ -200,15 +195,12 @@ def train(*, config: Path | None = None, resume: bool = False, threads: int = 1,
 
     ``holdout_source`` overrides ``data.holdout_source``; ``text_encoder`` replaces MiniLM (tests).
     """
-    torch.set_num_threads(threads)
-    cfg = ScorerTrainConfig.load(config, holdout_source=holdout_source)
-    rdir = Path(run_dir) if run_dir else run_dir_for(cfg)
+    cfg, rdir, state = start_run(ScorerTrainConfig.load(config, holdout_source=holdout_source), "scorer",
+                                 model_class=ScorerConfig, config=config, resume=resume, threads=threads, run_dir=run_dir)
     ckpt_path = rdir / CHECKPOINT
-    state = open_run(ckpt_path, resume)
-    if state is not None and (ScorerConfig.from_dict(state["model_config"]) != cfg.model
-                              or state["data"].get("holdout_source") != cfg.data.get("holdout_source")):
-        raise StrataError(f"the model or data section of the config differs from the checkpoint's in {rdir}")
-    rdir.mkdir(parents=True, exist_ok=True)
+    if state is not None and state["data"].get("holdout_source") != cfg.data.get("holdout_source"):
+        raise StrataError(f"data.holdout_source is {cfg.data.get('holdout_source')!r} but the run in {rdir} holds out "
+                          f"{state['data'].get('holdout_source')!r}; resume with the run's own (it differs from the checkpoint's)")
     tc, end = cfg.train, min(int(cfg.train["steps"]), max_steps or int(cfg.train["steps"]))
     train_set, held_set, rows = load_split(cfg)
     cache = rdir.parent / "scorer-captions"
@@ -291,7 +283,7 @@ def load_run(run_dir: Path) -> tuple[Scorer, dict]:
 def export(*, config: Path | None = None, run_dir: Path | None = None, out_dir: Path = REPO_WEIGHTS) -> dict:
     """Write fp16 weights, config.json and MODEL_CARD.md; returns the export record."""
     cfg = ScorerTrainConfig.load(config)
-    rdir = Path(run_dir) if run_dir else run_dir_for(cfg)
+    rdir = resolve_run_dir(cfg.run, "scorer", run_dir)
     scorer, info = load_run(rdir)
     record: dict = {"step": int(info["step"]), "train_minutes": round(float(info["train_seconds"]) / 60, 1),
                     "holdout_source": info["data"].get("holdout_source"), "last_eval": info.get("last_eval", {})}

@@ -29,7 +29,7 @@ from strata.models.upscale import MODEL_ID, UpscaleConfig, UpscaleModel, Upscale
 from strata.ops.edit import gaussian_blur
 from strata.train import data_sr
 from strata.train.data_emoji import OptOut
-from strata.train.runs import (CHECKPOINT, load_checkpoint, load_recipe, open_run, run_book, run_dir,
+from strata.train.runs import (CHECKPOINT, load_checkpoint, load_recipe, resolve_run_dir, run_book, start_run,
                                save_checkpoint, warmup_cosine)
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "upscale.yaml"
@@ -50,11 +50,6 @@ class UpscaleTrainConfig:
     def load(cls, path: Path | None = None) -> "UpscaleTrainConfig":
         raw, _ = load_recipe(path, DEFAULT_CONFIG, ("model", "data", "degrade", "train", "run"))
         return cls(UpscaleConfig.from_dict(raw["model"]), raw["data"], raw["degrade"], raw["train"], raw["run"])
-
-
-def run_dir_for(cfg: UpscaleTrainConfig) -> Path:
-    """``run.dir``, else ``$STRATA_TRAIN_DIR/upscale``, else ~/.cache/strata/train/upscale."""
-    return run_dir(cfg.run, "upscale")
 
 
 def load_data(cfg: UpscaleTrainConfig) -> data_sr.SRData:
@@ -175,14 +170,9 @@ def lr_at(step: int, tc: dict) -> float:
 def train(*, config: Path | None = None, resume: bool = False, threads: int = 1, max_minutes: float | None = None,
           max_steps: int | None = None, run_dir: Path | None = None) -> Path:
     """Train (or resume) the upscaler until ``train.steps`` (or ``max_steps``); returns the run dir."""
-    torch.set_num_threads(threads)
-    cfg = UpscaleTrainConfig.load(config)
-    rdir = Path(run_dir) if run_dir else run_dir_for(cfg)
+    cfg, rdir, state = start_run(UpscaleTrainConfig.load(config), "upscale", model_class=UpscaleConfig, config=config,
+                                 resume=resume, threads=threads, run_dir=run_dir)
     ckpt_path = rdir / CHECKPOINT
-    state = open_run(ckpt_path, resume)
-    if state is not None and UpscaleConfig.from_dict(state["model_config"]) != cfg.model:
-        raise StrataError(f"the model section of the config differs from the checkpoint's in {rdir}")
-    rdir.mkdir(parents=True, exist_ok=True)
     tc, end = cfg.train, min(int(cfg.train["steps"]), max_steps or int(cfg.train["steps"]))
     data = load_data(cfg)
     (train256, held256), (train64, _) = data.split(256), data.split(64)
@@ -244,7 +234,7 @@ def train(*, config: Path | None = None, resume: bool = False, threads: int = 1,
 def export(*, config: Path | None = None, run_dir: Path | None = None, out_dir: Path = REPO_WEIGHTS) -> dict:
     """Write fp16 weights, config.json and MODEL_CARD.md; returns the export record."""
     cfg = UpscaleTrainConfig.load(config)
-    rdir = Path(run_dir) if run_dir else run_dir_for(cfg)
+    rdir = resolve_run_dir(cfg.run, "upscale", run_dir)
     state = load_checkpoint(rdir / CHECKPOINT)
     mcfg = UpscaleConfig.from_dict(state["model_config"])
     net = UpscaleNet(mcfg)
