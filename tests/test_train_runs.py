@@ -133,3 +133,21 @@ def test_train_commands_share_their_options_and_report_errors_in_one_line(tmp_pa
         assert options == shared | own, model
         result = runner.invoke(app, ["train", model, "--config", str(tmp_path / "none.yaml")])
         assert result.exit_code == 1 and f"training config {tmp_path / 'none.yaml'} not found" in result.output, model
+
+
+def test_log_step_logs_every_n_steps_and_evaluates_aside_at_its_cadence_and_the_last_step(tmp_path: Path) -> None:
+    calls: list[int] = []
+    step = 0
+
+    def evaluate() -> dict:
+        calls.append(step)
+        return {"heldout": step / 10}
+
+    with run_book(tmp_path, step=0, total=None, checkpoint=lambda: None, checkpoint_minutes=60) as book:
+        for step in range(1, 12):
+            book.add(step, 1.0)
+            book.log_step(step, 1e-3, evaluate, every=4, eval_every=5, last=11, temperature=0.07)
+    lines = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [4, 5, 8, 10, 11]
+    assert calls == [5, 10, 11] and [r.get("heldout") for r in lines] == [None, 0.5, None, 1.0, 1.1]
+    assert all(r["temperature"] == 0.07 for r in lines)

@@ -26,8 +26,8 @@ from strata.errors import StrataError
 from strata.models.image_autoencoder import AutoencoderConfig, PatchAutoencoder, premultiply
 from strata.train import data_emoji
 from strata.train.image import REPO_WEIGHTS
-from strata.train.runs import (CHECKPOINT, load_checkpoint, load_recipe, resolve_run_dir, run_book, start_run,
-                               save_checkpoint, warmup_cosine)
+from strata.train.runs import (CHECKPOINT, evaluating, load_checkpoint, load_recipe, resolve_run_dir, run_book,
+                               save_checkpoint, start_run, warmup_cosine)
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "autoencoder.yaml"
 
@@ -83,6 +83,11 @@ def lr_at(step: int, tc: dict) -> float:
     return warmup_cosine(step, lr=float(tc["lr"]), lr_final=float(tc["lr_final"]), steps=int(tc["steps"]))
 
 
+def _heldout_psnr(ae: PatchAutoencoder, held_x: torch.Tensor) -> float:
+    with evaluating(ae):
+        return round(psnr(ae, held_x), 2)
+
+
 def train(*, config: Path | None = None, resume: bool = False, threads: int = 1,
           max_minutes: float | None = None, run_dir: Path | None = None) -> Path:
     """Train (or resume) the autoencoder until ``train.steps``; returns the run directory."""
@@ -124,15 +129,8 @@ def train(*, config: Path | None = None, resume: bool = False, threads: int = 1,
             opt.step()
             step += 1
             book.add(step, loss.item())
-            evaluate = step % int(cfg.run["eval_every"]) == 0
-            if step % int(cfg.run["log_every"]) == 0 or evaluate:
-                extra = {}
-                if evaluate:
-                    with book.aside():
-                        ae.eval()
-                        extra["heldout_psnr"] = round(psnr(ae, held_x), 2)
-                        ae.train()
-                book.write(step, lr_at(step, tc), **extra)
+            book.log_step(step, lr_at(step, tc), lambda: {"heldout_psnr": _heldout_psnr(ae, held_x)},
+                          every=int(cfg.run["log_every"]), eval_every=int(cfg.run["eval_every"]))
     print(f"checkpoint at step {step} in {ckpt_path}", flush=True)
     return rdir
 

@@ -26,8 +26,8 @@ from strata.errors import StrataError
 from strata.models.music_model import MusicModel, MusicModelConfig, build_network
 from strata.models.music_tokens import TOKEN_ID
 from strata.train import data_chorales
-from strata.train.runs import (CHECKPOINT, load_checkpoint, load_recipe, resolve_run_dir, run_book, start_run,
-                               save_checkpoint, warmup_cosine)
+from strata.train.runs import (CHECKPOINT, load_checkpoint, load_recipe, resolve_run_dir, run_book, save_checkpoint,
+                               start_run, warmup_cosine)
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "music.yaml"
 REPO_WEIGHTS = Path(__file__).resolve().parents[3] / "weights" / "music"
@@ -207,13 +207,9 @@ def train(*, config: Path | None = None, resume: bool = False, threads: int = 1,
             opt.step()
             step += 1
             book.add(step, loss.item())
-            evaluate = step % int(cfg.run["eval_every"]) == 0 or step == last
-            if step % int(cfg.run["log_every"]) == 0 or evaluate:
-                extra = {}
-                if evaluate:
-                    with book.aside():
-                        extra["heldout_loss"] = round(heldout_loss(net, held_seqs, cfg.model.n_positions), 4)
-                book.write(step, lr_at(step, tc), **extra)
+            book.log_step(step, lr_at(step, tc),
+                          lambda: {"heldout_loss": round(heldout_loss(net, held_seqs, cfg.model.n_positions), 4)},
+                          every=int(cfg.run["log_every"]), eval_every=int(cfg.run["eval_every"]), last=last)
     print(f"checkpoint at step {step} in {ckpt_path}", flush=True)
     return rdir
 

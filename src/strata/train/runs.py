@@ -131,6 +131,16 @@ def write_log(log: IO[str], rec: dict, bar: Any) -> None:
         print(" ".join(f"{k} {v}" for k, v in rec.items() if k != "time"), flush=True)
 
 
+@contextlib.contextmanager
+def evaluating(net: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """``net`` in eval mode for a held-out measure, back in training mode after."""
+    net.eval()
+    try:
+        yield net
+    finally:
+        net.train()
+
+
 def progress_bar(step: int, total: int | None) -> Any:
     """A tqdm bar (loss, it/s) when attached to a terminal; None in the background."""
     if not sys.stderr.isatty():
@@ -179,6 +189,21 @@ class RunBook:
         write_log(self.log, rec, self.bar)
         self.t_log, self.loss_sum, self.n, self.paused_s = time.time(), 0.0, 0, 0.0
         return rec
+
+    def log_step(self, step: int, lr: float, evaluate: Callable[[], dict[str, Any]] | None = None, *, every: int,
+            eval_every: int | None = None, last: int | None = None, **extra: Any) -> None:
+        """The logging cadence every trainer shares, after step ``step`` (1-based).
+
+        A log line (:meth:`write`, with ``extra``) every ``every`` steps; every ``eval_every``
+        steps and at ``last`` (the run's final step) also the held-out measures ``evaluate()``
+        returns, computed :meth:`aside` (not counted in steps/s).
+        """
+        due = evaluate is not None and eval_every is not None and (step % eval_every == 0 or step == last)
+        if step % every == 0 or due:
+            if due:
+                with self.aside():
+                    extra |= evaluate()  # type: ignore[misc]
+            self.write(step, lr, **extra)
 
     @contextlib.contextmanager
     def aside(self) -> Iterator[None]:

@@ -31,8 +31,8 @@ from strata.errors import StrataError
 from strata.models.scorer import MODEL_ID, PooledTextEncoder, Scorer, ScorerConfig, ScorerNet, info_nce
 from strata.train import data_emoji
 from strata.train.captions import caption_for
-from strata.train.runs import (CHECKPOINT, load_checkpoint, load_recipe, resolve_run_dir, run_book, start_run,
-                               save_checkpoint, warmup_cosine)
+from strata.train.runs import (CHECKPOINT, load_checkpoint, load_recipe, resolve_run_dir, run_book, save_checkpoint,
+                               start_run, warmup_cosine)
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "scorer.yaml"
 REPO_WEIGHTS = Path(__file__).resolve().parents[3] / "weights" / "scorer"
@@ -237,6 +237,12 @@ def train(*, config: Path | None = None, resume: bool = False, threads: int = 1,
                                     "saved_at": time.time(), "last_eval": last_eval})
 
     last_eval: dict = state.get("last_eval", {}) if state is not None else {}
+
+    def evaluate() -> dict:
+        nonlocal last_eval  # the checkpoint keeps the latest
+        last_eval = {"step": step, "on": ev_kind, "concepts": len(ev[2]), **retrieval(net, ev[0], ev[1], ev_prompts)}
+        return {"retrieval_top1": round(last_eval["top1"], 3), "retrieval_top5": round(last_eval["top5"], 3)}
+
     variants = texts.shape[1]
     with run_book(rdir, step=step, total=end, checkpoint=checkpoint,
                   checkpoint_minutes=float(cfg.run["checkpoint_minutes"]), max_minutes=max_minutes) as book:
@@ -254,16 +260,9 @@ def train(*, config: Path | None = None, resume: bool = False, threads: int = 1,
             opt.step()
             step += 1
             book.add(step, loss.item())
-            evaluate = (step % int(cfg.run["eval_every"]) == 0 or step == end) and bool(ev[2])
-            if step % int(cfg.run["log_every"]) == 0 or step % int(cfg.run["eval_every"]) == 0 or step == end:
-                extra = {"temperature": round(1 / net.temperature_scale().item(), 4)}
-                if evaluate:
-                    with book.aside():
-                        last_eval = {"step": step, "on": ev_kind, "concepts": len(ev[2]),
-                                     **retrieval(net, ev[0], ev[1], ev_prompts)}
-                    extra |= {"retrieval_top1": round(last_eval["top1"], 3),
-                              "retrieval_top5": round(last_eval["top5"], 3)}
-                book.write(step, lr_at(step, tc), **extra)
+            book.log_step(step, lr_at(step, tc), evaluate if ev[2] else None, every=int(cfg.run["log_every"]),
+                          eval_every=int(cfg.run["eval_every"]), last=end,
+                          temperature=round(1 / net.temperature_scale().item(), 4))
     print(f"checkpoint at step {step} in {ckpt_path}", flush=True)
     return rdir
 

@@ -29,8 +29,8 @@ from strata.models.upscale import MODEL_ID, UpscaleConfig, UpscaleModel, Upscale
 from strata.ops.edit import gaussian_blur
 from strata.train import data_sr
 from strata.train.data_emoji import OptOut
-from strata.train.runs import (CHECKPOINT, load_checkpoint, load_recipe, resolve_run_dir, run_book, start_run,
-                               save_checkpoint, warmup_cosine)
+from strata.train.runs import (CHECKPOINT, evaluating, load_checkpoint, load_recipe, resolve_run_dir, run_book,
+                               save_checkpoint, start_run, warmup_cosine)
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "upscale.yaml"
 REPO_WEIGHTS = Path(__file__).resolve().parents[3] / "weights" / "upscale"
@@ -198,6 +198,14 @@ def train(*, config: Path | None = None, resume: bool = False, threads: int = 1,
                                     "train": tc, "degrade": cfg.degrade, "data": cfg.data,
                                     "train_seconds": train_seconds + time.time() - t_start, "saved_at": time.time()})
 
+    def evaluate() -> dict:
+        measures = {}
+        with evaluating(net):
+            for s in (4, 2):
+                p = heldout_psnr(net, data, held256, s)
+                measures[f"heldout_psnr_x{s}"], measures[f"bicubic_psnr_x{s}"] = round(p["model"], 2), round(p["bicubic"], 2)
+        return measures
+
     with run_book(rdir, step=step, total=end, checkpoint=checkpoint,
                   checkpoint_minutes=float(cfg.run["checkpoint_minutes"]), max_minutes=max_minutes) as book:
         while book.running(step, end):
@@ -212,18 +220,8 @@ def train(*, config: Path | None = None, resume: bool = False, threads: int = 1,
             opt.step()
             step += 1
             book.add(step, loss.item())
-            evaluate = step % int(cfg.run["eval_every"]) == 0 or step == end
-            if step % int(cfg.run["log_every"]) == 0 or evaluate:
-                extra = {}
-                if evaluate:
-                    with book.aside():
-                        net.eval()
-                        for s in (4, 2):
-                            p = heldout_psnr(net, data, held256, s)
-                            extra[f"heldout_psnr_x{s}"] = round(p["model"], 2)
-                            extra[f"bicubic_psnr_x{s}"] = round(p["bicubic"], 2)
-                        net.train()
-                book.write(step, lr_at(step, tc), **extra)
+            book.log_step(step, lr_at(step, tc), evaluate, every=int(cfg.run["log_every"]),
+                          eval_every=int(cfg.run["eval_every"]), last=end)
     print(f"checkpoint at step {step} in {ckpt_path}", flush=True)
     return rdir
 
