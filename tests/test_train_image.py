@@ -76,3 +76,31 @@ def test_a_changed_autoencoder_refuses_to_resume(tmp_path: Path) -> None:
                                                                                                dtype=torch.float32)
     with pytest.raises(StrataError, match="not the one this run trained on"):
         image_train.train(config=recipe, resume=True, max_steps=2)
+
+
+def test_lr_warms_up_stays_constant_and_a_cool_down_decays_it_linearly() -> None:
+    tc = {"lr": 4e-4, "warmup_steps": 10}
+    assert image_train.lr_at(0, tc) == pytest.approx(4e-5) and image_train.lr_at(9, tc) == pytest.approx(4e-4)
+    assert image_train.lr_at(50_000, tc, cooldown_from=100) == 4e-4  # no cool-down in the recipe
+    cool = {**tc, "cooldown_steps": 200, "lr_final": 2e-5}
+    assert image_train.lr_at(1000, cool, cooldown_from=1000) == pytest.approx(4e-4)
+    assert image_train.lr_at(1050, cool, cooldown_from=1000) == pytest.approx(4e-4 - 0.25 * (4e-4 - 2e-5))
+    assert image_train.lr_at(1200, cool, cooldown_from=1000) == pytest.approx(2e-5)
+    assert image_train.lr_at(5000, cool, cooldown_from=1000) == pytest.approx(2e-5)
+
+
+def test_a_cool_down_recipe_decays_from_where_it_resumes_and_stops_at_its_end(tmp_path: Path) -> None:
+    recipe = _recipe(tmp_path)
+    rdir = image_train.train(config=recipe, max_steps=2)
+    raw = yaml.safe_load(recipe.read_text())
+    raw["train"].update(cooldown_steps=4, lr_final=1e-5)
+    cool = tmp_path / "cool.yaml"
+    cool.write_text(yaml.safe_dump(raw))
+    image_train.train(config=cool, resume=True, max_steps=4)  # interrupted halfway through the decay
+    assert image_train.load_checkpoint(rdir / "checkpoint.pt")["cooldown_from"] == 2
+    image_train.train(config=cool, resume=True)  # no limit given: the cool-down's end stops it
+    state = image_train.load_checkpoint(rdir / "checkpoint.pt")
+    assert state["step"] == 6 and state["cooldown_from"] == 2
+    lrs = {r["step"]: r["lr"] for r in map(json.loads, (rdir / "log.jsonl").read_text().splitlines())}
+    lr = float(raw["train"]["lr"])
+    assert lrs[4] == pytest.approx(lr + (1e-5 - lr) * 0.5) and lrs[6] == pytest.approx(1e-5)

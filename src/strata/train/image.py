@@ -168,10 +168,20 @@ def training_step(unet, noise_sched, x0, context, mask, g: torch.Generator, min_
     return (w * per).mean()
 
 
-def lr_at(step: int, tc: dict) -> float:
-    """Linear warmup, then constant: the run is open-ended (resumed many times) and EMA averages."""
+def lr_at(step: int, tc: dict, cooldown_from: int | None = None) -> float:
+    """Linear warmup, then constant: the run is open-ended (resumed many times) and EMA averages.
+
+    A cool-down recipe (``cooldown_steps``) then decays it linearly to ``lr_final`` over that many
+    steps from ``cooldown_from`` (the step the run was resumed at with that recipe) — the
+    "warmup-stable-decay" schedule: a constant rate for as long as the run goes on, and a short
+    decay whenever weights are to be shipped (Hägele et al. 2024 found it matches a cosine
+    schedule of the same length).
+    """
     if step < tc["warmup_steps"]:
         return tc["lr"] * (step + 1) / tc["warmup_steps"]
+    if tc.get("cooldown_steps") and cooldown_from is not None:
+        done = min(max(step - cooldown_from, 0) / int(tc["cooldown_steps"]), 1.0)
+        return tc["lr"] + (float(tc.get("lr_final", 0.0)) - tc["lr"]) * done
     return tc["lr"]
 
 
@@ -267,6 +277,14 @@ def train(
     elif init_from is not None:
         step = _init_from_export(Path(init_from), cfg, unet, ema)
         warmup_offset = step  # fresh AdamW moments: warm up again from here
+    cooldown_from = None
+    if tc.get("cooldown_steps"):
+        # The decay starts where the run is resumed with a cool-down recipe (a later resume
+        # continues it), and the run stops when it ends.
+        stored = state.get("cooldown_from") if state is not None else None
+        cooldown_from = step if stored is None else int(stored)
+        end = cooldown_from + int(tc["cooldown_steps"])
+        max_steps = end if max_steps is None else min(max_steps, end)
     fingerprint = dataset_fingerprint(rows)
     if state is not None and state.get("dataset") not in (None, fingerprint):
         # Same npm versions give the same manifest; a mismatch means a different dataset (or an
@@ -291,8 +309,11 @@ def train(
             "rng": {"generator": g.get_state(), "torch": torch.get_rng_state(), "python": _list_state(random.getstate())},
             "model_config": json.loads(cfg.model.to_json()), "data": cfg.data, "train": tc, "run": cfg.run,
             "config_source": cfg.source, "saved_at": time.time(), "dataset": fingerprint, "autoencoder": ae_sha,
-            "warmup_from": warmup_offset,
+            "warmup_from": warmup_offset, "cooldown_from": cooldown_from,
         })
+
+    def lr_now() -> float:  # warmup counts from warmup_offset (a run started from an export)
+        return lr_at(step - warmup_offset, tc, None if cooldown_from is None else cooldown_from - warmup_offset)
 
     n_variants, dropout = int(cfg.data["caption_variants"]), float(cfg.data["prompt_dropout"])
     mask_mix = check_mix(cfg.data.get("inpaint_masks") or {"full": 1.0}) if cfg.model.inpaint else None
@@ -312,7 +333,7 @@ def train(
                 cond = inpaint_conditioning(sample_model, rgba, random_masks(rgba[:, 3], mask_mix, g), len(idx))
             # --- step
             for group in opt.param_groups:
-                group["lr"] = lr_at(step - warmup_offset, tc)
+                group["lr"] = lr_now()
             loss = training_step(unet, noise_sched, x0, context, mask, g, float(tc["min_snr_gamma"]), cond)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -323,7 +344,7 @@ def train(
             book.add(step, loss.item())
             # --- bookkeeping
             if step % cfg.run["log_every"] == 0:
-                book.write(step, lr_at(step - warmup_offset, tc), cached_captions=len(bank.cache))
+                book.write(step, lr_now(), cached_captions=len(bank.cache))
             if step % cfg.run["sample_every"] == 0:
                 with book.aside():
                     grid = sample_grid(sample_model, cfg, rdir / "samples" / f"step{step:07d}.png")
