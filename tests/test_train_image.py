@@ -91,11 +91,13 @@ def test_lr_warms_up_stays_constant_and_a_cool_down_decays_it_linearly() -> None
 
 def test_a_cool_down_recipe_decays_from_where_it_resumes_and_stops_at_its_end(tmp_path: Path) -> None:
     recipe = _recipe(tmp_path)
-    rdir = image_train.train(config=recipe, max_steps=2)
     raw = yaml.safe_load(recipe.read_text())
     raw["train"].update(cooldown_steps=4, lr_final=1e-5)
     cool = tmp_path / "cool.yaml"
     cool.write_text(yaml.safe_dump(raw))
+    with pytest.raises(StrataError, match="cool.yaml: a cool-down recipe .* finishes an existing run; pass --resume"):
+        image_train.train(config=cool)
+    rdir = image_train.train(config=recipe, max_steps=2)
     image_train.train(config=cool, resume=True, max_steps=4)  # interrupted halfway through the decay
     assert image_train.load_checkpoint(rdir / "checkpoint.pt")["cooldown_from"] == 2
     image_train.train(config=cool, resume=True)  # no limit given: the cool-down's end stops it
@@ -103,4 +105,5 @@ def test_a_cool_down_recipe_decays_from_where_it_resumes_and_stops_at_its_end(tm
     assert state["step"] == 6 and state["cooldown_from"] == 2
     lrs = {r["step"]: r["lr"] for r in map(json.loads, (rdir / "log.jsonl").read_text().splitlines())}
     lr = float(raw["train"]["lr"])
-    assert lrs[4] == pytest.approx(lr + (1e-5 - lr) * 0.5) and lrs[6] == pytest.approx(1e-5)
+    # Each line logs the rate its last step used: steps 3 and 5 of the decay that starts at 2.
+    assert lrs[4] == pytest.approx(lr + (1e-5 - lr) * 0.25) and lrs[6] == pytest.approx(lr + (1e-5 - lr) * 0.75)

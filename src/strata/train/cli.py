@@ -65,16 +65,19 @@ def data_optout(
     typer.echo(f"added {len(check.entries())} entries to {file}")
 
 
-# The options every `strata train MODEL` command has: (name, Annotated type, default).
-_SHARED_OPTIONS: list[tuple[str, Any, Any]] = [
-    ("config", Annotated[Optional[Path], typer.Option(help="Recipe YAML (default: strata/train/configs/MODEL.yaml).")], None),
-    ("resume", Annotated[bool, typer.Option(help="Continue the run in the run dir from its checkpoint.")], False),
-    ("threads", Annotated[int, typer.Option(min=1, help="CPU threads for torch (default 1 leaves a core free).")], 1),
-    ("max_minutes", Annotated[Optional[float], typer.Option(help="Stop (with a checkpoint) after this many minutes.")], None),
-    ("max_steps", Annotated[Optional[int], typer.Option(help="Stop (with a checkpoint) at this global step.")], None),
-    ("run_dir", Annotated[Optional[Path], typer.Option(
-        help="Run dir (default $STRATA_TRAIN_DIR/MODEL or ~/.cache/strata/train/MODEL).")], None),
-]
+def _shared_options(model: str) -> list[tuple[str, Any, Any]]:
+    """The options every `strata train MODEL` command has: (name, Annotated type, default)."""
+    return [
+        ("config", Annotated[Optional[Path], typer.Option(help=f"Recipe YAML (default: strata/train/configs/{model}.yaml).")],
+         None),
+        ("resume", Annotated[bool, typer.Option(help="Continue the run in the run dir from its checkpoint.")], False),
+        ("threads", Annotated[int, typer.Option(min=1, help="CPU threads for torch (default 1 leaves a core free).")], 1),
+        ("max_minutes", Annotated[Optional[float], typer.Option(help="Stop (with a checkpoint) after this many minutes.")],
+         None),
+        ("max_steps", Annotated[Optional[int], typer.Option(help="Stop (with a checkpoint) at this global step.")], None),
+        ("run_dir", Annotated[Optional[Path], typer.Option(
+            help=f"Run dir (default $STRATA_TRAIN_DIR/{model} or ~/.cache/strata/train/{model}).")], None),
+    ]
 
 
 def _train_command(model: str, doc: str, *, export_help: str, exported: Callable[[Any], str],
@@ -98,7 +101,7 @@ def _train_command(model: str, doc: str, *, export_help: str, exported: Callable
             raise _fail(exc) from exc
 
     export = ("export", Annotated[bool, typer.Option("--export", help=export_help)], False)
-    declared = [o for o in _SHARED_OPTIONS if max_steps or o[0] != "max_steps"] + [*extra, export]
+    declared = [o for o in _shared_options(model) if max_steps or o[0] != "max_steps"] + [*extra, export]
     command.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
         [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=kind, default=default)
          for name, kind, default in declared])

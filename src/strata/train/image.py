@@ -278,6 +278,9 @@ def train(
         step = _init_from_export(Path(init_from), cfg, unet, ema)
         warmup_offset = step  # fresh AdamW moments: warm up again from here
     cooldown_from = None
+    if tc.get("cooldown_steps") and state is None:
+        raise StrataError(f"{config}: a cool-down recipe (train.cooldown_steps) finishes an existing run; pass --resume "
+                          "(and --run-dir if the run is elsewhere) instead of starting a new one")
     if tc.get("cooldown_steps"):
         # The decay starts where the run is resumed with a cool-down recipe (a later resume
         # continues it), and the run stops when it ends.
@@ -332,8 +335,9 @@ def train(
                 rgba = images[idx].float() / 255.0
                 cond = inpaint_conditioning(sample_model, rgba, random_masks(rgba[:, 3], mask_mix, g), len(idx))
             # --- step
+            lr = lr_now()
             for group in opt.param_groups:
-                group["lr"] = lr_now()
+                group["lr"] = lr
             loss = training_step(unet, noise_sched, x0, context, mask, g, float(tc["min_snr_gamma"]), cond)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -344,7 +348,7 @@ def train(
             book.add(step, loss.item())
             # --- bookkeeping
             if step % cfg.run["log_every"] == 0:
-                book.write(step, lr_now(), cached_captions=len(bank.cache))
+                book.write(step, lr, cached_captions=len(bank.cache))  # the rate of the step just taken
             if step % cfg.run["sample_every"] == 0:
                 with book.aside():
                     grid = sample_grid(sample_model, cfg, rdir / "samples" / f"step{step:07d}.png")

@@ -85,7 +85,7 @@ def start_run(cfg: R, model: str, *, model_class: Any, config: Path | None, resu
                                   data=state["data"], train=state["train"], run=state["run"],
                                   source=state["config_source"])
     elif state is not None and model_class.from_dict(state["model_config"]) != cfg.model:  # type: ignore[attr-defined]
-        raise StrataError(f"{config or 'the recipe'}: its model section differs from the checkpoint's in {rdir}; "
+        raise StrataError(f"{config or 'the default recipe'}: its model section differs from the checkpoint's in {rdir}; "
                           "only the data/train/run sections may change on resume")
     rdir.mkdir(parents=True, exist_ok=True)
     return cfg, rdir, state

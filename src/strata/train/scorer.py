@@ -200,7 +200,7 @@ def train(*, config: Path | None = None, resume: bool = False, threads: int = 1,
     ckpt_path = rdir / CHECKPOINT
     if state is not None and state["data"].get("holdout_source") != cfg.data.get("holdout_source"):
         raise StrataError(f"data.holdout_source is {cfg.data.get('holdout_source')!r} but the run in {rdir} holds out "
-                          f"{state['data'].get('holdout_source')!r}; resume with the run's own (it differs from the checkpoint's)")
+                          f"{state['data'].get('holdout_source')!r}; resume with the run's own")
     tc, end = cfg.train, min(int(cfg.train["steps"]), max_steps or int(cfg.train["steps"]))
     train_set, held_set, rows = load_split(cfg)
     cache = rdir.parent / "scorer-captions"
@@ -240,6 +240,8 @@ def train(*, config: Path | None = None, resume: bool = False, threads: int = 1,
 
     def evaluate() -> dict:
         nonlocal last_eval  # the checkpoint keeps the latest
+        if not ev[2]:  # nothing to retrieve: the line still gets logged
+            return {}
         last_eval = {"step": step, "on": ev_kind, "concepts": len(ev[2]), **retrieval(net, ev[0], ev[1], ev_prompts)}
         return {"retrieval_top1": round(last_eval["top1"], 3), "retrieval_top5": round(last_eval["top5"], 3)}
 
@@ -260,7 +262,7 @@ def train(*, config: Path | None = None, resume: bool = False, threads: int = 1,
             opt.step()
             step += 1
             book.add(step, loss.item())
-            book.log_step(step, lr_at(step, tc), evaluate if ev[2] else None, every=int(cfg.run["log_every"]),
+            book.log_step(step, lr_at(step, tc), evaluate, every=int(cfg.run["log_every"]),
                           eval_every=int(cfg.run["eval_every"]), last=end,
                           temperature=round(1 / net.temperature_scale().item(), 4))
     print(f"checkpoint at step {step} in {ckpt_path}", flush=True)
