@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import platform
+import shutil
 import statistics
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def scratch_dir(prefix: str) -> Path:
+    """A temporary folder removed when the benchmark exits: stores and renders here take
+    hundreds of MB per run, and repeated runs must not fill the disk."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 def timed(fn: Callable[[], Any], *, repeats: int, warmup: int = 1) -> dict[str, float]:

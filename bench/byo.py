@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from _common import write_result  # noqa: E402
+from _common import scratch_dir, write_result  # noqa: E402
 
 
 def build(directory: Path, size: int) -> None:
@@ -61,7 +60,7 @@ def main() -> None:
 
     from diffusers import EulerAncestralDiscreteScheduler
 
-    tmp = Path(tempfile.mkdtemp(prefix="strata-bench-byo-"))
+    tmp = scratch_dir("strata-bench-byo-")
     os.environ["STRATA_CONFIG"] = str(tmp / "config")
     os.environ["STRATA_SIGN"] = "0"
     build(tmp / "model", args.size)

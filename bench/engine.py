@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import timed, write_result  # noqa: E402
+from _common import scratch_dir, timed, write_result  # noqa: E402
 
 from strata.store import Store  # noqa: E402
 from strata.workflow.executor import Executor  # noqa: E402
@@ -38,7 +37,7 @@ def iteration_costs(repeats: int) -> dict:
     wf = load_workflow(POSTER)
     plan = validate(wf)
     last = terminal_node(plan)
-    tmp = Path(tempfile.mkdtemp(prefix="strata-bench-"))
+    tmp = scratch_dir("strata-bench-")
     out = tmp / "out"
     counter = iter(range(10**6))
 

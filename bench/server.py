@@ -36,7 +36,6 @@ import sqlite3
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -46,7 +45,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import write_result  # noqa: E402
+from _common import scratch_dir, write_result  # noqa: E402
 
 START_TIMEOUT_S = 90.0
 FINISH_TIMEOUT_S = 600.0
@@ -196,7 +195,7 @@ def direct_baseline(n: int) -> dict[str, Any]:
     from strata.workflow.spec import parse_workflow
     from strata.workflow.validate import validate
 
-    tmp = Path(tempfile.mkdtemp(prefix="strata-bench-direct-"))
+    tmp = scratch_dir("strata-bench-direct-")
     executor = Executor(Store(tmp / "store"))
     executor.run(validate(parse_workflow(workflow(-5.0))), out_dir=tmp / "out")  # warm-up
     t0 = time.perf_counter()
@@ -279,7 +278,7 @@ def main() -> None:
     if not args.provenance_extras:  # inherited by the server process and used by the baseline
         os.environ["STRATA_WATERMARK"] = "0"
         os.environ["STRATA_SIGN"] = "0"
-    tmp = Path(tempfile.mkdtemp(prefix="strata-bench-server-"))
+    tmp = scratch_dir("strata-bench-server-")
     server = Server(tmp / "store", free_port(), tmp / "server.log")
     try:
         start_s = server.start()

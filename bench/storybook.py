@@ -35,7 +35,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -43,7 +42,7 @@ from typing import Any
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_result  # noqa: E402
+from _common import scratch_dir, write_result  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOW = ROOT / "examples" / "storybook.yaml"
@@ -156,7 +155,7 @@ def main() -> None:
     if ops.get(args.line) != "sound.speech":
         raise SystemExit(f"{args.line} is not a sound.speech node of {WORKFLOW.name}")
 
-    tmp = Path(tempfile.mkdtemp(prefix="strata-storybook-bench-"))
+    tmp = scratch_dir("strata-storybook-bench-")
     env = {**os.environ, "STRATA_CACHE": str(tmp / "cache")}
     env.pop("STRATA_DATA", None)
     result: dict[str, Any] = {"workflow": str(WORKFLOW.relative_to(ROOT)), "line": args.line, "text": args.text,

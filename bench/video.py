@@ -26,14 +26,13 @@ import json
 import resource
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import timed, write_result  # noqa: E402
+from _common import scratch_dir, timed, write_result  # noqa: E402
 
 from strata.media.audio import Audio, encode_wav  # noqa: E402
 from strata.media.mp4 import encode_mp4, probe_mp4  # noqa: E402
@@ -88,7 +87,7 @@ def build(seconds: float) -> tuple[Clip, Audio, list[dict]]:
     n = len(PHOTOS)
     dur = (seconds + (n - 1) * XFADE) / n
     shots, scenes = [], []
-    tmp = Path(tempfile.mkdtemp(prefix="strata-bench-"))
+    tmp = scratch_dir("strata-bench-")
     for name, (move, rects) in zip(PHOTOS, MOVES):
         img = sample_image(name=name)
         start, end = camera_rects(img.width, img.height, W, H, move, 1.3, *(rects or (None, None)))
@@ -114,7 +113,7 @@ def main() -> None:
 
     load0 = __import__("os").getloadavg()[0]
     clip, audio, scenes = build(args.seconds)
-    work = Path(tempfile.mkdtemp(prefix="strata-bench-"))
+    work = scratch_dir("strata-bench-")
     wav = work / "music.wav"
     wav.write_bytes(encode_wav(audio))
 
