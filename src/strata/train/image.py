@@ -347,8 +347,7 @@ def train(
             step += 1
             book.add(step, loss.item())
             # --- bookkeeping
-            if step % cfg.run["log_every"] == 0:
-                book.write(step, lr, cached_captions=len(bank.cache))  # the rate of the step just taken
+            book.log_step(step, lr, every=int(cfg.run["log_every"]), cached_captions=len(bank.cache))  # lr: of this step
             if step % cfg.run["sample_every"] == 0:
                 with book.aside():
                     grid = sample_grid(sample_model, cfg, rdir / "samples" / f"step{step:07d}.png")

@@ -191,7 +191,7 @@ class RunBook:
         return rec
 
     def log_step(self, step: int, lr: float, evaluate: Callable[[], dict[str, Any]] | None = None, *, every: int,
-            eval_every: int | None = None, last: int | None = None, **extra: Any) -> None:
+                 eval_every: int | None = None, last: int | None = None, **extra: Any) -> None:
         """The logging cadence every trainer shares, after step ``step`` (1-based).
 
         A log line (:meth:`write`, with ``extra``) every ``every`` steps; every ``eval_every``
