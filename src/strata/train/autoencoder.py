@@ -26,8 +26,8 @@ from strata.errors import StrataError
 from strata.models.image_autoencoder import AutoencoderConfig, PatchAutoencoder, premultiply
 from strata.train import data_emoji
 from strata.train.image import REPO_WEIGHTS
-from strata.train.runs import (CHECKPOINT, evaluating, load_checkpoint, load_recipe, resolve_run_dir, run_book,
-                               save_checkpoint, start_run, warmup_cosine)
+from strata.train.runs import (CHECKPOINT, evaluating, load_checkpoint, load_recipe, resolve_run_dir, restore,
+                               run_book, save_checkpoint, start_run, warmup_cosine)
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "autoencoder.yaml"
 
@@ -101,12 +101,9 @@ def train(*, config: Path | None = None, resume: bool = False, threads: int = 1,
     ae = PatchAutoencoder(cfg.model).train()
     opt = torch.optim.Adam(ae.parameters(), lr=float(tc["lr"]), weight_decay=float(tc["weight_decay"]))
     g = torch.Generator().manual_seed(int(tc["seed"]))
-    step = 0
+    step, _ = restore(state, ae, opt)
     if state is not None:
-        ae.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
         g.set_state(state["generator"])
-        step = int(state["step"])
     print(f"run dir {rdir} | step {step}/{tc['steps']} | autoencoder "
           f"{sum(p.numel() for p in ae.parameters()) / 1e6:.2f} M params | {len(train_x)} train / {len(held_x)} "
           f"held-out images | {threads} thread(s)", flush=True)

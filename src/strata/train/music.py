@@ -26,8 +26,8 @@ from strata.errors import StrataError
 from strata.models.music_model import MusicModel, MusicModelConfig, build_network
 from strata.models.music_tokens import TOKEN_ID
 from strata.train import data_chorales
-from strata.train.runs import (CHECKPOINT, load_checkpoint, load_recipe, resolve_run_dir, run_book, save_checkpoint,
-                               start_run, warmup_cosine)
+from strata.train.runs import (CHECKPOINT, load_checkpoint, load_recipe, resolve_run_dir, restore, run_book,
+                               save_checkpoint, start_run, warmup_cosine)
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "music.yaml"
 REPO_WEIGHTS = Path(__file__).resolve().parents[3] / "weights" / "music"
@@ -171,13 +171,10 @@ def train(*, config: Path | None = None, resume: bool = False, threads: int = 1,
     opt = torch.optim.AdamW(net.parameters(), lr=float(tc["lr"]), betas=tuple(tc["betas"]),
                             weight_decay=float(tc["weight_decay"]))
     g = torch.Generator().manual_seed(int(tc["seed"]))
-    step, trained_s = 0, 0.0
+    step, trained_s = restore(state, net, opt)
     if state is not None:
-        net.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
         g.set_state(state["rng"]["generator"])
         torch.set_rng_state(state["rng"]["torch"])
-        step, trained_s = int(state["step"]), float(state["train_seconds"])
     last = min(int(tc["steps"]), max_steps) if max_steps is not None else int(tc["steps"])
     print(f"run dir {rdir} | step {step}/{last} | GPT-2 {sum(p.numel() for p in net.parameters()) / 1e6:.2f} M params "
           f"| {len(train_set)} train chorales ({len(windows.seqs)} with transpositions, {len(windows.starts)} windows) "

@@ -131,6 +131,16 @@ def write_log(log: IO[str], rec: dict, bar: Any) -> None:
         print(" ".join(f"{k} {v}" for k, v in rec.items() if k != "time"), flush=True)
 
 
+def restore(state: dict | None, net: torch.nn.Module, opt: torch.optim.Optimizer) -> tuple[int, float]:
+    """Load a checkpoint's ``model`` and ``optimizer`` into ``net`` and ``opt``; returns (step, seconds
+    trained so far) — (0, 0.0) for a new run (``state`` None). Random states are each trainer's own."""
+    if state is None:
+        return 0, 0.0
+    net.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    return int(state["step"]), float(state.get("train_seconds", 0.0))
+
+
 @contextlib.contextmanager
 def evaluating(net: torch.nn.Module) -> Iterator[torch.nn.Module]:
     """``net`` in eval mode for a held-out measure, back in training mode after."""

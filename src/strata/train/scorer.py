@@ -31,8 +31,8 @@ from strata.errors import StrataError
 from strata.models.scorer import MODEL_ID, PooledTextEncoder, Scorer, ScorerConfig, ScorerNet, info_nce
 from strata.train import data_emoji
 from strata.train.captions import caption_for
-from strata.train.runs import (CHECKPOINT, load_checkpoint, load_recipe, resolve_run_dir, run_book, save_checkpoint,
-                               start_run, warmup_cosine)
+from strata.train.runs import (CHECKPOINT, load_checkpoint, load_recipe, resolve_run_dir, restore, run_book,
+                               save_checkpoint, start_run, warmup_cosine)
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "scorer.yaml"
 REPO_WEIGHTS = Path(__file__).resolve().parents[3] / "weights" / "scorer"
@@ -219,12 +219,9 @@ def train(*, config: Path | None = None, resume: bool = False, threads: int = 1,
                              {"params": text_params, "lr_scale": float(tc["text_lr_scale"])}],
                             lr=float(tc["lr"]), weight_decay=float(tc["weight_decay"]))
     g = torch.Generator().manual_seed(int(tc["seed"]))
-    step, train_seconds = 0, 0.0
+    step, train_seconds = restore(state, net, opt)
     if state is not None:
-        net.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
         g.set_state(state["rng"])
-        step, train_seconds = int(state["step"]), float(state["train_seconds"])
     print(f"run dir {rdir} | step {step}/{end} | scorer {sum(p.numel() for p in net.parameters()) / 1e3:.0f} k params "
           f"| {len(train_set.rows)} train images, eval on {len(ev[2])} {ev_kind} | {threads} thread(s)", flush=True)
 

@@ -29,8 +29,8 @@ from strata.models.upscale import MODEL_ID, UpscaleConfig, UpscaleModel, Upscale
 from strata.ops.edit import gaussian_blur
 from strata.train import data_sr
 from strata.train.data_emoji import OptOut
-from strata.train.runs import (CHECKPOINT, evaluating, load_checkpoint, load_recipe, resolve_run_dir, run_book,
-                               save_checkpoint, start_run, warmup_cosine)
+from strata.train.runs import (CHECKPOINT, evaluating, load_checkpoint, load_recipe, resolve_run_dir, restore,
+                               run_book, save_checkpoint, start_run, warmup_cosine)
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "upscale.yaml"
 REPO_WEIGHTS = Path(__file__).resolve().parents[3] / "weights" / "upscale"
@@ -181,12 +181,9 @@ def train(*, config: Path | None = None, resume: bool = False, threads: int = 1,
     net = UpscaleNet(cfg.model).train()
     opt = torch.optim.Adam(net.parameters(), lr=float(tc["lr"]))
     rng = np.random.default_rng(int(tc["seed"]))
-    step, train_seconds = 0, 0.0
+    step, train_seconds = restore(state, net, opt)
     if state is not None:
-        net.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
         rng.bit_generator.state = json.loads(state["rng"])
-        step, train_seconds = int(state["step"]), float(state["train_seconds"])
     print(f"run dir {rdir} | step {step}/{end} | upscaler {sum(p.numel() for p in net.parameters()) / 1e3:.0f} k params "
           f"| {len(train256)} + {len(train64)} train / {len(held256)} held-out images | {threads} thread(s)", flush=True)
 
