@@ -278,13 +278,13 @@ def train(
         step = _init_from_export(Path(init_from), cfg, unet, ema)
         warmup_offset = step  # fresh AdamW moments: warm up again from here
     cooldown_from = None
-    if tc.get("cooldown_steps") and state is None:
-        raise StrataError(f"{config}: a cool-down recipe (train.cooldown_steps) finishes an existing run; pass --resume "
-                          "(and --run-dir if the run is elsewhere) instead of starting a new one")
     if tc.get("cooldown_steps"):
+        if state is None:
+            raise StrataError(f"{config}: a cool-down recipe (train.cooldown_steps) finishes an existing run; pass "
+                              "--resume (and --run-dir if the run is elsewhere) instead of starting a new one")
         # The decay starts where the run is resumed with a cool-down recipe (a later resume
         # continues it), and the run stops when it ends.
-        stored = state.get("cooldown_from") if state is not None else None
+        stored = state.get("cooldown_from")
         cooldown_from = step if stored is None else int(stored)
         end = cooldown_from + int(tc["cooldown_steps"])
         max_steps = end if max_steps is None else min(max_steps, end)
