@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import yaml
 from PIL import Image as PILImage
 
 from strata.errors import MediaError, StrataError
@@ -62,38 +63,14 @@ class Source:
     style: tuple[str, ...]
 
 
-SOURCES: dict[str, Source] = {
-    "noto": Source(
-        key="noto",
-        package="emoji-datasource-google",
-        version="16.0.0",
-        license="Apache-2.0",
-        attribution="Noto Emoji, Copyright Google Inc., Apache License 2.0 (via emoji-datasource-google by iamcal, MIT)",
-        obligations="keep the Apache-2.0 license text and copyright notice; state changes (images resized/re-encoded)",
-        image_dir="package/img/google/64",
-        style=("noto", "emoji", "cartoon"),
-    ),
-    "twemoji": Source(
-        key="twemoji",
-        package="emoji-datasource-twitter",
-        version="16.0.0",
-        license="CC-BY-4.0",
-        attribution="Twemoji, Copyright Twitter, Inc and other contributors, CC-BY 4.0 (via emoji-datasource-twitter by iamcal, MIT)",
-        obligations="attribute Twemoji / Twitter, Inc and contributors, link the CC-BY 4.0 license, indicate changes",
-        image_dir="package/img/twitter/64",
-        style=("flat", "twemoji", "vector"),
-    ),
-    "fluent3d": Source(
-        key="fluent3d",
-        package="@lobehub/fluent-emoji-3d",
-        version="1.1.0",
-        license="MIT",
-        attribution="Fluent Emoji 3D, Copyright Microsoft Corporation, MIT (packaged by LobeHub as @lobehub/fluent-emoji-3d)",
-        obligations="keep the MIT copyright and permission notice",
-        image_dir="package/assets",
-        style=("3d", "glossy", "fluent"),
-    ),
-}
+def _read_sources() -> dict[str, Source]:
+    """The packages in ``emoji_sources.yaml`` (a data file, so licenses and pins read as a table)."""
+    table = yaml.safe_load((Path(__file__).parent / "emoji_sources.yaml").read_text(encoding="utf-8"))
+    return {key: Source(key=key, **{k: tuple(v) if k == "style" else str(v) for k, v in row.items()})
+            for key, row in table.items()}
+
+
+SOURCES: dict[str, Source] = _read_sources()
 DEFAULT_SOURCES = ("noto", "twemoji", "fluent3d")
 # Names and categories come from this package's emoji.json (MIT, iamcal/emoji-data).
 NAMES_SOURCE = "noto"

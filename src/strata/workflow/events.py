@@ -30,6 +30,9 @@ class Event:
 
 @dataclass(frozen=True)
 class RunStarted(Event):
+    """A run began: the workflow's name and how many nodes its plan has. One per run, before
+    any node event."""
+
     workflow: str
     nodes: int
 
@@ -44,16 +47,24 @@ class NodeEvent(Event):
 
 @dataclass(frozen=True)
 class NodeCached(NodeEvent):
+    """The node's result was found under ``cache_key``: it does not run."""
+
     cache_key: str
 
 
 @dataclass(frozen=True)
 class NodeStarted(NodeEvent):
+    """The node is running (its result will be stored under ``cache_key``); progress events
+    may follow, then finished or failed (nothing more if the run is interrupted)."""
+
     cache_key: str
 
 
 @dataclass(frozen=True)
 class NodeProgress(Event):
+    """A running node finished ``step`` of ``total`` steps (e.g. a denoising step), with an
+    optional preview of its result so far."""
+
     node: str
     step: int
     total: int
@@ -64,7 +75,8 @@ class NodeProgress(Event):
 
 @dataclass(frozen=True)
 class NodeWarning(Event):
-    """Something the user should know that did not stop the node (e.g. a truncated prompt)."""
+    """Something the user should know that did not stop the node (e.g. a prompt truncated to
+    the text encoder's limit): the CLI prints it, the studio shows it on the node."""
 
     node: str
     message: str
@@ -72,22 +84,34 @@ class NodeWarning(Event):
 
 @dataclass(frozen=True)
 class NodeFinished(NodeEvent):
+    """The node ran in ``duration_s`` seconds; ``outputs`` maps its output names to asset ids."""
+
     duration_s: float
     outputs: dict[str, Any]
 
 
 @dataclass(frozen=True)
 class NodeFailed(NodeEvent):
+    """The node raised; ``error`` says what went wrong and how to fix it. The nodes that depend
+    on it are skipped; the others go on."""
+
     error: str
 
 
 @dataclass(frozen=True)
 class NodeSkipped(NodeEvent):
+    """The node did not run because a node it depends on did not finish; ``reason`` names
+    those nodes. A later run of the same workflow retries it (finished nodes come from the
+    cache)."""
+
     reason: str
 
 
 @dataclass(frozen=True)
 class OutputWritten(Event):
+    """A file of the workflow's ``outputs:`` was written (atomically) at ``path``, from that
+    node's output."""
+
     path: str
     node: str
     output: str
@@ -95,6 +119,9 @@ class OutputWritten(Event):
 
 @dataclass(frozen=True)
 class RunFinished(Event):
+    """The run ended — ok, failed or interrupted — with which nodes ran, came from the cache,
+    failed or were skipped."""
+
     status: str  # "ok" | "failed" | "interrupted"
     duration_s: float
     executed: list[str]
