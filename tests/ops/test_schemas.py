@@ -39,3 +39,42 @@ def test_file_params_are_marked_for_cache_keys() -> None:
     assert REGISTRY["enhance.lut"].file_params == ("path",)
     assert REGISTRY["composite.text"].file_params == ("font",)
     assert [p.name for p in REGISTRY["edit.pad"].outputs] == ["image", "mask"]
+
+
+def test_a_param_group_is_declared_once_and_merged_into_each_op() -> None:
+    import inspect
+
+    from strata.errors import StrataError
+    from strata.workflow.node import node
+
+    def group(*, prompt: str, steps: int = 20, seed: int = 0) -> None:
+        """Shared params."""
+
+    @node("test.group_user", layer="generate", params=group)
+    def op(*, steps: int = 5, extra: float = 1.0, **shared: object) -> list:
+        return [shared, steps, extra]
+
+    spec = REGISTRY.pop("test.group_user")
+    # The group's params first, in its order (the op's own `steps` replaces the group's), then the op's.
+    assert spec.param_names == ["prompt", "steps", "seed", "extra"]
+    assert spec.params_model(prompt="x").model_dump() == {"prompt": "x", "steps": 5, "seed": 0, "extra": 1.0}
+    assert list(inspect.signature(op).parameters) == ["prompt", "steps", "seed", "extra"]
+    # A direct call fills the defaults of both and refuses unknown or missing names.
+    assert op(prompt="x", seed=3) == [{"prompt": "x", "seed": 3}, 5, 1.0]
+    with pytest.raises(TypeError):
+        op(prompt="x", stepz=3)
+    with pytest.raises(TypeError):
+        op(seed=3)
+    # **kwargs without a group is still refused.
+    with pytest.raises(StrataError, match="param group"):
+        node("test.no_group", layer="generate")(lambda **kw: None)
+
+
+def test_the_generation_ops_share_their_sampling_params() -> None:
+    shared = ["prompt", "negative", "count", "seed", "steps", "guidance", "sampler", "model", "lora", "precision",
+              "attention_slicing"]
+    for op, own in (("image.generate", ["size", "width", "height", "background"]),
+                    ("image.variation", ["strength"]), ("image.inpaint", ["strength"])):
+        assert REGISTRY[op].param_names == shared + own, op
+    assert REGISTRY["image.generate"].params_model(prompt="x").count == 4  # its own default
+    assert REGISTRY["image.variation"].params_model(prompt="x").count == 1

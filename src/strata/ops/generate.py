@@ -55,26 +55,37 @@ Strength = Annotated[float, Field(ge=0, le=1, description="how far to move from 
 _BUILTIN_FAMILY = {"DPM++": "dpmpp", "Euler": "euler", "DDIM": "ddim"}
 
 
-@node("image.generate", layer="generate", version=2, model="text-to-image")
-def generate(
+def sampling_params(
     *,
     prompt: Prompt,
     negative: Negative = "",
-    count: Count = 4,
+    count: Count = 1,
     seed: Seed = 0,
     steps: Steps = 20,
     guidance: Guidance = DEFAULT_GUIDANCE,
     sampler: SamplerParam = "dpmpp",
-    size: Annotated[int | None, Field(ge=8, le=4096, description="output side, px (default: the model's native size)")] = None,
-    width: Side = None,
-    height: Side = None,
-    background: Annotated[Color | None, Field(description="'#rrggbb' to render onto a color; empty keeps transparency")] = None,
     model: ModelId = None,
     lora: Loras = [],  # noqa: B006 - pydantic copies defaults; never mutated
     precision: Precision = "fp32",
     attention_slicing: Slicing = False,
+) -> None:
+    """The params every generation op takes, declared once (``@node(..., params=sampling_params)``).
+
+    ``model`` picks the registered model the engine loads (``loaded_model``); the ops ignore it.
+    """
+
+
+@node("image.generate", layer="generate", version=2, model="text-to-image", params=sampling_params)
+def generate(
+    *,
+    count: Count = 4,
+    size: Annotated[int | None, Field(ge=8, le=4096, description="output side, px (default: the model's native size)")] = None,
+    width: Side = None,
+    height: Side = None,
+    background: Annotated[Color | None, Field(description="'#rrggbb' to render onto a color; empty keeps transparency")] = None,
     loaded_model: Any = None,
     progress: Callable[..., None] | None = None,
+    **sampling: Any,
 ) -> list[Image]:
     """Generate ``count`` new images for ``prompt`` (RGBA; transparent background by default).
 
@@ -102,14 +113,11 @@ def generate(
         raise OpError("no text-to-image model was loaded; run this op through a workflow (the engine loads "
                       "the model) or pass loaded_model=", param="model")
     if _is_diffusers(loaded_model):
-        images = _run_diffusers(
-            loaded_model, "text-to-image", prompt=prompt, negative=negative, count=count, seed=seed, steps=steps,
-            guidance=guidance, sampler=sampler, width=width or size, height=height or size, lora=lora,
-            precision=precision, attention_slicing=attention_slicing, progress=progress)
+        images = _run_diffusers(loaded_model, "text-to-image", count=count, width=width or size,
+                                height=height or size, progress=progress, **sampling)
     else:
-        images = _run_builtin(loaded_model, prompt=prompt, negative=negative, count=count, seed=seed, steps=steps,
-                              guidance=guidance, sampler=sampler, size=size, width=width, height=height, lora=lora,
-                              precision=precision, attention_slicing=attention_slicing, progress=progress)
+        images = _run_builtin(loaded_model, count=count, size=size, width=width, height=height, progress=progress,
+                              **sampling)
     if not background:
         return images
     backdrop = np.broadcast_to(parse_color(background)[None, None, :3], images[0].pixels.shape[:2] + (3,))
@@ -117,24 +125,14 @@ def generate(
     return [Image(composite_over(opaque, im.pixels, "normal")) for im in images]
 
 
-@node("image.variation", layer="generate", version=2, model="image-to-image")
+@node("image.variation", layer="generate", version=2, model="image-to-image", params=sampling_params)
 def variation(
     image: Image,
     *,
-    prompt: Prompt,
-    negative: Negative = "",
     strength: Strength = 0.6,
-    count: Count = 1,
-    seed: Seed = 0,
-    steps: Steps = 20,
-    guidance: Guidance = DEFAULT_GUIDANCE,
-    sampler: SamplerParam = "dpmpp",
-    model: ModelId = None,
-    lora: Loras = [],  # noqa: B006
-    precision: Precision = "fp32",
-    attention_slicing: Slicing = False,
     loaded_model: Any = None,
     progress: Callable[..., None] | None = None,
+    **sampling: Any,
 ) -> list[Image]:
     """Image-to-image: ``count`` variations of ``image`` steered by ``prompt``.
 
@@ -148,30 +146,19 @@ def variation(
         prompt, negative, count, seed, steps, guidance, sampler, model, lora, precision,
             attention_slicing: as for ``image.generate``. Runs ``round(steps × strength)`` steps.
     """
-    return _image_to_image("image-to-image", image, None, loaded_model=loaded_model, prompt=prompt, negative=negative,
-                           strength=strength, count=count, seed=seed, steps=steps, guidance=guidance, sampler=sampler,
-                           lora=lora, precision=precision, attention_slicing=attention_slicing, progress=progress)
+    return _image_to_image("image-to-image", image, None, loaded_model=loaded_model, strength=strength,
+                           progress=progress, **sampling)
 
 
-@node("image.inpaint", layer="generate", version=3, model="inpaint")
+@node("image.inpaint", layer="generate", version=3, model="inpaint", params=sampling_params)
 def inpaint(
     image: Image,
     mask: Mask,
     *,
-    prompt: Prompt,
-    negative: Negative = "",
     strength: Strength = 1.0,
-    count: Count = 1,
-    seed: Seed = 0,
-    steps: Steps = 20,
-    guidance: Guidance = DEFAULT_GUIDANCE,
-    sampler: SamplerParam = "dpmpp",
-    model: ModelId = None,
-    lora: Loras = [],  # noqa: B006
-    precision: Precision = "fp32",
-    attention_slicing: Slicing = False,
     loaded_model: Any = None,
     progress: Callable[..., None] | None = None,
+    **sampling: Any,
 ) -> list[Image]:
     """Repaint the masked part of ``image`` (mask 1 = repaint) with an inpainting model.
 
@@ -190,27 +177,23 @@ def inpaint(
     if mask.size != image.size:
         raise OpError(f"mask is {mask.width}×{mask.height} but the image is {image.width}×{image.height}; "
                       "they must match", param="mask")
-    return _image_to_image("inpaint", image, mask, loaded_model=loaded_model, prompt=prompt, negative=negative,
-                           strength=strength, count=count, seed=seed, steps=steps, guidance=guidance, sampler=sampler,
-                           lora=lora, precision=precision, attention_slicing=attention_slicing, progress=progress)
+    return _image_to_image("inpaint", image, mask, loaded_model=loaded_model, strength=strength, progress=progress,
+                           **sampling)
 
 
 def _image_to_image(capability: str, image: Image, mask: Mask | None, *, loaded_model: Any, progress: Any,
-                    lora: list[Any], precision: str, attention_slicing: bool, sampler: str, prompt: str,
-                    negative: str, **sampling: Any) -> list[Image]:
+                    **sampling: Any) -> list[Image]:
     """image.variation and image.inpaint: the built-in pipeline's ``variation()`` (with the mask, if
     any, it inpaints) or a user model's diffusers pipeline for ``capability``."""
     if loaded_model is not None and not _is_diffusers(loaded_model):
         from strata.models.image_pipeline import variation as run_variation
 
-        _builtin_only_params(lora=lora, precision=precision, attention_slicing=attention_slicing)
+        prompt, settings = _builtin_settings(sampling)
         return _builtin_call(run_variation, loaded_model, image, prompt, mask=None if mask is None else mask.values,
-                             negative_prompt=negative, sampler=_builtin_sampler(sampler),
-                             callback=_reporter(progress), **sampling)
+                             callback=_reporter(progress), **settings)
     with_mask = {} if mask is None else {"mask": mask}
-    return _run_diffusers(_require_diffusers(loaded_model, capability), capability, prompt=prompt, negative=negative,
-                          sampler=sampler, image=image, lora=lora, precision=precision,
-                          attention_slicing=attention_slicing, progress=progress, **with_mask, **sampling)
+    return _run_diffusers(_require_diffusers(loaded_model, capability), capability, image=image, progress=progress,
+                          **with_mask, **sampling)
 
 
 def _is_diffusers(loaded_model: Any) -> bool:
@@ -227,7 +210,8 @@ def _require_diffusers(loaded_model: Any, capability: str) -> Any:
 
 
 def _run_diffusers(loaded_model: Any, capability: str, *, lora: list[Any], progress: Callable[..., None] | None,
-                   negative: str, **kwargs: Any) -> list[Image]:
+                   negative: str, model: str | None = None, **kwargs: Any) -> list[Image]:
+    """Run a user model's diffusers pipeline (``model`` only named which one the engine loaded)."""
     from pathlib import Path
 
     from strata.models.diffusers_models import Lora, run
@@ -241,20 +225,28 @@ def _run_diffusers(loaded_model: Any, capability: str, *, lora: list[Any], progr
         raise OpError(str(exc), param=_param_named_in(str(exc)) or ("lora" if "LoRA" in str(exc) else None)) from None
 
 
-def _run_builtin(loaded_model: Any, *, prompt: str, negative: str, count: int, seed: int, steps: int, guidance: float,
-                 sampler: str, size: int | None, width: int | None, height: int | None, lora: list[Any],
-                 precision: str, attention_slicing: bool, progress: Callable[..., None] | None) -> list[Image]:
+def _run_builtin(loaded_model: Any, *, size: int | None, width: int | None, height: int | None,
+                 progress: Callable[..., None] | None, **sampling: Any) -> list[Image]:
     from strata.models.image_pipeline import generate as run_pipeline
 
-    _builtin_only_params(lora=lora, precision=precision, attention_slicing=attention_slicing)
     if width is not None or height is not None:
         if width != height or (size is not None and size != width):
             raise OpError("the built-in model makes square images; give size (or equal width and height)",
                           param="width")
         size = width
-    return _builtin_call(run_pipeline, loaded_model, prompt, negative_prompt=negative, count=count, seed=seed,
-                         steps=steps, guidance=guidance, sampler=_builtin_sampler(sampler), size=size,
-                         callback=_reporter(progress))
+    prompt, settings = _builtin_settings(sampling)
+    return _builtin_call(run_pipeline, loaded_model, prompt, size=size, callback=_reporter(progress), **settings)
+
+
+def _builtin_settings(sampling: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The prompt and the built-in pipeline's keyword arguments for the ops' sampling params
+    (refusing the diffusers-only ones, mapping the sampler name)."""
+    values = dict(sampling)
+    values.pop("model", None)  # it only named which model the engine loaded
+    _builtin_only_params(**{k: values.pop(k) for k in ("lora", "precision", "attention_slicing")})
+    values["negative_prompt"] = values.pop("negative")
+    values["sampler"] = _builtin_sampler(values["sampler"])
+    return values.pop("prompt"), values
 
 
 def _reporter(progress: Callable[..., None] | None) -> Callable[[Any], None] | None:

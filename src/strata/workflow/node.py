@@ -20,11 +20,18 @@ for the node's declared ``model=`` capability; an op may also declare a ``model:
 param naming which registered model to use). The function stays a plain function that Python
 code can call directly.
 
+Ops that take the same params (the generation ops' prompt, seed, steps, ...) declare them
+once, in a *param group*: a function whose keyword-only parameters are declared like an op's.
+``@node(..., params=group)`` adds them to the op's params; the op receives them in its
+``**kwargs`` (its own declaration of a name wins, e.g. another default). The registered
+function has the merged signature: a direct call checks names and fills defaults like any call.
+
 The CLI, server and JSON Schema export all read these specs, so a param is declared once.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 import types
 import typing
@@ -155,6 +162,7 @@ def node(
     output: str | None = None,
     outputs: dict[str, Any] | None = None,
     model: str | None = None,
+    params: Callable[..., Any] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register ``fn`` as the op ``op`` (see the module docstring for the conventions).
 
@@ -165,6 +173,7 @@ def node(
         output: name of the single output (default: derived from the return type).
         outputs: ``{name: type}`` for ops returning several values as a dict.
         model: capability the op needs from the model registry (e.g. ``"text-to-image"``).
+        params: a param group shared with other ops; ``fn`` takes them as ``**kwargs``.
     """
     if layer not in LAYERS:
         raise StrataError(f"op {op!r}: unknown layer {layer!r}; choose one of {', '.join(LAYERS)}")
@@ -174,6 +183,10 @@ def node(
             raise StrataError(f"op {op!r} is registered twice ({REGISTRY[op].fn.__module__} and {fn.__module__})")
         hints = typing.get_type_hints(fn, include_extras=True)
         sig = inspect.signature(fn)
+        if params is not None:
+            fn = _with_group(op, fn, sig, params)
+            hints = {**typing.get_type_hints(params, include_extras=True), **hints}
+            sig = inspect.signature(fn)
         inputs: list[PortSpec] = []
         fields: dict[str, Any] = {}
         file_params: list[str] = []
@@ -192,7 +205,8 @@ def node(
                 if _is_file_param(ann):
                     file_params.append(name)
             else:
-                raise StrataError(f"op {op!r}: *args/**kwargs are not allowed in op signatures")
+                raise StrataError(f"op {op!r}: *args/**kwargs are not allowed in op signatures "
+                                  "(**kwargs only receives a param group: @node(..., params=group))")
         if outputs is not None:
             outs = tuple(PortSpec(n, t) for n, t in outputs.items())
         else:
@@ -224,6 +238,36 @@ def node(
         return fn
 
     return register
+
+
+def _with_group(op: str, fn: Callable[..., Any], sig: inspect.Signature,
+                group: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` (which ends in ``**kwargs``) as a function with the group's params in its signature.
+
+    The group's params come first, in its order (an op's own declaration of one of them takes
+    its place), then the op's other keyword params. A call binds its arguments to that
+    signature — unknown names raise TypeError, missing ones get their defaults — and passes
+    them all to ``fn`` by name.
+    """
+    own = sig.parameters
+    var = [p for p in own.values() if p.kind == p.VAR_KEYWORD]
+    shared = list(inspect.signature(group).parameters.values())
+    if not var or any(p.kind != p.KEYWORD_ONLY for p in shared):
+        raise StrataError(f"op {op!r}: a param group's params must be keyword-only, and the op must "
+                          "take them as **kwargs")
+    positional = [p for p in own.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    keyword = [own.get(p.name, p) for p in shared]
+    keyword += [p for p in own.values() if p.kind == p.KEYWORD_ONLY and p.name not in {q.name for q in shared}]
+    merged = sig.replace(parameters=positional + keyword)
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        bound = merged.bind(*args, **kwargs)
+        bound.apply_defaults()
+        return fn(**bound.arguments)
+
+    call.__signature__ = merged  # type: ignore[attr-defined]
+    return call
 
 
 _builtins_loaded = False
