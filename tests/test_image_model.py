@@ -93,6 +93,22 @@ def test_bad_input_is_refused_with_a_clear_message(model: ImageDiffusionModel, k
         generate(model, "apple", **kwargs)
 
 
+def test_an_unknown_setting_is_refused_by_name(model: ImageDiffusionModel) -> None:
+    with pytest.raises(TypeError, match="stepz"):
+        generate(model, "apple", stepz=3)
+
+
+def test_defaults_are_the_shared_sampling_defaults(model: ImageDiffusionModel) -> None:
+    from strata.models.samplers import DEFAULT_GUIDANCE, Sampling
+
+    assert Sampling() == Sampling(negative_prompt="", count=1, seed=0, steps=20, guidance=DEFAULT_GUIDANCE,
+                                  sampler="dpmpp")
+    assert Sampling(seed=5, count=3).seeds == [5, 6, 7]
+    explicit = generate(model, "apple", negative_prompt="", count=1, seed=0, steps=20, guidance=DEFAULT_GUIDANCE,
+                        sampler="dpmpp").images[0]
+    assert np.array_equal(generate(model, "apple").images[0].pixels, explicit.pixels)
+
+
 def test_long_prompt_is_truncated_with_a_warning(model: ImageDiffusionModel) -> None:
     with pytest.warns(UserWarning, match="the text encoder keeps 6"):
         generate(model, "a very long prompt about a red apple on a table in the morning sun", steps=1)

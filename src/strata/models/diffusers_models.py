@@ -25,13 +25,16 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from strata.errors import ModelError
 from strata.media.image import Image, Mask
-from strata.models.samplers import DEFAULT_GUIDANCE
+from strata.models.samplers import Sampling, SamplingArgs
+
+if TYPE_CHECKING:  # **kwargs typing only (PEP 692)
+    from typing_extensions import Unpack
 
 PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle"}
 CONFIGS = Path(__file__).resolve().parent / "configs"
@@ -405,12 +408,6 @@ def run(
     capability: str,
     *,
     prompt: str,
-    negative_prompt: str = "",
-    count: int = 1,
-    seed: int = 0,
-    steps: int = 20,
-    guidance: float = DEFAULT_GUIDANCE,
-    sampler: str = "DPM++ 2M",
     width: int | None = None,
     height: int | None = None,
     image: Image | None = None,
@@ -420,14 +417,13 @@ def run(
     precision: str = "fp32",
     attention_slicing: bool = False,
     callback: Callable[[int, int], None] | None = None,
+    **sampling: Unpack[SamplingArgs],
 ) -> list[Image]:
     """Generate with ``model``'s pipeline for ``capability`` and return opaque RGBA images.
 
     Args:
         capability: "text-to-image", "image-to-image", "inpaint" or "refiner".
-        prompt, negative_prompt: the texts.
-        count: images; image i uses a CPU generator seeded ``seed + i``.
-        steps, guidance, sampler: denoising steps, CFG scale, sampler name.
+        prompt: the text.
         width, height: output size in px, multiples of 8 (default: the model's native size;
             image-to-image and inpaint default to the input image's size).
         image, mask, strength: the input image (image-to-image, inpaint), the mask (inpaint:
@@ -437,18 +433,22 @@ def run(
             bf16 support, slightly different pixels).
         attention_slicing: compute attention in slices (less peak memory, a little slower).
         callback: ``callback(step, total)`` after every denoising step.
+        **sampling: :class:`~strata.models.samplers.Sampling`'s settings (negative_prompt, count,
+            seed, steps, guidance, sampler: a short or A1111 name); image i uses a CPU generator
+            seeded ``seed + i``.
     """
     import torch
 
+    s = Sampling(**sampling)
     pipe = model.pipeline(capability)
     vae_scale = getattr(pipe, "vae_scale_factor", 8)
     for label, value in (("width", width), ("height", height)):
         if value is not None and value % vae_scale:
             raise ModelError(f"{label} must be a multiple of {vae_scale} for this model, got {value}")
     kwargs: dict[str, Any] = {
-        "prompt": prompt, "negative_prompt": negative_prompt or None, "num_images_per_prompt": count,
-        "num_inference_steps": steps, "guidance_scale": guidance, "output_type": "np",
-        "generator": [torch.Generator("cpu").manual_seed(seed + i) for i in range(count)],
+        "prompt": prompt, "negative_prompt": s.negative_prompt or None, "num_images_per_prompt": s.count,
+        "num_inference_steps": s.steps, "guidance_scale": s.guidance, "output_type": "np",
+        "generator": [torch.Generator("cpu").manual_seed(seed) for seed in s.seeds],
     }
     if capability == "text-to-image":
         kwargs.update(width=width, height=height)
@@ -467,7 +467,7 @@ def run(
 
         kwargs["callback_on_step_end"] = on_step_end
     with model.lock:
-        pipe.scheduler = make_scheduler(sampler, pipe.scheduler.config)
+        pipe.scheduler = make_scheduler(s.sampler, pipe.scheduler.config)
         if attention_slicing:
             pipe.enable_attention_slicing()
         try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -21,7 +22,10 @@ import torch
 from strata.errors import ModelError, StrataError
 from strata.media.image import Image
 from strata.models.image_diffusion import ImageDiffusionConfig, ImageDiffusionModel, inpaint_conditioning
-from strata.models.samplers import DEFAULT_GUIDANCE
+from strata.models.samplers import DEFAULT_GUIDANCE, Sampling, SamplingArgs
+
+if TYPE_CHECKING:  # **kwargs typing only (PEP 692)
+    from typing_extensions import Unpack
 
 # Limits checked at the boundary (the node schema for image.generate should read these).
 MAX_STEPS = 200
@@ -83,19 +87,18 @@ class GenerateResult:
     seeds: list[int]
 
 
-def check_args(*, count: int, steps: int, guidance: float, sampler: str, seed: int, size: int,
-               cfg: ImageDiffusionConfig) -> None:
+def check_args(s: Sampling, *, size: int, cfg: ImageDiffusionConfig) -> None:
     """Raise StrataError naming the parameter, its value and the allowed range if any is bad."""
-    if not 1 <= count <= MAX_COUNT:
-        raise StrataError(f"count must be between 1 and {MAX_COUNT}, got {count}")
-    if not 1 <= steps <= MAX_STEPS:
-        raise StrataError(f"steps must be between 1 and {MAX_STEPS}, got {steps}")
-    if not 0.0 <= guidance <= MAX_GUIDANCE:
-        raise StrataError(f"guidance must be between 0 and {MAX_GUIDANCE}, got {guidance}")
-    if sampler not in SAMPLERS:
-        raise StrataError(f"unknown sampler {sampler!r}; choose one of {sorted(SAMPLERS)}")
-    if seed < 0:
-        raise StrataError(f"seed must be ≥ 0, got {seed}")
+    if not 1 <= s.count <= MAX_COUNT:
+        raise StrataError(f"count must be between 1 and {MAX_COUNT}, got {s.count}")
+    if not 1 <= s.steps <= MAX_STEPS:
+        raise StrataError(f"steps must be between 1 and {MAX_STEPS}, got {s.steps}")
+    if not 0.0 <= s.guidance <= MAX_GUIDANCE:
+        raise StrataError(f"guidance must be between 0 and {MAX_GUIDANCE}, got {s.guidance}")
+    if s.sampler not in SAMPLERS:
+        raise StrataError(f"unknown sampler {s.sampler!r}; choose one of {sorted(SAMPLERS)}")
+    if s.seed < 0:
+        raise StrataError(f"seed must be ≥ 0, got {s.seed}")
     if size != cfg.image_size:
         raise StrataError(f"size must be {cfg.image_size} for this model (it generates {cfg.image_size}×"
                           f"{cfg.image_size}); got {size}. Resize afterwards with an enhance op.")
@@ -106,50 +109,41 @@ def generate(
     model: ImageDiffusionModel,
     prompt: str,
     *,
-    negative_prompt: str = "",
-    count: int = 1,
-    seed: int = 0,
-    steps: int = 20,
-    guidance: float = DEFAULT_GUIDANCE,
-    sampler: str = "dpmpp",
     size: int | None = None,
     thresholding: bool | None = None,
     callback: Callable[[Progress], None] | None = None,
+    **sampling: Unpack[SamplingArgs],
 ) -> GenerateResult:
     """Generate ``count`` images for ``prompt``.
 
     Args:
         model: the model (its text encoder is loaded on first use).
         prompt: what to draw; longer than the encoder's token limit → truncated with a warning.
-        negative_prompt: what to steer away from (replaces the empty prompt in guidance); default "".
-        count: images to make, 1..64; image i uses seed ``seed + i``, so one image from a batch
-            can be remade alone.
-        seed: ≥ 0, default 0.
-        steps: denoising steps, 1..200, default 20.
-        guidance: classifier-free guidance scale, 0..30 (1 = no guidance, 0 = unconditional),
-            default :data:`~strata.models.samplers.DEFAULT_GUIDANCE` (7.5).
-        sampler: "dpmpp" (DPM-Solver++ 2M, default), "euler" or "ddim".
         size: output side in pixels; only the model's native size is accepted (default).
         thresholding: dynamic thresholding of the predicted clean latent to [-1, 1] (dpmpp and
             ddim). Default: on for the pixel (unshuffle) latent, whose values are pixels in
             [-1, 1]; off for the autoencoder latent, which is normalized to unit variance and
             would be flattened by the clamp.
         callback: called after every step with ``Progress(step, total)``.
+        **sampling: :class:`~strata.models.samplers.Sampling`'s settings — negative_prompt,
+            count (1..64), seed (≥ 0), steps (1..200), guidance (0..30, default
+            :data:`~strata.models.samplers.DEFAULT_GUIDANCE`) and sampler ("dpmpp" =
+            DPM-Solver++ 2M, default; "euler"; "ddim").
     """
+    s = Sampling(**sampling)
     cfg = model.cfg
     size = cfg.image_size if size is None else size
     # 1. check inputs
-    check_args(count=count, steps=steps, guidance=guidance, sampler=sampler, seed=seed, size=size, cfg=cfg)
-    seeds = [seed + i for i in range(count)]
+    check_args(s, size=size, cfg=cfg)
     # 2. encode the prompt once for the whole batch (and the negative prompt for guidance)
-    context, mask = _encode(model, prompt, negative_prompt, guidance, count)
-    # 3. prepare latents: one CPU generator per image, so image i depends only on seeds[i]
-    noise = torch.stack([seed_noise(cfg, s) for s in seeds])
+    context, mask = _encode(model, prompt, s.negative_prompt, s.guidance, s.count)
+    # 3. prepare latents: one CPU generator per image, so image i depends only on its seed
+    noise = torch.stack([seed_noise(cfg, seed) for seed in s.seeds])
     # 4. timesteps, 5. denoise, 6. decode
-    scheduler = _scheduler(cfg, sampler, steps, thresholding)
+    scheduler = _scheduler(cfg, s.sampler, s.steps, thresholding)
     latents = _denoise(model, scheduler, noise * scheduler.init_noise_sigma, scheduler.timesteps, context, mask,
-                       guidance, callback, inpaint_conditioning(model, None, None, count))
-    return GenerateResult(images=_decode(model, latents), seeds=seeds)
+                       s.guidance, callback, inpaint_conditioning(model, None, None, s.count))
+    return GenerateResult(images=_decode(model, latents), seeds=s.seeds)
 
 
 def seed_noise(cfg: ImageDiffusionConfig, seed: int) -> torch.Tensor:
@@ -229,14 +223,9 @@ def variation(
     *,
     mask: np.ndarray | None = None,
     strength: float = 0.6,
-    negative_prompt: str = "",
-    count: int = 1,
-    seed: int = 0,
-    steps: int = 20,
-    guidance: float = DEFAULT_GUIDANCE,
-    sampler: str = "dpmpp",
     thresholding: bool | None = None,
     callback: Callable[[Progress], None] | None = None,
+    **sampling: Unpack[SamplingArgs],
 ) -> GenerateResult:
     """Image-to-image (SDEdit, Meng et al. 2022): ``count`` variations of ``image``; with ``mask``, inpainting.
 
@@ -264,11 +253,11 @@ def variation(
         ModelError: a mask for a model without the mask input.
         StrataError: bad arguments, a mask of another size, or a mask that selects nothing.
     """
-    cfg = model.cfg
-    check_args(count=count, steps=steps, guidance=guidance, sampler=sampler, seed=seed, size=cfg.image_size, cfg=cfg)
+    s = Sampling(**sampling)
+    cfg, count, seeds = model.cfg, s.count, s.seeds
+    check_args(s, size=cfg.image_size, cfg=cfg)
     if not 0.0 <= strength <= 1.0:
         raise StrataError(f"strength must be between 0 and 1, got {strength}")
-    seeds = [seed + i for i in range(count)]
     if mask is None:
         source = _to_model_size(image, cfg.image_size)
         if strength == 0.0:
@@ -281,11 +270,12 @@ def variation(
             return GenerateResult(images=[image] * count, seeds=seeds)
         cond = inpaint_conditioning(model, rgba, hole_t, 1).repeat(count, 1, 1, 1)
         finish = lambda out: paste_back(image, out, blend)  # noqa: E731
-    noise = torch.stack([seed_noise(cfg, s) for s in seeds])
-    scheduler = _scheduler(cfg, sampler, steps, thresholding)
-    start, latents = _start_latents(model, scheduler, rgba, noise, strength, steps)
-    context, tmask = _encode(model, prompt, negative_prompt, guidance, count)
-    latents = _denoise(model, scheduler, latents, scheduler.timesteps[start:], context, tmask, guidance, callback, cond)
+    noise = torch.stack([seed_noise(cfg, seed) for seed in seeds])
+    scheduler = _scheduler(cfg, s.sampler, s.steps, thresholding)
+    start, latents = _start_latents(model, scheduler, rgba, noise, strength, s.steps)
+    context, tmask = _encode(model, prompt, s.negative_prompt, s.guidance, count)
+    latents = _denoise(model, scheduler, latents, scheduler.timesteps[start:], context, tmask, s.guidance, callback,
+                       cond)
     return GenerateResult(images=[finish(out) for out in _decode(model, latents)], seeds=seeds)
 
 
@@ -393,8 +383,8 @@ def interpolate(
     frames have no seed of their own).
     """
     cfg = model.cfg
-    check_args(count=1, steps=steps, guidance=guidance, sampler=sampler, seed=min(seed_a, seed_b),
-               size=cfg.image_size, cfg=cfg)
+    check_args(Sampling(negative_prompt, 1, min(seed_a, seed_b), steps, guidance, sampler), size=cfg.image_size,
+               cfg=cfg)
     if not 2 <= frames <= 240:
         raise StrataError(f"frames must be between 2 and 240, got {frames}")
     ctx_a, mask_a = _encode(model, prompt_a, negative_prompt, guidance, 1)

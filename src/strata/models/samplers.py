@@ -12,7 +12,8 @@ This module does not import torch or diffusers: the server reads it to validate 
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypedDict
 
 # A1111 name → (diffusers scheduler class, config overrides).
 A1111_SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -58,6 +59,46 @@ def a1111_name(sampler: str) -> str:
     if name not in A1111_SCHEDULERS:
         raise KeyError(sampler)
     return name
+
+
+class SamplingArgs(TypedDict, total=False):
+    """The sampling keyword arguments every diffusion entry point takes (the built-in pipeline's
+    ``generate``/``variation`` and a diffusers model's ``run``), typed for ``**kwargs``
+    (``Unpack[SamplingArgs]``); their defaults and meaning are :class:`Sampling`'s."""
+
+    negative_prompt: str
+    count: int
+    seed: int
+    steps: int
+    guidance: float
+    sampler: str
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How to sample, with the defaults every entry point shares.
+
+    Args:
+        negative_prompt: what to steer away from (replaces the empty prompt in guidance).
+        count: images to make; image i uses seed ``seed + i``, so one image of a batch can be
+            remade alone.
+        seed: seed of the first image.
+        steps: denoising steps.
+        guidance: classifier-free guidance scale (1 = no guidance, 0 = unconditional).
+        sampler: a short name ("dpmpp" = DPM-Solver++ 2M, "euler", "ddim") or an A1111 name.
+    """
+
+    negative_prompt: str = ""
+    count: int = 1
+    seed: int = 0
+    steps: int = 20
+    guidance: float = DEFAULT_GUIDANCE
+    sampler: str = "dpmpp"
+
+    @property
+    def seeds(self) -> list[int]:
+        """The seed of each image: ``seed, seed + 1, ...``."""
+        return [self.seed + i for i in range(self.count)]
 
 
 def unknown_sampler_message(name: str) -> str:
