@@ -151,3 +151,34 @@ def test_log_step_logs_every_n_steps_and_evaluates_aside_at_its_cadence_and_the_
     assert [r["step"] for r in lines] == [4, 5, 8, 10, 11]
     assert calls == [5, 10, 11] and [r.get("heldout") for r in lines] == [None, 0.5, None, 1.0, 1.1]
     assert all(r["temperature"] == 0.07 for r in lines)
+
+
+@pytest.mark.parametrize("grad_clip", [None, 0.05])
+def test_optimizer_step_is_the_textbook_step(grad_clip: float | None) -> None:
+    import torch
+
+    from strata.train.runs import optimizer_step
+
+    def make() -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+        opt = torch.optim.AdamW([{"params": net[0].parameters(), "lr_scale": 0.1}, {"params": net[2].parameters()}])
+        return net, opt
+
+    x, y = torch.randn(16, 4, generator=torch.Generator().manual_seed(1)), torch.ones(16, 1)
+    ours, opt = make()
+    ref, ref_opt = make()
+    for lr in (1e-2, 5e-3, 1e-3):
+        optimizer_step(opt, ((ours(x) - y) ** 2).mean(), lr, grad_clip=grad_clip)
+        # the sequence every trainer wrote out before
+        for group, scale in zip(ref_opt.param_groups, (0.1, 1.0)):
+            group["lr"] = lr * scale
+        loss = ((ref(x) - y) ** 2).mean()
+        ref_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(ref.parameters(), grad_clip)
+        ref_opt.step()
+    for a, b in zip(ours.parameters(), ref.parameters()):
+        assert torch.equal(a, b)
+    assert [g["lr"] for g in opt.param_groups] == [1e-3 * 0.1, 1e-3]

@@ -26,8 +26,8 @@ from strata.errors import StrataError
 from strata.models.image_autoencoder import AutoencoderConfig, PatchAutoencoder, premultiply
 from strata.train import data_emoji
 from strata.train.image import REPO_WEIGHTS
-from strata.train.runs import (CHECKPOINT, evaluating, load_checkpoint, load_recipe, resolve_run_dir, restore,
-                               run_book, save_checkpoint, start_run, warmup_cosine)
+from strata.train.runs import (CHECKPOINT, evaluating, load_checkpoint, load_recipe, optimizer_step,
+                               resolve_run_dir, restore, run_book, save_checkpoint, start_run, warmup_cosine)
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "autoencoder.yaml"
 
@@ -118,12 +118,8 @@ def train(*, config: Path | None = None, resume: bool = False, threads: int = 1,
         while book.running(step, int(tc["steps"])):
             idx = torch.randint(0, len(train_x), (int(tc["batch_size"]),), generator=g)
             x = premultiply(train_x[idx].float() / 255.0)
-            for group in opt.param_groups:
-                group["lr"] = lr_at(step, tc)
             loss = reconstruction_loss(ae, x, tc, g)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            optimizer_step(opt, loss, lr_at(step, tc))
             step += 1
             book.add(step, loss.item())
             book.log_step(step, lr_at(step, tc), lambda: {"heldout_psnr": _heldout_psnr(ae, held_x)},

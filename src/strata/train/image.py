@@ -45,8 +45,8 @@ from strata.models.image_diffusion import (
 from strata.train import data_emoji
 from strata.train.captions import caption_for
 from strata.train.masks import check_mix, random_masks
-from strata.train.runs import (CHECKPOINT, load_checkpoint, load_recipe, resolve_run_dir, run_book, save_checkpoint,
-                               start_run)
+from strata.train.runs import (CHECKPOINT, load_checkpoint, load_recipe, optimizer_step, resolve_run_dir, run_book,
+                               save_checkpoint, start_run)
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "image.yaml"
 REPO_WEIGHTS = Path(__file__).resolve().parents[3] / "weights" / "image"
@@ -336,13 +336,8 @@ def train(
                 cond = inpaint_conditioning(sample_model, rgba, random_masks(rgba[:, 3], mask_mix, g), len(idx))
             # --- step
             lr = lr_now()
-            for group in opt.param_groups:
-                group["lr"] = lr
             loss = training_step(unet, noise_sched, x0, context, mask, g, float(tc["min_snr_gamma"]), cond)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(unet.parameters(), tc["grad_clip"])
-            opt.step()
+            optimizer_step(opt, loss, lr, grad_clip=float(tc["grad_clip"]))
             ema_update(ema, unet, step, float(tc["ema_decay"]))
             step += 1
             book.add(step, loss.item())

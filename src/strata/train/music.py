@@ -26,8 +26,8 @@ from strata.errors import StrataError
 from strata.models.music_model import MusicModel, MusicModelConfig, build_network
 from strata.models.music_tokens import TOKEN_ID
 from strata.train import data_chorales
-from strata.train.runs import (CHECKPOINT, load_checkpoint, load_recipe, resolve_run_dir, restore, run_book,
-                               save_checkpoint, start_run, warmup_cosine)
+from strata.train.runs import (CHECKPOINT, load_checkpoint, load_recipe, optimizer_step, resolve_run_dir, restore,
+                               run_book, save_checkpoint, start_run, warmup_cosine)
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "music.yaml"
 REPO_WEIGHTS = Path(__file__).resolve().parents[3] / "weights" / "music"
@@ -195,13 +195,8 @@ def train(*, config: Path | None = None, resume: bool = False, threads: int = 1,
                   checkpoint_minutes=float(cfg.run["checkpoint_minutes"]), max_minutes=max_minutes) as book:
         while book.running(step, last):
             ids, labels = windows.batch(int(tc["batch_size"]), g)
-            for group in opt.param_groups:
-                group["lr"] = lr_at(step, tc)
             loss = lm_loss(net, ids, labels)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), float(tc["grad_clip"]))
-            opt.step()
+            optimizer_step(opt, loss, lr_at(step, tc), grad_clip=float(tc["grad_clip"]))
             step += 1
             book.add(step, loss.item())
             book.log_step(step, lr_at(step, tc),

@@ -141,6 +141,19 @@ def restore(state: dict | None, net: torch.nn.Module, opt: torch.optim.Optimizer
     return int(state["step"]), float(state.get("train_seconds", 0.0))
 
 
+def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, lr: float, *, grad_clip: float | None = None) -> None:
+    """One training step of every trainer: backpropagate ``loss`` and step ``opt`` at learning rate
+    ``lr`` (times a param group's ``lr_scale``, if it has one), with the gradients' global norm
+    clipped to ``grad_clip`` first if given."""
+    for group in opt.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_([p for group in opt.param_groups for p in group["params"]], grad_clip)
+    opt.step()
+
+
 @contextlib.contextmanager
 def evaluating(net: torch.nn.Module) -> Iterator[torch.nn.Module]:
     """``net`` in eval mode for a held-out measure, back in training mode after."""

@@ -31,8 +31,8 @@ from strata.errors import StrataError
 from strata.models.scorer import MODEL_ID, PooledTextEncoder, Scorer, ScorerConfig, ScorerNet, info_nce
 from strata.train import data_emoji
 from strata.train.captions import caption_for
-from strata.train.runs import (CHECKPOINT, load_checkpoint, load_recipe, resolve_run_dir, restore, run_book,
-                               save_checkpoint, start_run, warmup_cosine)
+from strata.train.runs import (CHECKPOINT, load_checkpoint, load_recipe, optimizer_step, resolve_run_dir, restore,
+                               run_book, save_checkpoint, start_run, warmup_cosine)
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "scorer.yaml"
 REPO_WEIGHTS = Path(__file__).resolve().parents[3] / "weights" / "scorer"
@@ -250,13 +250,9 @@ def train(*, config: Path | None = None, resume: bool = False, threads: int = 1,
             variant = torch.randint(0, variants, (len(idx),), generator=g)
             x = augment(train_set.images[idx], g, tc) * 2 - 1
             concept = train_set.concept[idx]
-            for group in opt.param_groups:
-                group["lr"] = lr_at(step, tc) * group["lr_scale"]
             loss = info_nce(F.normalize(net.image(x), dim=-1), net.embed_text(texts[idx, variant].float()),
                             net.temperature_scale(), positives=concept[:, None] == concept[None, :])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            optimizer_step(opt, loss, lr_at(step, tc))  # each group at its lr_scale
             step += 1
             book.add(step, loss.item())
             book.log_step(step, lr_at(step, tc), evaluate, every=int(cfg.run["log_every"]),

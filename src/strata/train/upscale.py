@@ -29,8 +29,8 @@ from strata.models.upscale import MODEL_ID, UpscaleConfig, UpscaleModel, Upscale
 from strata.ops.edit import gaussian_blur
 from strata.train import data_sr
 from strata.train.data_emoji import OptOut
-from strata.train.runs import (CHECKPOINT, evaluating, load_checkpoint, load_recipe, resolve_run_dir, restore,
-                               run_book, save_checkpoint, start_run, warmup_cosine)
+from strata.train.runs import (CHECKPOINT, evaluating, load_checkpoint, load_recipe, optimizer_step,
+                               resolve_run_dir, restore, run_book, save_checkpoint, start_run, warmup_cosine)
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "upscale.yaml"
 REPO_WEIGHTS = Path(__file__).resolve().parents[3] / "weights" / "upscale"
@@ -209,12 +209,8 @@ def train(*, config: Path | None = None, resume: bool = False, threads: int = 1,
             scale = 4 if rng.random() < float(tc["x4_fraction"]) else 2
             hr = sample_batch(data, train256, train64, scale, cfg, rng)
             lr = degrade(hr, scale, cfg.degrade, rng)
-            for group in opt.param_groups:
-                group["lr"] = lr_at(step, tc)
             loss = (net(lr, scale) - hr).abs().mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            optimizer_step(opt, loss, lr_at(step, tc))
             step += 1
             book.add(step, loss.item())
             book.log_step(step, lr_at(step, tc), evaluate, every=int(cfg.run["log_every"]),
