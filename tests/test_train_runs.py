@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from strata.errors import StrataError
-from strata.train.runs import (CHECKPOINT, load_recipe, resolve_run_dir, run_book, save_checkpoint, start_run,
+from strata.train.runs import (CHECKPOINT, Recipe, load_recipe, resolve_run_dir, run_book, save_checkpoint, start_run,
                                warmup_cosine)
 
 
@@ -52,12 +52,18 @@ class _Model:
 
 
 @dataclass
-class _Recipe:
-    model: _Model
-    data: dict
-    train: dict
-    run: dict
-    source: str = ""
+class _Recipe(Recipe[_Model]):
+    extra: dict = field(default_factory=dict)
+
+
+def test_recipe_parses_its_sections_and_keeps_the_text(tmp_path: Path) -> None:
+    text = "model: {width: 8}\ndata: {}\nextra: {p: 0.5}\ntrain: {lr: 0.001}\nrun: {log_every: 5}\n"
+    (tmp_path / "r.yaml").write_text(text)
+    cfg = _Recipe.parse(tmp_path / "r.yaml", tmp_path / "none.yaml", _Model, extra=("extra",))
+    assert cfg == _Recipe(_Model(8), {}, {"lr": 0.001}, {"log_every": 5}, text, {"p": 0.5})
+    (tmp_path / "bad.yaml").write_text("model: {width: 8}\ndata: {}\ntrain: {}\nrun: {}\n")
+    with pytest.raises(StrataError, match=r"missing sections \['extra'\]"):
+        _Recipe.parse(tmp_path / "bad.yaml", tmp_path / "none.yaml", _Model, extra=("extra",))
 
 
 def test_start_run_guards_the_run_dir_and_the_model(tmp_path: Path) -> None:

@@ -26,25 +26,19 @@ from strata.errors import StrataError
 from strata.models.image_autoencoder import AutoencoderConfig, PatchAutoencoder, premultiply
 from strata.train import data_emoji
 from strata.train.image import REPO_WEIGHTS
-from strata.train.runs import (CHECKPOINT, evaluating, load_checkpoint, load_recipe, optimizer_step,
-                               resolve_run_dir, restore, run_book, save_checkpoint, start_run, warmup_cosine)
+from strata.train.runs import (CHECKPOINT, Recipe, evaluating, load_checkpoint, optimizer_step, resolve_run_dir,
+                               restore, run_book, save_checkpoint, start_run, warmup_cosine)
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "autoencoder.yaml"
 
 
 @dataclass
-class AutoencoderTrainConfig:
-    """The YAML recipe, parsed (see configs/autoencoder.yaml for each value's reason)."""
-
-    model: AutoencoderConfig
-    data: dict
-    train: dict
-    run: dict
+class AutoencoderTrainConfig(Recipe[AutoencoderConfig]):
+    """The image autoencoder's recipe (configs/autoencoder.yaml)."""
 
     @classmethod
     def load(cls, path: Path | None = None) -> "AutoencoderTrainConfig":
-        raw, _ = load_recipe(path, DEFAULT_CONFIG, ("model", "data", "train", "run"))
-        return cls(AutoencoderConfig.from_dict(raw["model"]), raw["data"], raw["train"], raw["run"])
+        return cls.parse(path, DEFAULT_CONFIG, AutoencoderConfig)
 
 
 def split_dataset(cfg: AutoencoderTrainConfig) -> tuple[torch.Tensor, torch.Tensor]:

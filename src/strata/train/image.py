@@ -45,7 +45,7 @@ from strata.models.image_diffusion import (
 from strata.train import data_emoji
 from strata.train.captions import caption_for
 from strata.train.masks import check_mix, random_masks
-from strata.train.runs import (CHECKPOINT, load_checkpoint, load_recipe, optimizer_step, resolve_run_dir, run_book,
+from strata.train.runs import (CHECKPOINT, Recipe, load_checkpoint, optimizer_step, resolve_run_dir, run_book,
                                save_checkpoint, start_run)
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "image.yaml"
@@ -56,25 +56,19 @@ REPO_WEIGHTS = Path(__file__).resolve().parents[3] / "weights" / "image"
 
 
 @dataclass
-class TrainConfig:
-    """The YAML file, parsed. See configs/image.yaml for each value's reason."""
-
-    model: ImageDiffusionConfig
-    data: dict
-    train: dict
-    run: dict
-    source: str = ""  # the YAML text, stored in checkpoints so a resumed run can be audited
+class TrainConfig(Recipe[ImageDiffusionConfig]):
+    """The image model's recipe (configs/image.yaml, configs/image_inpaint.yaml)."""
 
     @classmethod
     def load(cls, path: Path | None = None) -> "TrainConfig":
-        raw, text = load_recipe(path, DEFAULT_CONFIG, ("model", "data", "train", "run"))
-        model = ImageDiffusionConfig.from_dict(raw["model"])
+        cfg = cls.parse(path, DEFAULT_CONFIG, ImageDiffusionConfig)
+        model = cfg.model
         if model.latent == "unshuffle" and model.block_channels[0] < model.latent_channels:
             # Measured: a 32-wide first level on the 64-channel latent could not represent the
             # per-pixel noise it must predict, and samples stayed noisy however long it trained.
             raise StrataError(f"{path or DEFAULT_CONFIG}: model.block_channels[0] is {model.block_channels[0]}, below the "
                               f"{model.latent_channels} latent channels; widen the first level")
-        return cls(model, raw["data"], raw["train"], raw["run"], text)
+        return cfg
 
 
 # ---- data -----------------------------------------------------------------------------------

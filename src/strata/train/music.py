@@ -26,7 +26,7 @@ from strata.errors import StrataError
 from strata.models.music_model import MusicModel, MusicModelConfig, build_network
 from strata.models.music_tokens import TOKEN_ID
 from strata.train import data_chorales
-from strata.train.runs import (CHECKPOINT, load_checkpoint, load_recipe, optimizer_step, resolve_run_dir, restore,
+from strata.train.runs import (CHECKPOINT, Recipe, load_checkpoint, optimizer_step, resolve_run_dir, restore,
                                run_book, save_checkpoint, start_run, warmup_cosine)
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "music.yaml"
@@ -36,19 +36,12 @@ PAD, BOS = TOKEN_ID["PAD"], TOKEN_ID["BOS"]
 
 
 @dataclass
-class MusicTrainConfig:
-    """The YAML recipe, parsed (see configs/music.yaml for each value's reason)."""
-
-    model: MusicModelConfig
-    data: dict
-    train: dict
-    run: dict
-    source: str = ""
+class MusicTrainConfig(Recipe[MusicModelConfig]):
+    """The music model's recipe (configs/music.yaml)."""
 
     @classmethod
     def load(cls, path: Path | None = None) -> "MusicTrainConfig":
-        raw, text = load_recipe(path, DEFAULT_CONFIG, ("model", "data", "train", "run"))
-        return cls(MusicModelConfig.from_dict(raw["model"]), raw["data"], raw["train"], raw["run"], text)
+        return cls.parse(path, DEFAULT_CONFIG, MusicModelConfig)
 
 
 def load_split(data: dict) -> tuple[list[data_chorales.Chorale], list[data_chorales.Chorale]]:

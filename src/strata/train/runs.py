@@ -23,7 +23,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any, Generic, TypeVar
 
 import torch
 import yaml
@@ -50,6 +50,33 @@ def load_recipe(path: Path | None, default: Path, sections: tuple[str, ...]) -> 
     return raw, text
 
 
+M = TypeVar("M")
+
+
+@dataclasses.dataclass
+class Recipe(Generic[M]):
+    """A trainer's YAML recipe, parsed: the ``model`` section as the model's config class, the
+    others as dicts (each value's reason is in the YAML file). Each trainer subclasses it."""
+
+    model: M
+    data: dict
+    train: dict
+    run: dict
+    source: str = ""  # the YAML text, stored in checkpoints so a resumed run can be audited
+
+    @classmethod
+    def parse(cls, path: Path | None, default: Path, model_class: Any, extra: tuple[str, ...] = ()) -> Any:
+        """Read the recipe at ``path`` (default ``default``); ``extra`` names sections a subclass
+        adds as fields of its own (after ``source``).
+
+        Raises:
+            StrataError: the file is missing or lacks a section.
+        """
+        raw, text = load_recipe(path, default, ("model", "data", *extra, "train", "run"))
+        return cls(model_class.from_dict(raw["model"]), raw["data"], raw["train"], raw["run"], text,
+                   *(raw[k] for k in extra))
+
+
 def resolve_run_dir(run: dict[str, Any], model: str, override: str | os.PathLike[str] | None = None) -> Path:
     """``override`` (``--run-dir``), else the recipe's ``run.dir``, else ``$STRATA_TRAIN_DIR/<model>``,
     else ``~/.cache/strata/train/<model>``."""
@@ -61,7 +88,7 @@ def resolve_run_dir(run: dict[str, Any], model: str, override: str | os.PathLike
     return (Path(env) if env else Path.home() / ".cache" / "strata" / "train") / model
 
 
-R = TypeVar("R")
+R = TypeVar("R", bound=Recipe)
 
 
 def start_run(cfg: R, model: str, *, model_class: Any, config: Path | None, resume: bool, threads: int,
@@ -75,16 +102,15 @@ def start_run(cfg: R, model: str, *, model_class: Any, config: Path | None, resu
     When the checkpoint stores its recipe (``config_source``, with ``data``/``train``/``run``),
     resuming without ``--config`` (``config`` None) continues exactly that recipe; with
     ``--config``, its data/train/run values apply (e.g. a lower learning rate for a cool-down).
-    ``cfg`` is a dataclass with ``model``, ``data``, ``train``, ``run`` and ``source`` fields then.
     """
     torch.set_num_threads(threads)
-    rdir = resolve_run_dir(cfg.run, model, run_dir)  # type: ignore[attr-defined]
+    rdir = resolve_run_dir(cfg.run, model, run_dir)
     state = open_run(rdir / CHECKPOINT, resume)
     if state is not None and config is None and "config_source" in state:
-        cfg = dataclasses.replace(cfg, model=model_class.from_dict(state["model_config"]),  # type: ignore[type-var]
+        cfg = dataclasses.replace(cfg, model=model_class.from_dict(state["model_config"]),
                                   data=state["data"], train=state["train"], run=state["run"],
                                   source=state["config_source"])
-    elif state is not None and model_class.from_dict(state["model_config"]) != cfg.model:  # type: ignore[attr-defined]
+    elif state is not None and model_class.from_dict(state["model_config"]) != cfg.model:
         raise StrataError(f"{config or 'the default recipe'}: its model section differs from the checkpoint's in {rdir}; "
                           "only the data/train/run sections may change on resume")
     rdir.mkdir(parents=True, exist_ok=True)

@@ -31,7 +31,7 @@ from strata.errors import StrataError
 from strata.models.scorer import MODEL_ID, PooledTextEncoder, Scorer, ScorerConfig, ScorerNet, info_nce
 from strata.train import data_emoji
 from strata.train.captions import caption_for
-from strata.train.runs import (CHECKPOINT, load_checkpoint, load_recipe, optimizer_step, resolve_run_dir, restore,
+from strata.train.runs import (CHECKPOINT, Recipe, load_checkpoint, optimizer_step, resolve_run_dir, restore,
                                run_book, save_checkpoint, start_run, warmup_cosine)
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "scorer.yaml"
@@ -40,20 +40,15 @@ BENCH_RESULT = Path(__file__).resolve().parents[3] / "bench" / "results" / "scor
 
 
 @dataclass
-class ScorerTrainConfig:
-    """The YAML recipe, parsed (see configs/scorer.yaml for each value's reason)."""
-
-    model: ScorerConfig
-    data: dict
-    train: dict
-    run: dict
+class ScorerTrainConfig(Recipe[ScorerConfig]):
+    """The scorer's recipe (configs/scorer.yaml)."""
 
     @classmethod
     def load(cls, path: Path | None = None, *, holdout_source: str | None = None) -> "ScorerTrainConfig":
-        raw, _ = load_recipe(path, DEFAULT_CONFIG, ("model", "data", "train", "run"))
+        cfg = cls.parse(path, DEFAULT_CONFIG, ScorerConfig)
         if holdout_source is not None:
-            raw["data"]["holdout_source"] = holdout_source
-        return cls(ScorerConfig.from_dict(raw["model"]), raw["data"], raw["train"], raw["run"])
+            cfg.data["holdout_source"] = holdout_source
+        return cfg
 
 
 # ---- data -----------------------------------------------------------------------------------

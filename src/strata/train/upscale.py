@@ -17,7 +17,7 @@ import io
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,27 +29,23 @@ from strata.models.upscale import MODEL_ID, UpscaleConfig, UpscaleModel, Upscale
 from strata.ops.edit import gaussian_blur
 from strata.train import data_sr
 from strata.train.data_emoji import OptOut
-from strata.train.runs import (CHECKPOINT, evaluating, load_checkpoint, load_recipe, optimizer_step,
-                               resolve_run_dir, restore, run_book, save_checkpoint, start_run, warmup_cosine)
+from strata.train.runs import (CHECKPOINT, Recipe, evaluating, load_checkpoint, optimizer_step, resolve_run_dir,
+                               restore, run_book, save_checkpoint, start_run, warmup_cosine)
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "upscale.yaml"
 REPO_WEIGHTS = Path(__file__).resolve().parents[3] / "weights" / "upscale"
 
 
 @dataclass
-class UpscaleTrainConfig:
-    """The YAML recipe, parsed (see configs/upscale.yaml for each value's reason)."""
+class UpscaleTrainConfig(Recipe[UpscaleConfig]):
+    """The upscaler's recipe (configs/upscale.yaml), with its ``degrade`` section: how training
+    pairs are degraded."""
 
-    model: UpscaleConfig
-    data: dict
-    degrade: dict
-    train: dict
-    run: dict
+    degrade: dict = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path | None = None) -> "UpscaleTrainConfig":
-        raw, _ = load_recipe(path, DEFAULT_CONFIG, ("model", "data", "degrade", "train", "run"))
-        return cls(UpscaleConfig.from_dict(raw["model"]), raw["data"], raw["degrade"], raw["train"], raw["run"])
+        return cls.parse(path, DEFAULT_CONFIG, UpscaleConfig, extra=("degrade",))
 
 
 def load_data(cfg: UpscaleTrainConfig) -> data_sr.SRData:
