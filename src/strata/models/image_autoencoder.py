@@ -25,8 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from strata.errors import ModelError
-from strata.models.weights_folder import config_from_dict, load_weights_folder, save_weights_folder
+from strata.models.weights_folder import config_from_dict, load_state, load_weights_folder, save_weights_folder
 
 AUTOENCODER_CONFIG = "autoencoder.json"
 AUTOENCODER_WEIGHTS = "autoencoder.safetensors"
@@ -131,10 +130,7 @@ class PatchAutoencoder(nn.Module):
             weights_name=AUTOENCODER_WEIGHTS, config_name=AUTOENCODER_CONFIG)
         ae = cls(AutoencoderConfig.from_dict(meta["autoencoder"]))
         ae.record = {k: v for k, v in meta.items() if k != "autoencoder"}
-        try:
-            ae.load_state_dict(state)
-        except RuntimeError as exc:
-            raise ModelError(f"{w_path} does not match its {AUTOENCODER_CONFIG}: {str(exc)[:200]}") from exc
+        load_state(ae, state, w_path)
         return ae.eval()
 
 

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from strata.errors import ModelError, StrataWarning
 from strata.models.image_autoencoder import AUTOENCODER_WEIGHTS, PatchAutoencoder, premultiply, unpremultiply
-from strata.models.weights_folder import config_from_dict, load_weights_folder, save_weights_folder
+from strata.models.weights_folder import config_from_dict, load_state, load_weights_folder, save_weights_folder
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "unet.safetensors"
@@ -336,9 +336,7 @@ class ImageDiffusionModel:
             weights_name=WEIGHTS_NAME, config_name=CONFIG_NAME)
         cfg = ImageDiffusionConfig.from_dict(meta["model"])
         unet = build_unet(cfg)
-        missing, unexpected = unet.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise ModelError(f"{w_path} does not match its config: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        load_state(unet, state, w_path)
         h = hashlib.sha256(w_path.read_bytes())
         autoencoder = None
         if cfg.latent == "autoencoder":

@@ -21,8 +21,8 @@ import torch
 from strata.errors import ModelError
 from strata.models.builtin import MUSIC
 from strata.models.music_tokens import TOKEN_ID, VOCAB
-from strata.models.weights_folder import (CONFIG_NAME, WEIGHTS_NAME, config_from_dict, load_weights_folder,
-                                          save_weights_folder)
+from strata.models.weights_folder import (CONFIG_NAME, WEIGHTS_NAME, config_from_dict, load_state,
+                                          load_weights_folder, save_weights_folder)
 
 # The most tokens one bar can take: BAR, 16 POS, and 4 monophonic voices × 16 onsets × 3 tokens.
 MAX_BAR_TOKENS = 1 + 16 + 4 * 16 * 3
@@ -125,10 +125,7 @@ class MusicModel:
             "train and export one with `strata train music` then `strata train music --export`"))
         cfg = MusicModelConfig.from_dict(meta["model"])
         net = build_network(cfg)
-        missing, unexpected = net.load_state_dict(state, strict=False)
-        missing = [k for k in missing if k != "lm_head.weight"]
-        if missing or unexpected:
-            raise ModelError(f"{w_path} does not match its config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        load_state(net, state, w_path, tied=("lm_head.weight",))
         net.tie_weights()
         return cls(cfg, net.eval(), {k: v for k, v in meta.items() if k != "model"})
 

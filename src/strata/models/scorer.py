@@ -30,7 +30,7 @@ from torch import nn
 
 from strata.errors import ModelError
 from strata.models.builtin import SCORER
-from strata.models.weights_folder import CONFIG_NAME, config_from_dict, load_weights_folder, save_weights_folder
+from strata.models.weights_folder import config_from_dict, load_state, load_weights_folder, save_weights_folder
 
 MODEL_ID = SCORER.id  # the registry's name for it (models/builtin.py)
 CAPABILITY = SCORER.capability
@@ -243,10 +243,7 @@ class Scorer:
             "train one with `strata train scorer`, then `strata train scorer --export`"))
         cfg = ScorerConfig.from_dict(meta["scorer"])
         net = ScorerNet(cfg)
-        try:  # (BatchNorm's step counters come back as float32; loading casts them to int64)
-            net.load_state_dict(state)
-        except RuntimeError as exc:
-            raise ModelError(f"{w_path} does not match {w_path.parent / CONFIG_NAME}: {str(exc)[:200]}") from exc
+        load_state(net, state, w_path)  # (BatchNorm's step counters come back as float32; loading casts them)
         return cls(cfg, net, {k: v for k, v in meta.items() if k not in ("model_id", "scorer")}, text=text)
 
 

@@ -40,8 +40,7 @@ from torch import nn
 
 from strata.errors import ModelError
 from strata.models.builtin import UPSCALE
-from strata.models.weights_folder import (CONFIG_NAME, WEIGHTS_NAME, config_from_dict, load_weights_folder,
-                                          save_weights_folder)
+from strata.models.weights_folder import config_from_dict, load_state, load_weights_folder, save_weights_folder
 
 MODEL_ID = UPSCALE.id  # the registry's name for it (models/builtin.py)
 SCALES = (2, 4)
@@ -173,10 +172,7 @@ class UpscaleModel:
             "train one with `strata train upscale`, then `strata train upscale --export`"))
         cfg = UpscaleConfig.from_dict(meta["upscale"])
         net = UpscaleNet(cfg)
-        try:
-            net.load_state_dict(state)
-        except RuntimeError as exc:
-            raise ModelError(f"{w_path} does not match {w_path.parent / CONFIG_NAME}: {str(exc)[:200]}") from exc
+        load_state(net, state, w_path)
         return cls(cfg, net, {k: v for k, v in meta.items() if k not in ("model_id", "upscale")})
 
     @torch.no_grad()

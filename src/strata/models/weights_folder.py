@@ -84,4 +84,22 @@ def load_weights_folder(directory: str | Path, *, what: str, how_to_make: str,
     return config, state, w_path
 
 
-__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "config_from_dict", "load_weights_folder", "save_weights_folder"]
+def load_state(net: torch.nn.Module, state: dict[str, torch.Tensor], w_path: Path, *, tied: tuple[str, ...] = ()) -> None:
+    """Load ``state`` (from ``w_path``) into ``net``; every key must match in name and shape, except
+    the ``tied`` keys that may be absent (weights stored once, tied again by the caller).
+
+    Raises:
+        ModelError: the file does not match the network its config describes (names the file and
+            the first mismatching keys or shapes).
+    """
+    try:
+        missing, unexpected = net.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # a shape mismatch
+        raise ModelError(f"{w_path} does not match its config: {str(exc)[:200]}") from exc
+    missing = [k for k in missing if k not in tied]
+    if missing or unexpected:
+        raise ModelError(f"{w_path} does not match its config: missing {missing[:3]}, unexpected {unexpected[:3]}")
+
+
+__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "config_from_dict", "load_state", "load_weights_folder",
+           "save_weights_folder"]
