@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from strata.models.weights_folder import config_from_dict, load_state, load_weights_folder, save_weights_folder
+from strata.models.weights_folder import config_from_dict, load_network, save_weights_folder
 
 AUTOENCODER_CONFIG = "autoencoder.json"
 AUTOENCODER_WEIGHTS = "autoencoder.safetensors"
@@ -125,13 +125,11 @@ class PatchAutoencoder(nn.Module):
     @classmethod
     def load(cls, directory: Path) -> "PatchAutoencoder":
         """Load what :meth:`save` wrote (safetensors only)."""
-        meta, state, w_path = load_weights_folder(
-            directory, what="autoencoder", how_to_make="train one with `strata train autoencoder` (then --export)",
-            weights_name=AUTOENCODER_WEIGHTS, config_name=AUTOENCODER_CONFIG)
-        ae = cls(AutoencoderConfig.from_dict(meta["autoencoder"]))
-        ae.record = {k: v for k, v in meta.items() if k != "autoencoder"}
-        load_state(ae, state, w_path)
-        return ae.eval()
+        loaded = load_network(directory, section="autoencoder", config_class=AutoencoderConfig, build=cls,
+                              what="autoencoder", how_to_make="train one with `strata train autoencoder` (then --export)",
+                              weights_name=AUTOENCODER_WEIGHTS, config_name=AUTOENCODER_CONFIG)
+        loaded.net.record = loaded.record
+        return loaded.net  # type: ignore[return-value]
 
 
 def premultiply(rgba: torch.Tensor) -> torch.Tensor:

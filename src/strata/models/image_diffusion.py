@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from strata.errors import ModelError, StrataWarning
 from strata.models.image_autoencoder import AUTOENCODER_WEIGHTS, PatchAutoencoder, premultiply, unpremultiply
-from strata.models.weights_folder import config_from_dict, load_state, load_weights_folder, save_weights_folder
+from strata.models.weights_folder import config_from_dict, load_network, save_weights_folder
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "unet.safetensors"
@@ -330,14 +330,12 @@ class ImageDiffusionModel:
         import hashlib
 
         directory = Path(directory)
-        meta, state, w_path = load_weights_folder(
-            directory, what="image model",
-            how_to_make="train one with `strata train image --export` or check the path",
-            weights_name=WEIGHTS_NAME, config_name=CONFIG_NAME)
-        cfg = ImageDiffusionConfig.from_dict(meta["model"])
-        unet = build_unet(cfg)
-        load_state(unet, state, w_path)
-        h = hashlib.sha256(w_path.read_bytes())
+        loaded = load_network(directory, section="model", config_class=ImageDiffusionConfig, build=build_unet,
+                              what="image model",
+                              how_to_make="train one with `strata train image --export` or check the path",
+                              weights_name=WEIGHTS_NAME, config_name=CONFIG_NAME)
+        cfg, unet = loaded.cfg, loaded.net
+        h = hashlib.sha256(loaded.weights_path.read_bytes())
         autoencoder = None
         if cfg.latent == "autoencoder":
             autoencoder = PatchAutoencoder.load(directory)
@@ -346,8 +344,7 @@ class ImageDiffusionModel:
                                  f"the UNet expects {cfg.latent_depth}")
             # One hash names the model: it covers both weight files.
             h.update((directory / AUTOENCODER_WEIGHTS).read_bytes())
-        extra = {k: v for k, v in meta.items() if k != "model"}
-        return cls(cfg=cfg, unet=unet.eval(), text=text, weights_sha256=h.hexdigest(), extra=extra,
+        return cls(cfg=cfg, unet=unet, text=text, weights_sha256=h.hexdigest(), extra=loaded.record,
                    autoencoder=autoencoder)
 
 

@@ -21,8 +21,7 @@ import torch
 from strata.errors import ModelError
 from strata.models.builtin import MUSIC
 from strata.models.music_tokens import TOKEN_ID, VOCAB
-from strata.models.weights_folder import (CONFIG_NAME, WEIGHTS_NAME, config_from_dict, load_state,
-                                          load_weights_folder, save_weights_folder)
+from strata.models.weights_folder import CONFIG_NAME, WEIGHTS_NAME, config_from_dict, load_network, save_weights_folder
 
 # The most tokens one bar can take: BAR, 16 POS, and 4 monophonic voices × 16 onsets × 3 tokens.
 MAX_BAR_TOKENS = 1 + 16 + 4 * 16 * 3
@@ -121,13 +120,11 @@ class MusicModel:
     @classmethod
     def from_pretrained(cls, directory: Path) -> "MusicModel":
         """Load a model written by :meth:`save_pretrained` (safetensors only; computes in float32)."""
-        meta, state, w_path = load_weights_folder(directory, what="music model", how_to_make=(
-            "train and export one with `strata train music` then `strata train music --export`"))
-        cfg = MusicModelConfig.from_dict(meta["model"])
-        net = build_network(cfg)
-        load_state(net, state, w_path, tied=("lm_head.weight",))
-        net.tie_weights()
-        return cls(cfg, net.eval(), {k: v for k, v in meta.items() if k != "model"})
+        loaded = load_network(directory, section="model", config_class=MusicModelConfig, build=build_network,
+                              tied=("lm_head.weight",), what="music model", how_to_make=(
+                                  "train and export one with `strata train music` then `strata train music --export`"))
+        loaded.net.tie_weights()
+        return cls(loaded.cfg, loaded.net, loaded.record)
 
 
 __all__ = ["CONFIG_NAME", "MODEL_ID", "WEIGHTS_NAME", "MusicModel", "MusicModelConfig", "build_network"]

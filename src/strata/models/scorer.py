@@ -30,7 +30,7 @@ from torch import nn
 
 from strata.errors import ModelError
 from strata.models.builtin import SCORER
-from strata.models.weights_folder import config_from_dict, load_state, load_weights_folder, save_weights_folder
+from strata.models.weights_folder import config_from_dict, load_network, save_weights_folder
 
 MODEL_ID = SCORER.id  # the registry's name for it (models/builtin.py)
 CAPABILITY = SCORER.capability
@@ -239,12 +239,10 @@ class Scorer:
     @classmethod
     def from_pretrained(cls, directory: Path, *, text: Any = None) -> "Scorer":
         """Load what :meth:`save_pretrained` wrote (safetensors only; computes in float32)."""
-        meta, state, w_path = load_weights_folder(directory, what="scorer", how_to_make=(
-            "train one with `strata train scorer`, then `strata train scorer --export`"))
-        cfg = ScorerConfig.from_dict(meta["scorer"])
-        net = ScorerNet(cfg)
-        load_state(net, state, w_path)  # (BatchNorm's step counters come back as float32; loading casts them)
-        return cls(cfg, net, {k: v for k, v in meta.items() if k not in ("model_id", "scorer")}, text=text)
+        loaded = load_network(directory, section="scorer", config_class=ScorerConfig, build=ScorerNet,
+                              what="scorer", how_to_make=(
+                                  "train one with `strata train scorer`, then `strata train scorer --export`"))
+        return cls(loaded.cfg, loaded.net, loaded.record, text=text)
 
 
 __all__ = ["CAPABILITY", "MODEL_ID", "ImageEncoder", "PooledTextEncoder", "Scorer", "ScorerConfig", "ScorerNet",

@@ -40,7 +40,7 @@ from torch import nn
 
 from strata.errors import ModelError
 from strata.models.builtin import UPSCALE
-from strata.models.weights_folder import config_from_dict, load_state, load_weights_folder, save_weights_folder
+from strata.models.weights_folder import config_from_dict, load_network, save_weights_folder
 
 MODEL_ID = UPSCALE.id  # the registry's name for it (models/builtin.py)
 SCALES = (2, 4)
@@ -168,12 +168,10 @@ class UpscaleModel:
     @classmethod
     def from_pretrained(cls, directory: Path) -> "UpscaleModel":
         """Load what :meth:`save_pretrained` wrote (safetensors only; computes in float32)."""
-        meta, state, w_path = load_weights_folder(directory, what="upscaler", how_to_make=(
-            "train one with `strata train upscale`, then `strata train upscale --export`"))
-        cfg = UpscaleConfig.from_dict(meta["upscale"])
-        net = UpscaleNet(cfg)
-        load_state(net, state, w_path)
-        return cls(cfg, net, {k: v for k, v in meta.items() if k not in ("model_id", "upscale")})
+        loaded = load_network(directory, section="upscale", config_class=UpscaleConfig, build=UpscaleNet,
+                              what="upscaler", how_to_make=(
+                                  "train one with `strata train upscale`, then `strata train upscale --export`"))
+        return cls(loaded.cfg, loaded.net, loaded.record)
 
     @torch.no_grad()
     def upscale_premultiplied(self, premul: np.ndarray, scale: int) -> np.ndarray:

@@ -8,6 +8,8 @@ are only ever read as safetensors, which holds plain tensors: loading runs no pi
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -101,5 +103,32 @@ def load_state(net: torch.nn.Module, state: dict[str, torch.Tensor], w_path: Pat
         raise ModelError(f"{w_path} does not match its config: missing {missing[:3]}, unexpected {unexpected[:3]}")
 
 
-__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "config_from_dict", "load_state", "load_weights_folder",
-           "save_weights_folder"]
+@dataclass(frozen=True)
+class LoadedNetwork:
+    """A network read from a weights folder by :func:`load_network`."""
+
+    cfg: Any  # the network's config (``config_class``)
+    net: torch.nn.Module  # in eval mode, float32
+    record: dict[str, Any]  # the config file's other entries (how it was trained, ...)
+    weights_path: Path
+
+
+def load_network(directory: str | Path, *, section: str, config_class: Any, build: Callable[[Any], torch.nn.Module],
+                 what: str, how_to_make: str, tied: tuple[str, ...] = (), weights_name: str = WEIGHTS_NAME,
+                 config_name: str = CONFIG_NAME) -> LoadedNetwork:
+    """Load what a model's ``save_pretrained`` wrote: ``config_class.from_dict`` of the config's
+    ``section`` → ``build(cfg)`` → its weights (:func:`load_state`; ``tied`` keys may be absent).
+
+    Raises:
+        ModelError: a file is missing (:func:`load_weights_folder`) or does not match the config.
+    """
+    meta, state, w_path = load_weights_folder(directory, what=what, how_to_make=how_to_make,
+                                              weights_name=weights_name, config_name=config_name)
+    cfg = config_class.from_dict(meta[section])
+    net = build(cfg)
+    load_state(net, state, w_path, tied=tied)
+    return LoadedNetwork(cfg, net.eval(), {k: v for k, v in meta.items() if k not in (section, "model_id")}, w_path)
+
+
+__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "LoadedNetwork", "config_from_dict", "load_network", "load_state",
+           "load_weights_folder", "save_weights_folder"]
