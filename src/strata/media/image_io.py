@@ -29,7 +29,7 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 import cv2
 import numpy as np
@@ -42,6 +42,8 @@ from strata.media.image import Image, Mask
 from strata.parallel import in_strips_into
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
     from strata.provenance.metadata import Provenance
 
 ImageFormat = Literal["PNG", "JPEG", "WEBP", "TIFF"]
@@ -55,14 +57,8 @@ _SUPPORTED_TEXT = "PNG, JPEG, WebP and TIFF"
 DEFAULT_MAX_PIXELS = 8192 * 8192
 MAX_PIXELS_ENV = "STRATA_MAX_PIXELS"
 
-EXTENSIONS: dict[str, ImageFormat] = {
-    ".png": "PNG",
-    ".jpg": "JPEG",
-    ".jpeg": "JPEG",
-    ".webp": "WEBP",
-    ".tif": "TIFF",
-    ".tiff": "TIFF",
-}
+EXTENSIONS: dict[str, ImageFormat] = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF",
+                                       ".tiff": "TIFF"}
 
 # Pillow's plugin classes are constructed directly instead of PIL.Image.open: open() applies
 # Pillow's own global bomb limit (2 × 89 MP) before we can apply ours, and would try every
@@ -232,18 +228,9 @@ def _open(path: str | os.PathLike[str]) -> tuple[bytes, PIL.Image.Image, ImageIn
     orientation = orientation if orientation in _ORIENT else 1
     if orientation >= 5 and fmt != "TIFF":  # Pillow already reports a TIFF's upright size
         width, height = height, width
-    info = ImageInfo(
-        path=p,
-        format=fmt,
-        width=width,
-        height=height,
-        mode=mode,
-        bit_depth=_bit_depth(fmt, im, data),
-        has_alpha=mode in _ALPHA_MODES or "transparency" in im.info,
-        orientation=orientation,
-        metadata=dict(im.info),
-        file_size=len(data),
-    )
+    info = ImageInfo(path=p, format=fmt, width=width, height=height, mode=mode, bit_depth=_bit_depth(fmt, im, data),
+                     has_alpha=mode in _ALPHA_MODES or "transparency" in im.info, orientation=orientation,
+                     metadata=dict(im.info), file_size=len(data))
     return data, im, info
 
 
@@ -624,32 +611,32 @@ def write_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
         raise MediaError(f"{p}: cannot write the file ({e.strerror or e}); check the directory's permissions and free space") from e
 
 
-def save_image(
-    image: Image,
-    path: str | os.PathLike[str],
-    *,
-    format: str | None = None,
-    bit_depth: int = 8,
-    quality: int = 95,
-    lossless: bool = False,
-    background: tuple[float, float, float] | None = None,
-    metadata: Provenance | None = None,
-) -> Path:
+class EncodeArgs(TypedDict, total=False):
+    """:func:`encode_image`'s options, typed for :func:`save_image`'s ``**kwargs`` (``Unpack``)."""
+
+    bit_depth: int
+    quality: int
+    lossless: bool
+    background: tuple[float, float, float] | None
+    metadata: Provenance | None
+
+
+def save_image(image: Image, path: str | os.PathLike[str], *, format: str | None = None,
+               **options: Unpack[EncodeArgs]) -> Path:
     """Save an image atomically (see :func:`write_atomic`) and return the path.
 
     Args:
         image: the image to save.
         path: destination; its extension picks the format unless ``format`` is given.
         format: "PNG", "JPEG", "WEBP" or "TIFF" (default None: from the extension).
-        bit_depth, quality, lossless, background, metadata: as in :func:`encode_image`.
+        **options: bit_depth, quality, lossless, background, metadata: as in :func:`encode_image`
+            (with its defaults).
 
     Raises:
         MediaError: as :func:`encode_image` and :func:`write_atomic`; nothing is written then.
     """
     fmt = _normalize_format(format) if format is not None else format_for_path(path)
-    data = encode_image(image, fmt, bit_depth=bit_depth, quality=quality, lossless=lossless,
-                        background=background, metadata=metadata)
-    return write_atomic(path, data)
+    return write_atomic(path, encode_image(image, fmt, **options))
 
 
 __all__ = [

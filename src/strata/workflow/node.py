@@ -219,20 +219,9 @@ def node(
             __config__=pydantic.ConfigDict(extra="forbid", strict=False),
             **fields,
         )
-        doc = inspect.getdoc(fn) or ""
-        spec = NodeSpec(
-            op=op,
-            fn=fn,
-            layer=layer,
-            version=version,
-            doc=doc,
-            inputs=tuple(inputs),
-            outputs=outs,
-            params_model=params_model,
-            model_capability=model,
-            wants_progress=wants_progress,
-            file_params=tuple(file_params),
-        )
+        spec = NodeSpec(op=op, fn=fn, layer=layer, version=version, doc=inspect.getdoc(fn) or "", inputs=tuple(inputs),
+                        outputs=outs, params_model=params_model, model_capability=model,
+                        wants_progress=wants_progress, file_params=tuple(file_params))
         REGISTRY[op] = spec
         fn.__strata_node__ = spec  # type: ignore[attr-defined]
         return fn
