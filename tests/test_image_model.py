@@ -323,6 +323,17 @@ def test_the_onnx_cache_is_keyed_by_the_unet_config_too(model, tmp_path, monkeyp
     assert len(list(user_cache_dir("unet").glob("*.onnx"))) == 2 and not torch.allclose(outs[0], outs[1])
 
 
+def test_the_onnx_cache_key_ignores_diffusers_bookkeeping(model) -> None:
+    """diffusers' ``_use_default_values`` lists its keys in set order, which differs between
+    processes (string hashing): keyed on it, every process exported the graph again (~5 s)."""
+    from strata.models.unet_onnx import cache_path
+
+    config = dict(model.unet.config)
+    shuffled = {**config, "_use_default_values": list(reversed(config.get("_use_default_values", ["a", "b"])))}
+    assert cache_path("ab" * 32, config) == cache_path("ab" * 32, shuffled)
+    assert cache_path("ab" * 32, config) != cache_path("ab" * 32, {**config, "attention_head_dim": 1})
+
+
 def test_an_unwritable_cache_runs_the_export_from_memory(model, tmp_path, monkeypatch) -> None:
     (tmp_path / "not-a-folder").write_text("")
     monkeypatch.setenv("STRATA_CACHE", str(tmp_path / "not-a-folder"))  # the cache folder cannot be made

@@ -79,7 +79,11 @@ def cache_path(weights_sha256: str, unet_config: dict) -> Path:
     import diffusers
     import onnxruntime as ort
 
-    config = hashlib.sha256(json.dumps(unet_config, sort_keys=True, default=str).encode()).hexdigest()
+    # Without diffusers' bookkeeping keys ("_class_name", "_use_default_values", ...): they do not
+    # change the graph, and "_use_default_values" is a list made from a set, in an order that
+    # changes with each process's string hashing — it made every process export again (~5 s).
+    graph_config = {k: v for k, v in unet_config.items() if not k.startswith("_")}
+    config = hashlib.sha256(json.dumps(graph_config, sort_keys=True, default=str).encode()).hexdigest()
     versions = f"torch{torch.__version__.split('+')[0]}-diffusers{diffusers.__version__}-ort{ort.__version__}"
     return user_cache_dir("unet") / (f"unet-{weights_sha256[:16]}-{config[:8]}-v{EXPORT_VERSION}-opset{OPSET}-"
                                      f"{versions}.onnx")
