@@ -129,3 +129,33 @@ def test_re_saving_a_loaded_autoencoder_keeps_its_training_record(tmp_path: Path
     loaded = PatchAutoencoder.load(tmp_path / "a")
     loaded.save(tmp_path / "b", dtype=torch.float32)  # as ImageDiffusionModel.save_pretrained does
     assert json.loads((tmp_path / "b" / "autoencoder.json").read_text())["training"] == {"step": 7}
+
+
+def test_decoder_only_fine_tuning_keeps_every_latent_and_improves_decoding(tmp_path: Path) -> None:
+    first = _config(tmp_path, steps=20)
+    ae_train.train(config=first)
+    ae_train.export(config=first, out_dir=tmp_path / "start")
+    start = PatchAutoencoder.load(tmp_path / "start")
+
+    raw = yaml.safe_load(first.read_text())
+    raw["train"].update(steps=30, init_from=str(tmp_path / "start"), freeze_encoder=True)
+    raw["run"]["dir"] = str(tmp_path / "decoder-run")
+    tuned_cfg = tmp_path / "decoder.yaml"
+    tuned_cfg.write_text(yaml.safe_dump(raw))
+    ae_train.train(config=tuned_cfg)
+    rec = ae_train.export(config=tuned_cfg, out_dir=tmp_path / "tuned")
+    tuned = PatchAutoencoder.load(tmp_path / "tuned")
+
+    # The encoder and the latent normalization are bit for bit the ones it started from ...
+    for name, value in start.state_dict().items():
+        if not name.startswith("decoder."):
+            assert torch.equal(value, tuned.state_dict()[name]), name
+    assert any(not torch.equal(v, tuned.state_dict()[k]) for k, v in start.state_dict().items() if k.startswith("decoder."))
+    # ... so a diffusion model's latents still mean the same, and they decode better.
+    _, held = ae_train.split_dataset(ae_train.AutoencoderTrainConfig.load(tuned_cfg))
+    assert rec["heldout_psnr_fp32"] > ae_train.psnr(start, held)
+
+    raw["train"]["init_from"] = None
+    tuned_cfg.write_text(yaml.safe_dump(raw))
+    with pytest.raises(StrataError, match="freeze_encoder needs train.init_from"):
+        ae_train.train(config=tuned_cfg, run_dir=tmp_path / "other")

@@ -9,6 +9,11 @@
 
 The diffusion model (strata.train.image) trains on this autoencoder's latents, so train and
 export it first.
+
+A recipe with ``train.init_from`` (an exported autoencoder) and ``train.freeze_encoder`` trains the
+decoder alone (configs/autoencoder_decoder.yaml): the encoder, and so every latent and the
+latent normalization the diffusion model was trained on, stay exactly as they are — only the
+pictures drawn from latents get better (what Stable Diffusion's fine-tuned VAE decoders do).
 """
 
 from __future__ import annotations
@@ -54,7 +59,8 @@ def split_dataset(cfg: AutoencoderTrainConfig) -> tuple[torch.Tensor, torch.Tens
 
 def reconstruction_loss(ae: PatchAutoencoder, x: torch.Tensor, tc: dict, g: torch.Generator) -> torch.Tensor:
     """The training objective for one batch of premultiplied RGBA ``x`` in [-1, 1]."""
-    z = ae.encode_raw(x)
+    with torch.set_grad_enabled(not tc.get("freeze_encoder", False)):
+        z = ae.encode_raw(x)
     rec = ae.decode_raw(z + float(tc["latent_noise"]) * torch.randn(z.shape, generator=g))
     edges = sum((torch.diff(rec, dim=d) - torch.diff(x, dim=d)).abs().mean() for d in (2, 3))
     return (rec - x).abs().mean() + float(tc["edge_weight"]) * edges + float(tc["latent_l2"]) * z.pow(2).mean()
@@ -77,6 +83,12 @@ def lr_at(step: int, tc: dict) -> float:
     return warmup_cosine(step, lr=float(tc["lr"]), lr_final=float(tc["lr_final"]), steps=int(tc["steps"]))
 
 
+def _repo_path(path: str) -> Path:
+    """A recipe's path: absolute or ``~``, else relative to the repository (like ``weights/image``)."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else REPO_WEIGHTS.parents[1] / p
+
+
 def _heldout_psnr(ae: PatchAutoencoder, held_x: torch.Tensor) -> float:
     with evaluating(ae):
         return round(psnr(ae, held_x), 2)
@@ -93,7 +105,16 @@ def train(*, config: Path | None = None, resume: bool = False, threads: int = 1,
 
     torch.manual_seed(int(tc["seed"]))
     ae = PatchAutoencoder(cfg.model).train()
-    opt = torch.optim.Adam(ae.parameters(), lr=float(tc["lr"]), weight_decay=float(tc["weight_decay"]))
+    if tc.get("init_from") and state is None:
+        start = PatchAutoencoder.load(_repo_path(tc["init_from"]))
+        if start.cfg != cfg.model:
+            raise StrataError(f"train.init_from {tc['init_from']}: its autoencoder config differs from the recipe's "
+                              "model section; copy its model section into the recipe")
+        ae.load_state_dict(start.state_dict())  # weights and the fitted latent normalization
+    trained = ae.decoder if tc.get("freeze_encoder", False) else ae
+    if tc.get("freeze_encoder", False) and not tc.get("init_from"):
+        raise StrataError("train.freeze_encoder needs train.init_from: the exported autoencoder whose encoder to keep")
+    opt = torch.optim.Adam(trained.parameters(), lr=float(tc["lr"]), weight_decay=float(tc["weight_decay"]))
     g = torch.Generator().manual_seed(int(tc["seed"]))
     step, _ = restore(state, ae, opt)
     if state is not None:
@@ -134,10 +155,11 @@ def export(*, config: Path | None = None, run_dir: Path | None = None, out_dir: 
     ae.load_state_dict(state["model"])
     ae.eval()
     train_x, held_x = split_dataset(cfg)
-    with torch.no_grad():
-        raw = torch.cat([ae.encode_raw(premultiply(train_x[i:i + 256].float() / 255.0))
-                         for i in range(0, len(train_x), 256)])
-    ae.fit_normalization(raw)
+    if not state["train"].get("freeze_encoder", False):  # a frozen encoder keeps the normalization it came with
+        with torch.no_grad():
+            raw = torch.cat([ae.encode_raw(premultiply(train_x[i:i + 256].float() / 255.0))
+                             for i in range(0, len(train_x), 256)])
+        ae.fit_normalization(raw)
     record = {"step": int(state["step"]), "heldout_psnr_fp32": round(psnr(ae, held_x), 2)}
     path = ae.save(Path(out_dir), extra={"training": {**record, "train": state["train"]}})
     reloaded = PatchAutoencoder.load(Path(out_dir))
