@@ -105,8 +105,8 @@ def runtime_comparison(model: ImageDiffusionModel, repeats: int) -> dict:
         with tempfile.TemporaryDirectory() as cache:
             env = {**os.environ, "STRATA_CACHE": cache}
             for label in ("first_use_export_and_open_s", "later_process_open_s"):
-                probe = subprocess.run([sys.executable, __file__, "--first-call-probe"], env=env, check=True,
-                                       capture_output=True, text=True)
+                probe = subprocess.run([sys.executable, __file__, "--first-call-probe", "--threads",
+                                        str(torch.get_num_threads())], env=env, check=True, capture_output=True, text=True)
                 out[label] = round(float(probe.stdout.strip().splitlines()[-1]), 2)
     return out
 

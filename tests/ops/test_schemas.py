@@ -65,16 +65,43 @@ def test_a_param_group_is_declared_once_and_merged_into_each_op() -> None:
         op(prompt="x", stepz=3)
     with pytest.raises(TypeError):
         op(seed=3)
-    # **kwargs without a group is still refused.
+    # **kwargs without a group is still refused; so is an input named like a group param.
     with pytest.raises(StrataError, match="param group"):
         node("test.no_group", layer="generate")(lambda **kw: None)
 
+    def clash(prompt: object, **shared: object) -> list:
+        return []
+
+    with pytest.raises(StrataError, match="input.s. prompt have the name of a param of its group"):
+        node("test.clash", layer="generate", params=group)(clash)
+    # Registering the same op again (a module imported twice) is fine.
+    node("test.group_user", layer="generate", params=group)(op.__wrapped__)
+    node("test.group_user", layer="generate", params=group)(op.__wrapped__)
+    REGISTRY.pop("test.group_user")
+
+
+def test_groups_after_the_first_come_after_the_ops_own_params() -> None:
+    from strata.workflow.node import node
+
+    def first(*, a: int = 1) -> None:
+        """First group."""
+
+    def last(*, z: int = 2) -> None:
+        """Last group."""
+
+    @node("test.two_groups", layer="generate", params=(first, last))
+    def op(*, m: int = 0, **shared: object) -> list:
+        return [shared, m]
+
+    spec = REGISTRY.pop("test.two_groups")
+    assert spec.param_names == ["a", "m", "z"] and op(z=5) == [{"a": 1, "z": 5}, 0]
+
 
 def test_the_generation_ops_share_their_sampling_params() -> None:
-    shared = ["prompt", "negative", "count", "seed", "steps", "guidance", "sampler", "model", "lora", "precision",
-              "attention_slicing"]
+    sampling = ["prompt", "negative", "count", "seed", "steps", "guidance", "sampler"]
+    model = ["model", "lora", "precision", "attention_slicing"]
     for op, own in (("image.generate", ["size", "width", "height", "background"]),
                     ("image.variation", ["strength"]), ("image.inpaint", ["strength"])):
-        assert REGISTRY[op].param_names == shared + own, op
+        assert REGISTRY[op].param_names == sampling + own + model, op  # the order forms show them in
     assert REGISTRY["image.generate"].params_model(prompt="x").count == 4  # its own default
     assert REGISTRY["image.variation"].params_model(prompt="x").count == 1

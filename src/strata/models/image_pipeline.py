@@ -254,10 +254,11 @@ def variation(
         StrataError: bad arguments, a mask of another size, or a mask that selects nothing.
     """
     s = Sampling(**sampling)
-    cfg, count, seeds = model.cfg, s.count, s.seeds
+    cfg = model.cfg
     check_args(s, size=cfg.image_size, cfg=cfg)
     if not 0.0 <= strength <= 1.0:
         raise StrataError(f"strength must be between 0 and 1, got {strength}")
+    count, seeds = s.count, s.seeds
     if mask is None:
         source = _to_model_size(image, cfg.image_size)
         if strength == 0.0:

@@ -64,18 +64,23 @@ def sampling_params(
     steps: Steps = 20,
     guidance: Guidance = DEFAULT_GUIDANCE,
     sampler: SamplerParam = "dpmpp",
+) -> None:
+    """What and how to sample: the params every generation op starts with, declared once
+    (``@node(..., params=(sampling_params, model_params))``)."""
+
+
+def model_params(
+    *,
     model: ModelId = None,
     lora: Loras = [],  # noqa: B006 - pydantic copies defaults; never mutated
     precision: Precision = "fp32",
     attention_slicing: Slicing = False,
 ) -> None:
-    """The params every generation op takes, declared once (``@node(..., params=sampling_params)``).
-
-    ``model`` picks the registered model the engine loads (``loaded_model``); the ops ignore it.
-    """
+    """Which model and how to run it: the params every generation op ends with. ``model`` picks
+    the registered model the engine loads (``loaded_model``); the ops themselves ignore it."""
 
 
-@node("image.generate", layer="generate", version=2, model="text-to-image", params=sampling_params)
+@node("image.generate", layer="generate", version=2, model="text-to-image", params=(sampling_params, model_params))
 def generate(
     *,
     count: Count = 4,
@@ -125,7 +130,7 @@ def generate(
     return [Image(composite_over(opaque, im.pixels, "normal")) for im in images]
 
 
-@node("image.variation", layer="generate", version=2, model="image-to-image", params=sampling_params)
+@node("image.variation", layer="generate", version=2, model="image-to-image", params=(sampling_params, model_params))
 def variation(
     image: Image,
     *,
@@ -150,7 +155,7 @@ def variation(
                            progress=progress, **sampling)
 
 
-@node("image.inpaint", layer="generate", version=3, model="inpaint", params=sampling_params)
+@node("image.inpaint", layer="generate", version=3, model="inpaint", params=(sampling_params, model_params))
 def inpaint(
     image: Image,
     mask: Mask,
@@ -283,7 +288,7 @@ def _builtin_sampler(sampler: str) -> str:
                       f"({', '.join(SHORT_NAMES.values())})", param="sampler")
     if sampler != SHORT_NAMES[ours]:
         warnings.warn(StrataWarning(f"sampler {sampler!r} is not available for the built-in model; used "
-                                    f"{SHORT_NAMES[ours]!r} ({ours})"), stacklevel=3)
+                                    f"{SHORT_NAMES[ours]!r} ({ours})"), stacklevel=4)  # the op's line
     return ours
 
 

@@ -22,9 +22,11 @@ code can call directly.
 
 Ops that take the same params (the generation ops' prompt, seed, steps, ...) declare them
 once, in a *param group*: a function whose keyword-only parameters are declared like an op's.
-``@node(..., params=group)`` adds them to the op's params; the op receives them in its
-``**kwargs`` (its own declaration of a name wins, e.g. another default). The registered
-function has the merged signature: a direct call checks names and fills defaults like any call.
+``@node(..., params=group)`` (or a tuple of groups) adds them to the op's params; the op
+receives them in its ``**kwargs`` (its own declaration of a name wins, e.g. another default).
+Params are listed (and forms show them) in the order: the first group's, the op's own, the
+other groups'. The registered function has the merged signature: a direct call checks names
+and fills defaults like any call.
 
 The CLI, server and JSON Schema export all read these specs, so a param is declared once.
 """
@@ -162,7 +164,7 @@ def node(
     output: str | None = None,
     outputs: dict[str, Any] | None = None,
     model: str | None = None,
-    params: Callable[..., Any] | None = None,
+    params: Callable[..., Any] | tuple[Callable[..., Any], ...] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register ``fn`` as the op ``op`` (see the module docstring for the conventions).
 
@@ -173,19 +175,20 @@ def node(
         output: name of the single output (default: derived from the return type).
         outputs: ``{name: type}`` for ops returning several values as a dict.
         model: capability the op needs from the model registry (e.g. ``"text-to-image"``).
-        params: a param group shared with other ops; ``fn`` takes them as ``**kwargs``.
+        params: a param group (or groups) shared with other ops; ``fn`` takes them as ``**kwargs``.
     """
     if layer not in LAYERS:
         raise StrataError(f"op {op!r}: unknown layer {layer!r}; choose one of {', '.join(LAYERS)}")
 
     def register(fn: Callable[..., Any]) -> Callable[..., Any]:
-        if op in REGISTRY and REGISTRY[op].fn is not fn:
+        if op in REGISTRY and inspect.unwrap(REGISTRY[op].fn) is not fn:
             raise StrataError(f"op {op!r} is registered twice ({REGISTRY[op].fn.__module__} and {fn.__module__})")
         hints = typing.get_type_hints(fn, include_extras=True)
         sig = inspect.signature(fn)
         if params is not None:
-            fn = _with_group(op, fn, sig, params)
-            hints = {**typing.get_type_hints(params, include_extras=True), **hints}
+            groups = params if isinstance(params, tuple) else (params,)
+            fn = _with_groups(op, fn, sig, groups)
+            hints = {k: v for g in groups for k, v in typing.get_type_hints(g, include_extras=True).items()} | hints
             sig = inspect.signature(fn)
         inputs: list[PortSpec] = []
         fields: dict[str, Any] = {}
@@ -229,25 +232,29 @@ def node(
     return register
 
 
-def _with_group(op: str, fn: Callable[..., Any], sig: inspect.Signature,
-                group: Callable[..., Any]) -> Callable[..., Any]:
-    """``fn`` (which ends in ``**kwargs``) as a function with the group's params in its signature.
+def _with_groups(op: str, fn: Callable[..., Any], sig: inspect.Signature,
+                 groups: tuple[Callable[..., Any], ...]) -> Callable[..., Any]:
+    """``fn`` (which ends in ``**kwargs``) as a function with the groups' params in its signature.
 
-    The group's params come first, in its order (an op's own declaration of one of them takes
-    its place), then the op's other keyword params. A call binds its arguments to that
-    signature — unknown names raise TypeError, missing ones get their defaults — and passes
-    them all to ``fn`` by name.
+    Order: the first group's params (an op's own declaration of one of them takes its place), the
+    op's other keyword params, then the other groups'. A call binds its arguments to that
+    signature — unknown names raise TypeError, missing ones get their defaults — and passes them
+    all to ``fn`` by name.
     """
     own = sig.parameters
-    var = [p for p in own.values() if p.kind == p.VAR_KEYWORD]
-    shared = list(inspect.signature(group).parameters.values())
-    if not var or any(p.kind != p.KEYWORD_ONLY for p in shared):
+    shared = [[p for p in inspect.signature(g).parameters.values()] for g in groups]
+    names = {p.name for group in shared for p in group}
+    if not any(p.kind == p.VAR_KEYWORD for p in own.values()) or any(
+            p.kind != p.KEYWORD_ONLY for group in shared for p in group):
         raise StrataError(f"op {op!r}: a param group's params must be keyword-only, and the op must "
                           "take them as **kwargs")
     positional = [p for p in own.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    keyword = [own.get(p.name, p) for p in shared]
-    keyword += [p for p in own.values() if p.kind == p.KEYWORD_ONLY and p.name not in {q.name for q in shared}]
-    merged = sig.replace(parameters=positional + keyword)
+    clash = sorted(names & {p.name for p in positional})
+    if clash:
+        raise StrataError(f"op {op!r}: input(s) {', '.join(clash)} have the name of a param of its group")
+    own_keyword = [p for p in own.values() if p.kind == p.KEYWORD_ONLY and p.name not in names]
+    first, *rest = ([own.get(p.name, p) for p in group] for group in shared)
+    merged = sig.replace(parameters=positional + first + own_keyword + [p for group in rest for p in group])
 
     @functools.wraps(fn)
     def call(*args: Any, **kwargs: Any) -> Any:
