@@ -108,6 +108,18 @@ class PatchAutoencoder(nn.Module):
         """Normalized latent → premultiplied RGBA in about [-1, 1]."""
         return self.decoder(z * self.scale + self.shift)
 
+    def latent_fingerprint(self) -> str:
+        """sha256 of what the latents depend on — the encoder's weights and the normalization, not
+        the decoder: a diffusion model trained on these latents works with any decoder of them."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for name, value in self.state_dict().items():
+            if not name.startswith("decoder."):
+                h.update(name.encode())
+                h.update(value.detach().float().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()
+
     @torch.no_grad()
     def fit_normalization(self, raw_latents: torch.Tensor) -> None:
         """Set ``shift``/``scale`` to the per-channel mean/std of ``raw_latents`` (B, c, h, w)."""

@@ -290,12 +290,16 @@ def train(
                       f"{state['dataset'][:12]}); resuming anyway", stacklevel=2)
     autoencoder = load_autoencoder(cfg)
     sample_model = ImageDiffusionModel(cfg=cfg.model, unet=ema, text=encoder, autoencoder=autoencoder)
-    ae_sha = ""
+    latent_id = ""
     if autoencoder is not None:
-        ae_sha = hashlib.sha256(_autoencoder_file(cfg).read_bytes()).hexdigest()
-        if state is not None and state.get("autoencoder") not in (None, ae_sha):
+        # The run learned these latents: the encoder and normalization must be the same (a
+        # fine-tuned decoder is fine). Checkpoints from before recorded the whole file's sha256.
+        latent_id = autoencoder.latent_fingerprint()
+        if state is not None and ("latent_encoder" in state and state["latent_encoder"] != latent_id or
+                                  "latent_encoder" not in state and state.get("autoencoder") not in (
+                                      None, hashlib.sha256(_autoencoder_file(cfg).read_bytes()).hexdigest())):
             raise StrataError(f"the autoencoder in {_autoencoder_file(cfg).parent} is not the one this run trained on "
-                              f"({ae_sha[:12]} vs {state['autoencoder'][:12]}); restore it or start a new run")
+                              "(its encoder makes other latents); restore it or start a new run")
     latents = dataset_latents(images, sample_model)
     print(f"run dir {rdir} | step {step} | UNet {param_count(unet) / 1e6:.1f} M params | {len(rows)} images | "
           f"{threads} thread(s)", flush=True)
@@ -305,7 +309,7 @@ def train(
             "unet": unet.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(), "step": step,
             "rng": {"generator": g.get_state(), "torch": torch.get_rng_state(), "python": _list_state(random.getstate())},
             "model_config": json.loads(cfg.model.to_json()), "data": cfg.data, "train": tc, "run": cfg.run,
-            "config_source": cfg.source, "saved_at": time.time(), "dataset": fingerprint, "autoencoder": ae_sha,
+            "config_source": cfg.source, "saved_at": time.time(), "dataset": fingerprint, "latent_encoder": latent_id,
             "warmup_from": warmup_offset, "cooldown_from": cooldown_from,
         })
 
