@@ -161,7 +161,10 @@ def export(*, config: Path | None = None, run_dir: Path | None = None, out_dir: 
                              for i in range(0, len(train_x), 256)])
         ae.fit_normalization(raw)
     record = {"step": int(state["step"]), "heldout_psnr_fp32": round(psnr(ae, held_x), 2)}
-    path = ae.save(Path(out_dir), extra={"training": {**record, "train": state["train"]}})
+    training = {**record, "train": state["train"]}
+    if state["train"].get("init_from"):  # keep the history: how the weights it started from were trained
+        training["started_from"] = PatchAutoencoder.load(_repo_path(state["train"]["init_from"])).record.get("training")
+    path = ae.save(Path(out_dir), extra={"training": training})
     reloaded = PatchAutoencoder.load(Path(out_dir))
     record["heldout_psnr_fp16"] = round(psnr(reloaded, held_x), 2)
     record["sheet"] = str(reconstruction_sheet(reloaded, held_x[:16], rdir / "reconstructions.png"))
