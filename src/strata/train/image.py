@@ -295,9 +295,12 @@ def train(
         # The run learned these latents: the encoder and normalization must be the same (a
         # fine-tuned decoder is fine). Checkpoints from before recorded the whole file's sha256.
         latent_id = autoencoder.latent_fingerprint()
-        if state is not None and ("latent_encoder" in state and state["latent_encoder"] != latent_id or
-                                  "latent_encoder" not in state and state.get("autoencoder") not in (
-                                      None, hashlib.sha256(_autoencoder_file(cfg).read_bytes()).hexdigest())):
+        changed = False
+        if state is not None and "latent_encoder" in state:
+            changed = state["latent_encoder"] != latent_id
+        elif state is not None and state.get("autoencoder"):  # older checkpoints: the file's sha256
+            changed = state["autoencoder"] != hashlib.sha256(_autoencoder_file(cfg).read_bytes()).hexdigest()
+        if changed:
             raise StrataError(f"the autoencoder in {_autoencoder_file(cfg).parent} is not the one this run trained on "
                               "(its encoder makes other latents); restore it or start a new run")
     latents = dataset_latents(images, sample_model)
