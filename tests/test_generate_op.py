@@ -184,3 +184,19 @@ def _apple_png(tmp_path):
     rgba[(xx - 48) ** 2 + (yy - 48) ** 2 < 900] = (220, 30, 30, 255)
     PILImage.fromarray(rgba).save(path)
     return path
+
+
+@pytest.mark.parametrize(("param", "value"), [("lora", [{"path": "x.safetensors"}]), ("precision", "bf16"),
+                                              ("attention_slicing", True)])
+def test_the_builtin_model_refuses_user_model_params_by_name(tiny_model_dir, param, value) -> None:
+    from strata.errors import OpError
+    from strata.ops.generate import generate, variation
+    from strata.media.image import Image
+
+    model = ImageDiffusionModel.from_pretrained(tiny_model_dir)
+    with pytest.raises(OpError, match=f"the built-in model does not take {param}") as caught:
+        generate(prompt="red apple", steps=1, count=1, loaded_model=model, **{param: value})
+    assert caught.value.param == param
+    with pytest.raises(OpError, match=f"does not take {param}"):
+        variation(Image(np.zeros((64, 64, 4), np.float32)), prompt="red apple", steps=1, loaded_model=model,
+                  **{param: value})

@@ -10,6 +10,7 @@ user model with those capabilities. All return opaque-or-alpha RGBA :class:`Imag
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from typing import Annotated, Any, Callable, Literal
 
@@ -19,7 +20,7 @@ import numpy as np
 
 from strata.errors import ModelError, OpError, StrataError, StrataWarning
 from strata.media.image import Image, Mask
-from strata.models.samplers import DEFAULT_GUIDANCE, SAMPLER_NAMES, SHORT_NAMES
+from strata.models.samplers import DEFAULT_GUIDANCE, SAMPLER_NAMES, SHORT_NAMES, Sampling
 from strata.ops.composite import composite_over
 from strata.ops.edit import Color, parse_color
 from strata.workflow.node import node
@@ -58,15 +59,15 @@ _BUILTIN_FAMILY = {"DPM++": "dpmpp", "Euler": "euler", "DDIM": "ddim"}
 def sampling_params(
     *,
     prompt: Prompt,
-    negative: Negative = "",
-    count: Count = 1,
-    seed: Seed = 0,
-    steps: Steps = 20,
-    guidance: Guidance = DEFAULT_GUIDANCE,
-    sampler: SamplerParam = "dpmpp",
+    negative: Negative = Sampling.negative_prompt,
+    count: Count = Sampling.count,
+    seed: Seed = Sampling.seed,
+    steps: Steps = Sampling.steps,
+    guidance: Guidance = Sampling.guidance,
+    sampler: SamplerParam = Sampling.sampler,
 ) -> None:
     """What and how to sample: the params every generation op starts with, declared once
-    (``@node(..., params=(sampling_params, model_params))``)."""
+    (``@node(..., params=(sampling_params, model_params))``), with the pipelines' defaults."""
 
 
 def model_params(
@@ -248,7 +249,10 @@ def _builtin_settings(sampling: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     (refusing the diffusers-only ones, mapping the sampler name)."""
     values = dict(sampling)
     values.pop("model", None)  # it only named which model the engine loaded
-    _builtin_only_params(**{k: values.pop(k) for k in ("lora", "precision", "attention_slicing")})
+    for name, param in inspect.signature(model_params).parameters.items():
+        if name != "model" and values.pop(name, param.default) != param.default:
+            raise OpError(f"the built-in model does not take {name}; it applies to user models "
+                          "(`strata models add`)", param=name)
     values["negative_prompt"] = values.pop("negative")
     values["sampler"] = _builtin_sampler(values["sampler"])
     return values.pop("prompt"), values
@@ -267,15 +271,6 @@ def _reporter(progress: Callable[..., None] | None) -> Callable[[Any], None] | N
             progress(p.step, p.total, message=p.message)
 
     return report
-
-
-def _builtin_only_params(**values: Any) -> None:
-    """Refuse diffusers-only params with the built-in model."""
-    defaults = {"lora": [], "precision": "fp32", "attention_slicing": False}
-    for name, value in values.items():
-        if value != defaults[name]:
-            raise OpError(f"the built-in model does not take {name}; it applies to user models "
-                          "(`strata models add`)", param=name)
 
 
 def _builtin_sampler(sampler: str) -> str:
