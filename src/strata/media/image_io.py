@@ -57,6 +57,7 @@ _SUPPORTED_TEXT = "PNG, JPEG, WebP and TIFF"
 DEFAULT_MAX_PIXELS = 8192 * 8192
 MAX_PIXELS_ENV = "STRATA_MAX_PIXELS"
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 EXTENSIONS: dict[str, ImageFormat] = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF",
                                        ".tiff": "TIFF"}
 
@@ -163,7 +164,7 @@ def _read_bytes(path: str | os.PathLike[str]) -> tuple[Path, bytes]:
 
 
 def _sniff(data: bytes) -> str | None:
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+    if data.startswith(PNG_SIGNATURE):
         return "PNG"
     if data.startswith(b"\xff\xd8\xff"):
         return "JPEG"
@@ -436,37 +437,61 @@ def _quantize(pixels: np.ndarray, bit_depth: int) -> np.ndarray:
     return in_strips_into(strip, np.empty(pixels.shape, np.uint8 if bit_depth == 8 else np.uint16), pixels)
 
 
+# Rows per deflate call: bounds the filtered copy (~4 MB for a 4096-wide RGBA 8-bit strip).
+_PNG_STRIP_BYTES = 4 << 20
+
+
 def _png_chunk(ctype: bytes, payload: bytes) -> bytes:
-    return struct.pack(">I", len(payload)) + ctype + payload + struct.pack(">I", zlib.crc32(ctype + payload))
+    return struct.pack(">I", len(payload)) + ctype + payload + struct.pack(">I", zlib.crc32(payload, zlib.crc32(ctype)))
 
 
-def _encode_png(a: np.ndarray, metadata: Provenance | None) -> bytes:
-    # OpenCV writes 8- and 16-bit RGB(A) (Pillow cannot write 16-bit colour); metadata chunks
-    # are built by Pillow's PngInfo and inserted right after IHDR, before the pixels, so
-    # readers that stop at the first IDAT (Pillow's open) still see them.
-    bgr = cv2.cvtColor(a, cv2.COLOR_RGB2BGR if a.shape[2] == 3 else cv2.COLOR_RGBA2BGRA)
-    # zlib level 3 with the RLE strategy (matches only within runs, after PNG's row filters):
-    # measured 1.4–1.7× faster than plain level 3 and smaller files on both photos (3–19 %) and
-    # flat emoji-style images (26 %); level 6 was 2.5× slower for ~3 % smaller photos.
-    # One filter (Paeth) for every row instead of libpng's per-row trial of all five: measured
-    # 33 → 25 ms on a 768×512 photo (+0.7 % bytes) and 12 → 5 ms on a flat image (+0.4 KB).
-    ok, buf = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, 3,
-                                         cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE,
-                                         cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_PAETH])
-    if not ok:
-        raise MediaError("OpenCV could not encode the PNG")
-    png = buf.tobytes()
-    if metadata is None:
-        return png
+def _png_metadata_chunks(metadata: Provenance) -> list[bytes]:
+    # Pillow's PngInfo builds the tEXt/iTXt payloads (its encoding rules are the readers' ones).
     info = PngImagePlugin.PngInfo()
     for key, text, compress in metadata.png_text():
         if key == "parameters":
             info.add_text(key, text)  # as AUTOMATIC1111 writes it: tEXt when Latin-1, else iTXt
         else:
             info.add_itxt(key, text, zip=compress)
-    chunks = b"".join(_png_chunk(cid, payload) for cid, payload, *_ in info.chunks)
-    ihdr_end = 8 + 8 + 13 + 4  # signature, IHDR length+type, IHDR data, CRC
-    return png[:ihdr_end] + chunks + png[ihdr_end:]
+    return [_png_chunk(cid, payload) for cid, payload, *_ in info.chunks]
+
+
+def _encode_png(a: np.ndarray, metadata: Provenance | None) -> bytes:
+    """8- or 16-bit RGB(A) → PNG bytes: every row with the Up filter, deflated by ISA-L at level 1.
+
+    Measured on a 768×512 photo (the poster example): 6 ms and 731 KB against 25 ms and 687 KB
+    for libpng through OpenCV (Paeth + zlib level 3 RLE, the previous writer); on a 2048² photo
+    38 ms vs 243 ms (+16 % bytes). ISA-L's deflate is 4–5× faster than zlib's level 1 at the same
+    size; the Up filter is one vectorized subtraction (Paeth in numpy cost more than it saved,
+    per-row filter choice gained < 2 %). Metadata chunks go right after IHDR, before the pixels,
+    so readers that stop at the first IDAT (Pillow's open) still see them.
+    """
+    from isal import isal_zlib
+
+    h, w, c = a.shape
+    depth = a.dtype.itemsize * 8
+    # PNG stores 16-bit samples big-endian; filters work on bytes whatever the depth.
+    rows = (a.astype(">u2") if depth == 16 else a).reshape(h, w * c).view(np.uint8)
+    deflate = isal_zlib.compressobj(1)
+    idat = []
+    step = max(1, _PNG_STRIP_BYTES // rows.shape[1])
+    filtered = np.empty((min(step, h), rows.shape[1] + 1), np.uint8)
+    filtered[:, 0] = 2  # filter type Up: each byte minus the byte above it (mod 256)
+    for top in range(0, h, step):
+        n = min(step, h - top)
+        out = filtered[:n]
+        if top:
+            np.subtract(rows[top:top + n], rows[top - 1:top + n - 1], out=out[:, 1:])
+        else:  # the first row has no row above: Up leaves it as it is
+            out[0, 1:] = rows[0]
+            np.subtract(rows[1:n], rows[:n - 1], out=out[1:, 1:])
+        idat.append(deflate.compress(out))
+    idat.append(deflate.flush())
+    color_type = 6 if c == 4 else 2  # RGBA or RGB
+    ihdr = struct.pack(">IIBBBBB", w, h, depth, color_type, 0, 0, 0)
+    extra = _png_metadata_chunks(metadata) if metadata is not None else []
+    return b"".join([PNG_SIGNATURE, _png_chunk(b"IHDR", ihdr), *extra, _png_chunk(b"IDAT", b"".join(idat)),
+                     _png_chunk(b"IEND", b"")])
 
 
 def _flatten(image: Image, background: tuple[float, float, float] | None, fmt: str) -> Image:
