@@ -225,6 +225,37 @@ def test_interrupt_in_process_raises_and_records(tmp_path, monkeypatch):
     assert result.cached == ["a"] and result.executed == ["s"]
 
 
+def test_cached_nodes_are_recorded_in_one_commit_and_before_an_interrupt(tmp_path, monkeypatch):
+    """Cached nodes' history rows wait for the next record (one commit for the batch); an
+    interrupt right after them still leaves them, with their lineage, in the run's history."""
+    import dataclasses
+
+    from strata.workflow.node import REGISTRY
+
+    store = Store(tmp_path)
+    first, _ = run(store, CHAIN)
+    commits = []
+    record_nodes = store.db.record_nodes
+    monkeypatch.setattr(store.db, "record_nodes", lambda run_id, rows: (commits.append([r.node_id for r in rows]),
+                                                                         record_nodes(run_id, rows)))
+    changed = with_param(CHAIN, "end", "factor", 0.5)
+    result, _ = run(store, changed)
+    assert result.cached == ["a", "b", "sa", "m"] and result.executed == ["end"]
+    assert commits == [["a", "b", "sa", "m", "end"], ["end"]]  # the batch + "running", then "executed"
+
+    def interrupt(image, *, factor=1.0):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(REGISTRY, "test.scale", dataclasses.replace(REGISTRY["test.scale"], fn=interrupt))
+    with pytest.raises(RunInterrupted):
+        run(store, with_param(CHAIN, "end", "factor", 0.25))
+    run_id = store.db.query("SELECT id FROM runs ORDER BY created DESC LIMIT 1")[0]["id"]
+    rows = {r["node_id"]: r["status"] for r in store.db.query("SELECT node_id, status FROM nodes WHERE run_id=?", (run_id,))}
+    assert rows == {"a": "cached", "b": "cached", "sa": "cached", "m": "cached", "end": "interrupted"}
+    lineage = store.db.query("SELECT asset_id FROM edges WHERE run_id=? AND node_id='m' AND role='output'", (run_id,))
+    assert [r["asset_id"] for r in lineage] == [first.refs["m"]["image"]]
+
+
 def test_gc_removes_only_unreferenced_blobs(tmp_path):
     store = Store(tmp_path)
     result, _ = run(store, CHAIN)

@@ -19,8 +19,9 @@ import json
 import sqlite3
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -85,6 +86,47 @@ CREATE INDEX IF NOT EXISTS exports_sha ON exports(file_sha256);
 """
 
 
+@dataclass(frozen=True)
+class NodeRecord:
+    """A node's state in one run, as the history keeps it: written by the executor
+    (:meth:`HistoryDB.record_nodes`), read back by :func:`strata.store.history.run_nodes`."""
+
+    node_id: str
+    op: str
+    op_version: int
+    params: dict[str, Any]
+    cache_key: str | None
+    status: str  # running, executed, cached, failed, skipped, interrupted
+    seq: int  # the node's position in the plan
+    started: float | None = None
+    duration_s: float | None = None
+    error: str | None = None
+    edges: list[tuple[str, str, int, str]] | None = None  # lineage rows: (role, port, index, asset id)
+
+    @property
+    def inputs(self) -> dict[str, list[str]]:
+        """Input port → the asset ids it received, in order."""
+        return self._ports("input")
+
+    @property
+    def outputs(self) -> dict[str, list[str]]:
+        """Output port → the asset ids it produced, in order."""
+        return self._ports("output")
+
+    def _ports(self, role: str) -> dict[str, list[str]]:
+        ports: dict[str, list[str]] = {}
+        for r, port, _, asset in sorted(self.edges or (), key=lambda e: e[2]):
+            if r == role:
+                ports.setdefault(port, []).append(asset)
+        return ports
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as JSON-ready data (lineage as ``inputs``/``outputs``), as the server returns it."""
+        fields = {k: getattr(self, k) for k in ("node_id", "op", "op_version", "params", "cache_key", "status",
+                                                 "duration_s", "error")}
+        return fields | {"inputs": self.inputs, "outputs": self.outputs}
+
+
 class HistoryDB:
     """Thin typed access to the history tables. One connection per thread."""
 
@@ -146,21 +188,22 @@ class HistoryDB:
         with self.tx() as c:
             c.execute("UPDATE runs SET status=?, finished=? WHERE id=?", (status, time.time(), run_id))
 
-    def upsert_node(self, run_id: str, node_id: str, *, op: str, op_version: int, params: dict[str, Any],
-                    cache_key: str | None, status: str, seq: int, started: float | None = None,
-                    duration_s: float | None = None, error: str | None = None,
-                    edges: list[tuple[str, str, int, str]] | None = None) -> None:
-        """Record a node's state; with ``edges`` — its lineage, rows of (role, port, index,
-        asset id) — replacing the node's lineage in the same transaction (one commit per node)."""
+    def record_nodes(self, run_id: str, records: Sequence[NodeRecord]) -> None:
+        """Record nodes' states in one transaction (one commit for a batch of cached nodes).
+
+        Each record replaces the node's earlier row in the run; one with ``edges`` also replaces
+        the node's lineage.
+        """
         with self.tx() as c:
-            c.execute(
+            c.executemany(
                 "INSERT OR REPLACE INTO nodes (run_id, node_id, op, op_version, params, cache_key, status, started, "
                 "duration_s, error, seq) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (run_id, node_id, op, op_version, json.dumps(params, sort_keys=True), cache_key, status, started,
-                 duration_s, error, seq),
+                [(run_id, r.node_id, r.op, r.op_version, json.dumps(r.params, sort_keys=True), r.cache_key, r.status,
+                  r.started, r.duration_s, r.error, r.seq) for r in records],
             )
-            if edges is not None:
-                self._replace_edges(c, run_id, node_id, edges)
+            for r in records:
+                if r.edges is not None:
+                    self._replace_edges(c, run_id, r.node_id, r.edges)
 
     # -- cache + assets -----------------------------------------------------------------
     def cache_get(self, key: str) -> dict[str, Any] | None:

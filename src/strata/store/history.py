@@ -4,12 +4,13 @@ what changed between two runs. The CLI and the server format these answers."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from strata.errors import StoreError
 from strata.store.blobs import sha256_file
+from strata.store.db import NodeRecord
 from strata.store.store import Store
 
 
@@ -22,20 +23,6 @@ class RunSummary:
     status: str
     parent: str | None
     counts: dict[str, int]
-
-
-@dataclass
-class NodeRecord:
-    node_id: str
-    op: str
-    op_version: int
-    params: dict[str, Any]
-    cache_key: str | None
-    status: str
-    duration_s: float | None
-    error: str | None
-    inputs: dict[str, list[str]] = field(default_factory=dict)
-    outputs: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -83,13 +70,10 @@ def run_workflow_dict(store: Store, run_id: str) -> dict[str, Any]:
 def run_nodes(store: Store, run_id: str) -> list[NodeRecord]:
     out = []
     for r in store.db.query("SELECT * FROM nodes WHERE run_id=? ORDER BY seq", (run_id,)):
-        rec = NodeRecord(r["node_id"], r["op"], r["op_version"], json.loads(r["params"]), r["cache_key"], r["status"],
-                         r["duration_s"], r["error"])
-        for e in store.db.query("SELECT role, port, asset_id FROM edges WHERE run_id=? AND node_id=? ORDER BY idx",
-                                (run_id, r["node_id"])):
-            target = rec.inputs if e["role"] == "input" else rec.outputs
-            target.setdefault(e["port"], []).append(e["asset_id"])
-        out.append(rec)
+        edges = [(e["role"], e["port"], e["idx"], e["asset_id"]) for e in store.db.query(
+            "SELECT role, port, idx, asset_id FROM edges WHERE run_id=? AND node_id=? ORDER BY idx", (run_id, r["node_id"]))]
+        out.append(NodeRecord(r["node_id"], r["op"], r["op_version"], json.loads(r["params"]), r["cache_key"],
+                              r["status"], r["seq"], r["started"], r["duration_s"], r["error"], edges))
     return out
 
 

@@ -27,6 +27,7 @@ from typing import Any, Iterator, NoReturn, Protocol
 from strata.errors import OpError, RunInterrupted, StoreError, StrataError, StrataWarning
 from strata.store import Store, new_run_id
 from strata.store.blobs import sha256_file_cached
+from strata.store.db import NodeRecord
 from strata.store.store import AssetRef
 from strata.workflow.events import (
     EventBus, NodeCached, NodeFailed, NodeFinished, NodeProgress, NodeSkipped, NodeStarted, NodeWarning, RunFinished,
@@ -119,6 +120,7 @@ class Executor:
         self.bus = EventBus(sinks)
         self.models = models
         self._cancel: CancelFlag | None = None
+        self._unrecorded: list[NodeRecord] = []  # node states not yet in the history (see _record)
 
     def run(self, workflow: Workflow | Plan, *, no_cache: bool = False, out_dir: str | Path | None = None,
             parent_run: str | None = None, run_id: str | None = None, cancel: CancelFlag | None = None) -> RunResult:
@@ -143,6 +145,7 @@ class Executor:
         models: dict[str, ModelInfo | None] = {}
         broken: set[str] = set()
         self._cancel = cancel
+        self._unrecorded = []
         writer = None
         if out_dir is not None and plan.outputs:
             from strata.workflow.outputs import OutputWriter
@@ -210,7 +213,24 @@ class Executor:
         if self._cancel is not None and self._cancel.is_set():
             raise KeyboardInterrupt
 
+    def _record(self, run_id: str, pn: PlannedNode, seq: int, status: str, key: str | None, *, later: bool = False,
+                **fields: Any) -> None:
+        """Record a node's state in the history. ``later`` (cached and skipped nodes) keeps it
+        until the next record or the run's end, so a rerun of mostly cached nodes commits once
+        instead of once per node; nothing is lost, since a cached node's result is in the store
+        whether or not the run's history lists it yet."""
+        self._unrecorded.append(NodeRecord(pn.node.id, pn.spec.op, pn.spec.version, pn.params, key, status, seq,
+                                           **fields))
+        if not later:
+            self._write_records(run_id)
+
+    def _write_records(self, run_id: str) -> None:
+        records, self._unrecorded = self._unrecorded, []
+        if records:
+            self.store.db.record_nodes(run_id, records)
+
     def _finish(self, result: RunResult, t0: float) -> None:
+        self._write_records(result.run_id)
         result.duration_s = time.perf_counter() - t0
         self.store.db.finish_run(result.run_id, result.status)
         self.bus.emit(RunFinished(result.run_id, result.status, result.duration_s, list(result.executed),
@@ -234,14 +254,13 @@ class Executor:
 
     def _run_node(self, plan: Plan, pn: PlannedNode, seq: int, run_id: str, refs: dict[str, dict[str, AssetRef]],
                   models: dict[str, ModelInfo | None], broken: set[str], result: RunResult, no_cache: bool) -> None:
-        nid, op, db = pn.node.id, pn.spec.op, self.store.db
+        nid, op = pn.node.id, pn.spec.op
         upstream_broken = {s.node for s in pn.sources()} & broken
         if upstream_broken:
             broken.add(nid)
             reason = f"upstream node(s) {', '.join(sorted(upstream_broken))} did not finish"
             result.skipped.append(nid)
-            db.upsert_node(run_id, nid, op=op, op_version=pn.spec.version, params=pn.params, cache_key=None,
-                           status="skipped", seq=seq, error=reason)
+            self._record(run_id, pn, seq, "skipped", None, later=True, error=reason)
             self.bus.emit(NodeSkipped(run_id, nid, op, reason))
             return
         try:
@@ -261,14 +280,12 @@ class Executor:
         if stored is not None:
             refs[nid] = stored
             result.cached.append(nid)
-            db.upsert_node(run_id, nid, op=op, op_version=pn.spec.version, params=pn.params, cache_key=key,
-                           status="cached", seq=seq, edges=_edge_rows(input_refs, stored))
+            self._record(run_id, pn, seq, "cached", key, later=True, edges=_edge_rows(input_refs, stored))
             self.bus.emit(NodeCached(run_id, nid, op, key))
             return
 
         started = time.time()
-        db.upsert_node(run_id, nid, op=op, op_version=pn.spec.version, params=pn.params, cache_key=key,
-                       status="running", seq=seq, started=started)
+        self._record(run_id, pn, seq, "running", key, started=started)
         t = time.perf_counter()
         try:
             self.bus.emit(NodeStarted(run_id, nid, op, key))
@@ -276,8 +293,7 @@ class Executor:
             duration = time.perf_counter() - t
             stored = self.store.cache_record(key, op, values, duration, write_behind=True)
         except KeyboardInterrupt:
-            db.upsert_node(run_id, nid, op=op, op_version=pn.spec.version, params=pn.params, cache_key=key,
-                           status="interrupted", seq=seq, started=started)
+            self._record(run_id, pn, seq, "interrupted", key, started=started)
             raise
         except OpError as exc:
             self._fail(run_id, pn, seq, key, str(exc.at_node(nid)), broken, result)
@@ -292,9 +308,8 @@ class Executor:
             return
         refs[nid] = stored
         result.executed.append(nid)
-        db.upsert_node(run_id, nid, op=op, op_version=pn.spec.version, params=pn.params, cache_key=key,
-                       status="executed", seq=seq, started=started, duration_s=duration,
-                       edges=_edge_rows(input_refs, stored))
+        self._record(run_id, pn, seq, "executed", key, started=started, duration_s=duration,
+                     edges=_edge_rows(input_refs, stored))
         self.bus.emit(NodeFinished(run_id, nid, op, duration, stored))
 
     def _call(self, pn: PlannedNode, input_refs: dict[str, AssetRef], run_id: str) -> dict[str, Any]:
@@ -331,13 +346,12 @@ class Executor:
         nid = pn.node.id
         broken.add(nid)
         result.failed[nid] = message
-        self.store.db.upsert_node(run_id, nid, op=pn.spec.op, op_version=pn.spec.version, params=pn.params,
-                                  cache_key=key, status="failed", seq=seq, error=message)
+        self._record(run_id, pn, seq, "failed", key, error=message)
         self.bus.emit(NodeFailed(run_id, nid, pn.spec.op, message))
 
 
 def _edge_rows(inputs: dict[str, AssetRef], outputs: dict[str, AssetRef]) -> list[tuple[str, str, int, str]]:
-    """A node's lineage rows (role, port, index, asset id) for :meth:`HistoryDB.upsert_node`."""
+    """A node's lineage rows (role, port, index, asset id) for :class:`NodeRecord`."""
     rows: list[tuple[str, str, int, str]] = []
     for role, mapping in (("input", inputs), ("output", outputs)):
         for port, ref in mapping.items():

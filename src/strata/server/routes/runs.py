@@ -18,7 +18,7 @@ router = APIRouter(prefix="/api/runs", tags=["runs"], dependencies=[Depends(auth
 
 def _nodes(request: Request, run_id: str) -> list[dict[str, Any]]:
     store = get_state(request).store
-    return [{**asdict(n), "params": present_params(n.params, store.blobs.blob_dir)}
+    return [{**n.to_dict(), "params": present_params(n.params, store.blobs.blob_dir)}
             for n in history.run_nodes(store, run_id)]
 
 
