@@ -277,6 +277,27 @@ def test_decoded_value_cache_is_bounded(tmp_path):
     assert store.get_value(refs[0]).pixels[0, 0, 0] == 0.0  # evicted, decoded again from its blob
 
 
+def test_a_nodes_newer_result_replaces_the_older_one_in_memory_not_on_disk(tmp_path):
+    store = Store(tmp_path)
+    base = with_param(CHAIN, "end", "factor", 1.5)
+    first, _ = run(store, base)
+    second, _ = run(store, with_param(CHAIN, "end", "factor", 0.5))
+    old, new, m = first.refs["end"]["image"], second.refs["end"]["image"], first.refs["m"]["image"]
+    assert len({old, new, m}) == 3
+    assert new in store._values and m in store._values and old not in store._values
+    np.testing.assert_allclose(store.get_value(old).rgb, 0.75, atol=1e-6)  # decoded again from its blob
+    third, _ = run(store, base)  # back to the first value: a cache hit from disk
+    assert third.executed == [] and third.refs["end"]["image"] == old
+
+
+def test_a_superseded_value_that_another_node_made_too_stays_in_memory(tmp_path):
+    store = Store(tmp_path)
+    first, _ = run(store, CHAIN)  # end = m × 1: the same value, one blob
+    assert first.refs["end"]["image"] == first.refs["m"]["image"]
+    run(store, with_param(CHAIN, "end", "factor", 0.5))
+    assert first.refs["m"]["image"] in store._values
+
+
 def test_optional_file_params_are_hashed_into_the_key():
     from strata.workflow.node import REGISTRY, node
 

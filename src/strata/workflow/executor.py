@@ -291,7 +291,7 @@ class Executor:
             self.bus.emit(NodeStarted(run_id, nid, op, key))
             values = self._call(pn, input_refs, run_id)
             duration = time.perf_counter() - t
-            stored = self.store.cache_record(key, op, values, duration, write_behind=True)
+            stored = self.store.cache_record(key, op, values, duration, write_behind=True, slot=(plan.workflow.name, nid))
         except KeyboardInterrupt:
             self._record(run_id, pn, seq, "interrupted", key, started=started)
             raise
