@@ -18,6 +18,7 @@ Pieces (all from diffusers / transformers, so the same pipeline can run other di
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -59,6 +60,10 @@ class ImageDiffusionConfig:
             latent, mask at latent resolution] (2c + 1 channels, the layout of Stable Diffusion's
             inpainting UNet). Text-to-image is the special case "mask everything, keep nothing",
             so one model does both (see :func:`inpaint_conditioning`).
+        guidance_embedding: width of the guidance-scale features the UNet reads (0: none). A
+            model with them was distilled to give classifier-free guidance's result at scale w in
+            one call (Meng et al. 2023, stage one): the pipeline runs the UNet once per step
+            instead of twice (:func:`guidance_features`, ``configs/image_guidance.yaml``).
     """
 
     image_size: int = 64
@@ -76,6 +81,7 @@ class ImageDiffusionConfig:
     beta_schedule: str = "squaredcos_cap_v2"
     prediction_type: str = "v_prediction"
     inpaint: bool = False
+    guidance_embedding: int = 0
 
     def __post_init__(self) -> None:
         if self.latent not in ("unshuffle", "autoencoder"):
@@ -122,7 +128,28 @@ def build_unet(cfg: ImageDiffusionConfig):
         cross_attention_dim=cfg.text_dim,
         attention_head_dim=cfg.attention_heads,  # diffusers' legacy name: this is the head *count*
         norm_num_groups=next(g for g in (32, 16, 8, 4, 2, 1) if all(c % g == 0 for c in cfg.block_channels)),
+        # The guidance features are projected and added to the timestep's embedding (diffusers'
+        # ``timestep_cond``, which LCM uses the same way).
+        time_cond_proj_dim=cfg.guidance_embedding or None,
     )
+
+
+def guidance_features(scale: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal features (B, dim) of guidance scales (B,), made like a timestep's embedding
+    from ``1000 · scale`` so that the scale's range spans the frequencies."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / max(half - 1, 1))
+    angles = 1000.0 * scale.reshape(-1, 1).float() * freqs
+    return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
+
+
+def add_guidance_input(state: dict[str, torch.Tensor], cfg: ImageDiffusionConfig) -> dict[str, torch.Tensor]:
+    """A UNet's weights → the same UNet reading guidance features, with unchanged outputs: the new
+    projection starts at zero, so a distillation starts exactly from its teacher."""
+    key = "time_embedding.cond_proj.weight"
+    if not cfg.guidance_embedding or key in state:
+        return state
+    return {**state, key: torch.zeros(cfg.block_channels[0], cfg.guidance_embedding)}
 
 
 def widen_for_inpaint(state: dict[str, torch.Tensor], cfg: ImageDiffusionConfig) -> dict[str, torch.Tensor]:
@@ -268,8 +295,12 @@ class ImageDiffusionModel:
         with torch.no_grad():
             return self.autoencoder.encode(premultiply(rgba))
 
-    def denoise(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def denoise(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, mask: torch.Tensor,
+                guidance: torch.Tensor | None = None) -> torch.Tensor:
         """The UNet's prediction for latents ``x`` at timestep ``t`` (inference only).
+
+        ``guidance`` (one scale per row, default 1 = no guidance) is read only by a model with
+        ``guidance_embedding``: its prediction is then already the guided one.
 
         A model loaded from a weights folder (it has a weights hash, and its weights never
         change) runs on ONNX Runtime, ~2× faster per call on this CPU
@@ -280,11 +311,15 @@ class ImageDiffusionModel:
         """
         from strata.models.unet_onnx import onnx_unet
 
+        guide = None
+        if self.cfg.guidance_embedding:
+            scale = torch.ones(x.shape[0]) if guidance is None else guidance.reshape(-1).expand(x.shape[0])
+            guide = guidance_features(scale, self.cfg.guidance_embedding)
         if not self.runs_on_onnx():
-            return self.unet(x, t, encoder_hidden_states=context, encoder_attention_mask=mask).sample
+            return self.unet(x, t, encoder_hidden_states=context, encoder_attention_mask=mask, timestep_cond=guide).sample
         if self._runtime is None:
-            self._runtime = onnx_unet(self, x, t, context, mask)
-        return self._runtime(x, t, context, mask)
+            self._runtime = onnx_unet(self, x, t, context, mask, guide)
+        return self._runtime(x, t, context, mask, guide)
 
     def runs_on_onnx(self) -> bool:
         """Whether :meth:`denoise` runs on ONNX Runtime (loaded diffusers weights, not turned off)."""

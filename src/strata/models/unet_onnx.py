@@ -47,7 +47,7 @@ EXPORT_VERSION = 1
 OPSET = 17
 #: Exported graphs kept in the cache (the most recently used; older weights' and versions' go).
 KEEP_GRAPHS = 3
-INPUTS = ("x", "t", "ctx", "mask")
+INPUTS = ("x", "t", "ctx", "mask", "guide")  # "guide": only a UNet with guidance features
 _EXPORT_LOCK = threading.Lock()
 _SAMPLING_LOCK = threading.Lock()
 _sampling = {"loops": 0, "budget": 0}  # sampling loops running now; torch's thread count before the first
@@ -65,8 +65,10 @@ class _UNetCall(torch.nn.Module):
         super().__init__()
         self.unet = unet
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.unet(x, t, encoder_hidden_states=context, encoder_attention_mask=mask, return_dict=False)[0]
+    def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, mask: torch.Tensor,
+                guide: torch.Tensor | None = None) -> torch.Tensor:
+        return self.unet(x, t, encoder_hidden_states=context, encoder_attention_mask=mask, timestep_cond=guide,
+                         return_dict=False)[0]
 
 
 def cache_path(weights_sha256: str, unet_config: dict) -> Path:
@@ -95,10 +97,11 @@ def export_onnx(unet: torch.nn.Module, example: tuple[torch.Tensor, ...]) -> byt
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the tracer warns about diffusers' shape-dependent Python branches
         torch.onnx.export(
-            _UNetCall(unet).eval(), example, buf, input_names=list(INPUTS), output_names=["out"],
+            _UNetCall(unet).eval(), example, buf, input_names=list(INPUTS[:len(example)]), output_names=["out"],
             opset_version=OPSET, dynamo=False,
             dynamic_axes={"x": {0: "batch"}, "t": {0: "batch"}, "ctx": {0: "batch", 1: "tokens"},
-                          "mask": {0: "batch", 1: "tokens"}, "out": {0: "batch"}})
+                          "mask": {0: "batch", 1: "tokens"}, "out": {0: "batch"},
+                          **({"guide": {0: "batch"}} if len(example) > 4 else {})})
     return buf.getvalue()
 
 
@@ -124,8 +127,9 @@ class OnnxUNet:
                              f"set {ENV_RUNTIME}=torch to run it in PyTorch") from e
         self.input_names = [i.name for i in self.session.get_inputs()]
 
-    def __call__(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        feeds = dict(zip(INPUTS, as_inputs(x, t, context, mask)))
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, mask: torch.Tensor,
+                 guide: torch.Tensor | None = None) -> torch.Tensor:
+        feeds = dict(zip(INPUTS, as_inputs(x, t, context, mask, guide)))
         out = self.session.run(None, {k: v.numpy() for k, v in feeds.items() if k in self.input_names})[0]
         return torch.from_numpy(np.asarray(out))
 
@@ -181,12 +185,14 @@ def thread_budget() -> int:
         return _sampling["budget"] if _sampling["loops"] else torch.get_num_threads()
 
 
-def as_inputs(x: torch.Tensor, t: torch.Tensor, context: torch.Tensor,
-              mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """The graph's inputs: float32, contiguous, with one (float) timestep per row."""
+def as_inputs(x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, mask: torch.Tensor,
+              guide: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+    """The graph's inputs: float32, contiguous, with one (float) timestep per row (and the
+    guidance features of a UNet that reads them)."""
     batch = x.shape[0]
     steps = t.reshape(-1).to(torch.float32).expand(batch) if t.numel() == 1 else t.to(torch.float32)
-    return tuple(v.to(torch.float32).contiguous() for v in (x, steps, context, mask))
+    inputs = (x, steps, context, mask) if guide is None else (x, steps, context, mask, guide)
+    return tuple(v.to(torch.float32).contiguous() for v in inputs)
 
 
 def export_pending(model: "ImageDiffusionModel") -> bool:
@@ -203,7 +209,7 @@ def _graph_path(unet: torch.nn.Module, weights_sha256: str) -> Path:
 
 
 def onnx_unet(model: "ImageDiffusionModel", x: torch.Tensor, t: torch.Tensor, context: torch.Tensor,
-              mask: torch.Tensor) -> OnnxUNet:
+              mask: torch.Tensor, guide: torch.Tensor | None = None) -> OnnxUNet:
     """The model's :class:`OnnxUNet` (exported on these inputs, or opened from the cache), made once.
 
     One lock for the process: ``torch.onnx.export`` keeps process-wide state, so two exports must
@@ -212,6 +218,6 @@ def onnx_unet(model: "ImageDiffusionModel", x: torch.Tensor, t: torch.Tensor, co
     """
     with _EXPORT_LOCK:
         if model._runtime is None:
-            model._runtime = OnnxUNet(model.unet, as_inputs(x, t, context, mask), model.weights_sha256)
+            model._runtime = OnnxUNet(model.unet, as_inputs(x, t, context, mask, guide), model.weights_sha256)
         return model._runtime
 

@@ -37,7 +37,9 @@ from strata.models.image_diffusion import (
     ImageDiffusionConfig,
     ImageDiffusionModel,
     TextEncoder,
+    add_guidance_input,
     build_unet,
+    guidance_features,
     inpaint_conditioning,
     param_count,
     widen_for_inpaint,
@@ -160,6 +162,68 @@ def training_step(unet, noise_sched, x0, context, mask, g: torch.Generator, min_
     w = torch.clamp(snr, max=min_snr_gamma) / (snr + 1) if min_snr_gamma > 0 else torch.ones_like(snr)
     per = F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))
     return (w * per).mean()
+
+
+@dataclass
+class GuidanceTeacher:
+    """What a guidance-distillation run learns from (recipe ``data.distill_guidance``): a frozen
+    model whose two-call classifier-free guidance the student learns to give in one call."""
+
+    unet: torch.nn.Module
+    empty: tuple[torch.Tensor, torch.Tensor]  # the empty prompt's context and mask (the unguided half)
+    w_min: float
+    w_max: float
+
+
+def distillation_step(student, teacher: GuidanceTeacher, noise_sched, x0, context, mask, g: torch.Generator,
+                      min_snr_gamma: float, guidance_dim: int, cond: torch.Tensor | None = None) -> torch.Tensor:
+    """Guidance-distillation loss for one batch (Meng et al. 2023, stage one, in v-space).
+
+    Each sample gets a scale w ~ U[w_min, w_max]; the target is the teacher's guided prediction
+    ``u + w·(c − u)`` (unguided u from the empty prompt, c from the sample's prompt — a dropped
+    prompt thus gives u: the student keeps the unguided model two-call guidance needs). The
+    student reads w as features and is trained to match in one call; same min-SNR weights as
+    :func:`training_step`.
+    """
+    b = x0.shape[0]
+    t = torch.randint(0, noise_sched.config.num_train_timesteps, (b,), generator=g)
+    noise = torch.randn(x0.shape, generator=g)
+    x_t = noise_sched.add_noise(x0, noise, t)
+    x_in = x_t if cond is None else torch.cat([x_t, cond], dim=1)
+    scale = teacher.w_min + (teacher.w_max - teacher.w_min) * torch.rand(b, generator=g)
+    with torch.no_grad():
+        empty_ctx = teacher.empty[0].expand(b, -1, -1)
+        empty_mask = teacher.empty[1].expand(b, -1)
+        both = teacher.unet(torch.cat([x_in, x_in]), torch.cat([t, t]), encoder_hidden_states=torch.cat([empty_ctx, context]),
+                            encoder_attention_mask=torch.cat([empty_mask, mask])).sample
+        unguided, guided = both.chunk(2)
+        target = unguided + scale[:, None, None, None] * (guided - unguided)
+    pred = student(x_in, t, encoder_hidden_states=context, encoder_attention_mask=mask,
+                   timestep_cond=guidance_features(scale, guidance_dim)).sample
+    ab = noise_sched.alphas_cumprod[t]
+    snr = ab / (1 - ab)
+    w = torch.clamp(snr, max=min_snr_gamma) / (snr + 1) if min_snr_gamma > 0 else torch.ones_like(snr)
+    return (w * F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))).mean()
+
+
+def load_teacher(cfg: TrainConfig, bank: "CaptionBank") -> tuple[GuidanceTeacher | None, str]:
+    """The recipe's guidance teacher (``data.distill_guidance``) and its weights hash; (None, "") without one."""
+    spec = cfg.data.get("distill_guidance")
+    if not spec:
+        return None, ""
+    if not cfg.model.guidance_embedding:
+        raise StrataError("data.distill_guidance needs model.guidance_embedding > 0 (the student reads the scale)")
+    directory = Path(spec["teacher"]).expanduser()
+    if not directory.is_absolute():
+        directory = REPO_WEIGHTS.parents[1] / directory
+    teacher = ImageDiffusionModel.from_pretrained(directory)
+    if dataclasses.replace(cfg.model, guidance_embedding=0) != teacher.cfg:
+        raise StrataError(f"the teacher in {directory} has another architecture than the student minus its guidance "
+                          "input; distill from the model this recipe's model section was copied from")
+    teacher.unet.float().eval().requires_grad_(False)
+    empty = bank.get([None])
+    return GuidanceTeacher(teacher.unet, (empty[0][0], empty[1][0]), float(spec["w_min"]), float(spec["w_max"])), \
+        teacher.weights_sha256
 
 
 def lr_at(step: int, tc: dict, cooldown_from: int | None = None) -> float:
@@ -303,6 +367,10 @@ def train(
         if changed:
             raise StrataError(f"the autoencoder in {_autoencoder_file(cfg).parent} is not the one this run trained on "
                               "(its encoder makes other latents); restore it or start a new run")
+    teacher, teacher_id = load_teacher(cfg, bank)
+    if state is not None and state.get("teacher", "") != teacher_id:
+        raise StrataError("the guidance teacher is not the one this run started with (its weights changed); "
+                          "restore it (e.g. `git checkout` the teacher's weights) or start a new run")
     latents = dataset_latents(images, sample_model)
     print(f"run dir {rdir} | step {step} | UNet {param_count(unet) / 1e6:.1f} M params | {len(rows)} images | "
           f"{threads} thread(s)", flush=True)
@@ -313,7 +381,7 @@ def train(
             "rng": {"generator": g.get_state(), "torch": torch.get_rng_state(), "python": _list_state(random.getstate())},
             "model_config": json.loads(cfg.model.to_json()), "data": cfg.data, "train": tc, "run": cfg.run,
             "config_source": cfg.source, "saved_at": time.time(), "dataset": fingerprint, "latent_encoder": latent_id,
-            "warmup_from": warmup_offset, "cooldown_from": cooldown_from,
+            "warmup_from": warmup_offset, "cooldown_from": cooldown_from, "teacher": teacher_id,
         })
 
     def lr_now() -> float:  # warmup counts from warmup_offset (a run started from an export)
@@ -337,7 +405,11 @@ def train(
                 cond = inpaint_conditioning(sample_model, rgba, random_masks(rgba[:, 3], mask_mix, g), len(idx))
             # --- step
             lr = lr_now()
-            loss = training_step(unet, noise_sched, x0, context, mask, g, float(tc["min_snr_gamma"]), cond)
+            if teacher is None:
+                loss = training_step(unet, noise_sched, x0, context, mask, g, float(tc["min_snr_gamma"]), cond)
+            else:
+                loss = distillation_step(unet, teacher, noise_sched, x0, context, mask, g, float(tc["min_snr_gamma"]),
+                                         cfg.model.guidance_embedding, cond)
             optimizer_step(opt, loss, lr, grad_clip=float(tc["grad_clip"]))
             ema_update(ema, unet, step, float(tc["ema_decay"]))
             step += 1
@@ -355,11 +427,13 @@ def train(
 def _init_from_export(directory: Path, cfg: TrainConfig, unet: torch.nn.Module, ema: torch.nn.Module) -> int:
     """Load exported weights into ``unet`` and ``ema``; returns the export's training step."""
     exported = ImageDiffusionModel.from_pretrained(directory)
-    # A text-to-image export may start an inpainting run: same model, conv_in widened with zeros.
-    if exported.cfg != cfg.model and dataclasses.replace(exported.cfg, inpaint=cfg.model.inpaint) != cfg.model:
+    # A text-to-image export may start an inpainting run (conv_in widened with zeros), and any
+    # export a guidance distillation (a zero projection of the scale): both start unchanged.
+    grown = dataclasses.replace(exported.cfg, inpaint=cfg.model.inpaint, guidance_embedding=cfg.model.guidance_embedding)
+    if grown != cfg.model or (exported.cfg.guidance_embedding not in (0, cfg.model.guidance_embedding)):
         raise StrataError(f"the model in {directory} has a different architecture from the config's model section; "
                           "use the config it was trained with")
-    state = widen_for_inpaint(exported.unet.state_dict(), cfg.model)
+    state = add_guidance_input(widen_for_inpaint(exported.unet.state_dict(), cfg.model), cfg.model)
     unet.load_state_dict(state)
     ema.load_state_dict(state)
     return int(exported.extra.get("training", {}).get("step", 0))
