@@ -7,9 +7,10 @@ and a batch of 8, with a breakdown (text encode / denoise / decode) and the UNet
 GFLOP/s beside a plain fp32 matmul's GFLOP/s measured in the same run (how close the model
 gets to what the CPU can do). Targets: 1 image ≤ 0.4 s, 8 images ≤ 2 s.
 
-``unet_call``: one UNet call at batch 2 and 16 as the pipeline runs it (ONNX Runtime, for loaded
-weights) beside eager PyTorch on the same weights and inputs, and the one-time cost of the ONNX
-graph (export + session on first use; session only in a later process).
+``unet_call``: one UNet call at the batch sizes the pipeline runs for 1 and 8 images (2 and 16
+rows with two-call guidance; 1 and 8 for a model that reads the guidance scale) on ONNX Runtime
+(for loaded weights), beside eager PyTorch on the same weights and inputs, and the one-time cost
+of the ONNX graph (export + session on first use; session only in a later process).
 
 Uses the shipped weights when present, else the training recipe's architecture with random
 weights (speed depends on the architecture only; the JSON says which).
@@ -30,9 +31,9 @@ from _common import write_result  # noqa: E402
 
 from strata.models.builtin import image_model_dir  # noqa: E402
 from strata.models.image_autoencoder import PatchAutoencoder  # noqa: E402
-from strata.models.image_diffusion import ImageDiffusionModel  # noqa: E402
+from strata.models.image_diffusion import ImageDiffusionModel, guidance_features  # noqa: E402
 from strata.models.samplers import DEFAULT_GUIDANCE  # noqa: E402
-from strata.models.image_pipeline import generate  # noqa: E402
+from strata.models.image_pipeline import generate, two_calls  # noqa: E402
 from strata.train.image import TrainConfig  # noqa: E402
 
 
@@ -68,19 +69,24 @@ def matmul_gflops(n: int = 1024, repeats: int = 10) -> float:
 def unet_flops(model: ImageDiffusionModel, batch: int) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
-    cfg = model.cfg
-    x = torch.randn(batch, cfg.unet_in_channels, cfg.latent_size, cfg.latent_size)
-    ctx, mask = model.text_encoder().encode(["a red apple"] * batch)
+    x, t, ctx, mask, scale = unet_inputs(model, batch)
+    guide = guidance_features(scale.expand(batch), model.cfg.guidance_embedding) if model.cfg.guidance_embedding else None
     with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model.unet(x, torch.tensor(500), encoder_hidden_states=ctx, encoder_attention_mask=mask)
+        model.unet(x, t, encoder_hidden_states=ctx, encoder_attention_mask=mask, timestep_cond=guide)
     return int(counter.get_total_flops())
 
 
 def unet_inputs(model: ImageDiffusionModel, batch: int) -> tuple[torch.Tensor, ...]:
+    """A UNet call's inputs at ``batch`` rows: latents, timestep, text states, mask, guidance scale."""
     cfg = model.cfg
     x = torch.randn(batch, cfg.unet_in_channels, cfg.latent_size, cfg.latent_size)
     ctx, mask = model.text_encoder().encode(["a red apple"] * batch)
-    return x, torch.tensor(500), ctx, mask
+    return x, torch.tensor(500), ctx, mask, torch.tensor([DEFAULT_GUIDANCE])
+
+
+def rows_per_image(model: ImageDiffusionModel) -> int:
+    """UNet rows per image and step at the default guidance: 2 with two-call guidance, else 1."""
+    return 2 if two_calls(model, "", DEFAULT_GUIDANCE) else 1
 
 
 def runtime_comparison(model: ImageDiffusionModel, repeats: int) -> dict:
@@ -91,12 +97,13 @@ def runtime_comparison(model: ImageDiffusionModel, repeats: int) -> dict:
     import tempfile
 
     out: dict = {}
-    for batch in (2, 16):
-        x, t, ctx, mask = unet_inputs(model, batch)
-        pipeline = median_time(lambda: model.denoise(x, t, ctx, mask), repeats)
+    for batch in (rows_per_image(model), 8 * rows_per_image(model)):
+        x, t, ctx, mask, scale = unet_inputs(model, batch)
+        guide = guidance_features(scale.expand(batch), model.cfg.guidance_embedding) if model.cfg.guidance_embedding else None
+        pipeline = median_time(lambda: model.denoise(x, t, ctx, mask, scale), repeats)
         with torch.no_grad():
-            eager = median_time(lambda: model.unet(x, t, encoder_hidden_states=ctx, encoder_attention_mask=mask).sample,
-                                repeats)
+            eager = median_time(lambda: model.unet(x, t, encoder_hidden_states=ctx, encoder_attention_mask=mask,
+                                                   timestep_cond=guide).sample, repeats)
         out[f"batch_{batch}"] = {"pipeline_ms": round(pipeline * 1e3, 2), "torch_eager_ms": round(eager * 1e3, 2),
                                  "speedup": round(eager / pipeline, 2)}
     if model.weights_sha256:
@@ -120,7 +127,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     model, source = load_model()
     if args.first_call_probe:  # runtime_comparison's fresh process: seconds of the first UNet call
-        inputs = unet_inputs(model, 2)
+        inputs = unet_inputs(model, rows_per_image(model))
         start = time.perf_counter()
         model.denoise(*inputs)
         print(time.perf_counter() - start)
@@ -128,16 +135,18 @@ def main() -> None:
     enc = model.text_encoder()
     cfg = model.cfg
 
-    results: dict = {"model": source, "threads": args.threads, "steps": 20, "guidance": DEFAULT_GUIDANCE, "sampler": "dpmpp"}
+    rows = rows_per_image(model)
+    results: dict = {"model": source, "threads": args.threads, "steps": 20, "guidance": DEFAULT_GUIDANCE, "sampler": "dpmpp",
+                     "unet_rows_per_image_and_step": rows}
     for count in (1, 8):
         total = median_time(lambda: generate(model, "a red apple", count=count, seed=0, steps=20, guidance=DEFAULT_GUIDANCE),
                             args.repeats)
-        encode = median_time(lambda: enc.encode(["", "a red apple"]), args.repeats)
+        encode = median_time(lambda: enc.encode(["", "a red apple"][2 - rows:]), args.repeats)
         latents = torch.randn(count, cfg.latent_channels, cfg.latent_size, cfg.latent_size)
         # as the pipeline decodes: one image at a time (so a batch's images equal each seed alone)
         decode = median_time(lambda: [model.decode_latents(x[None]) for x in latents], args.repeats)
-        # Guidance runs the UNet on the conditional and unconditional halves: 2·count per step.
-        flops = unet_flops(model, 2 * count) * 20
+        # Two-call guidance runs the UNet on the conditional and unconditional halves: 2·count rows a step.
+        flops = unet_flops(model, rows * count) * 20
         denoise = max(total - encode - decode, 1e-9)
         results[f"images_{count}"] = {
             "total_s": round(total, 4), "text_encode_s": round(encode, 4), "denoise_s": round(denoise, 4),
@@ -153,9 +162,9 @@ def main() -> None:
     path = write_result("generate", results)
     print(f"1 image {results['images_1']['total_s']:.3f} s, 8 images {results['images_8']['total_s']:.3f} s; "
           f"UNet {results['images_8']['unet_gflops_per_s']} GFLOP/s vs matmul {results['matmul_gflops_per_s']} GFLOP/s; "
-          f"UNet call vs eager torch: {results['unet_call']['batch_2']['speedup']}× at batch 2, "
-          f"{results['unet_call']['batch_16']['speedup']}× at batch 16 "
-          f"→ {path}")
+          "UNet call vs eager torch: " + ", ".join(f"{v['speedup']}× at {k.replace('_', ' ')}" for k, v in
+                                                    results["unet_call"].items() if k.startswith("batch_")) +
+          f" → {path}")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 
@@ -369,3 +370,106 @@ def test_the_one_time_export_is_announced_before_the_first_step(model, loaded, t
     fresh = ImageDiffusionModel.from_pretrained(tmp_path / "tiny", text=model.text)
     generate(fresh, "red apple", steps=2, callback=seen.append)  # another process would open the cache
     assert [p.step for p in seen] == [1, 2, 1, 2]
+
+
+# ---- a model that reads the guidance scale (guidance distillation) ------------------------------
+
+GUIDED = dataclasses.replace(TINY, guidance_embedding=16, guidance_range=(1.0, 8.0))
+
+
+@pytest.fixture(scope="module")
+def guided(model) -> ImageDiffusionModel:
+    """The tiny model with a guidance input whose projection is not zero (as after distillation)."""
+    student = ImageDiffusionModel.random(GUIDED, seed=0, text=model.text)
+    with torch.no_grad():
+        student.unet.time_embedding.cond_proj.weight.normal_(0, 0.5, generator=torch.Generator().manual_seed(1))
+    return student
+
+
+def test_a_zero_guidance_input_leaves_the_teacher_unchanged(model) -> None:
+    from strata.models.image_diffusion import add_guidance_input, build_unet
+
+    student = build_unet(GUIDED).eval()
+    student.load_state_dict(add_guidance_input(model.unet.state_dict(), GUIDED))
+    x, t = torch.randn(2, TINY.latent_channels, 16, 16), torch.tensor(300)
+    ctx, mask = model.text_encoder().encode(["red apple", "cat"])
+    wrapped = ImageDiffusionModel(GUIDED, student, text=model.text)
+    torch.testing.assert_close(wrapped.denoise(x, t, ctx, mask, torch.tensor([7.5])), model.denoise(x, t, ctx, mask))
+
+
+def _calls(m: ImageDiffusionModel, monkeypatch) -> list[tuple[int, float | None]]:
+    """Record (batch, guidance passed) for every UNet call of ``m``."""
+    calls: list[tuple[int, float | None]] = []
+    original = type(m).denoise
+
+    def spy(self, x, t, context, mask, guidance=None):
+        calls.append((x.shape[0], None if guidance is None else float(guidance.reshape(-1)[0])))
+        return original(self, x, t, context, mask, guidance)
+
+    monkeypatch.setattr(type(m), "denoise", spy)
+    return calls
+
+
+def test_a_guidance_reading_model_takes_one_call_a_step_within_its_range(guided, monkeypatch) -> None:
+    calls = _calls(guided, monkeypatch)
+    one = generate(guided, "red apple", count=3, seed=1, steps=2, guidance=5.0)
+    assert calls == [(3, 5.0), (3, 5.0)]
+    calls.clear()
+    generate(guided, "red apple", count=3, seed=1, steps=2, guidance=5.0, negative_prompt="blue")
+    assert calls == [(6, None), (6, None)]  # a negative prompt: the usual two calls (the model at w = 1)
+    calls.clear()
+    generate(guided, "red apple", count=3, seed=1, steps=2, guidance=20.0)
+    assert calls == [(6, None), (6, None)]  # beyond the scales it learned: two calls
+    calls.clear()
+    generate(guided, "red apple", count=1, seed=1, steps=2, guidance=1.0)
+    assert calls == [(1, 1.0), (1, 1.0)]
+    monkeypatch.undo()
+    # the scale it reads changes the picture, and one call gives what the denoiser says at that scale
+    other = generate(guided, "red apple", count=3, seed=1, steps=2, guidance=7.0)
+    assert _bytes(one) != _bytes(other)
+
+
+def test_a_guidance_reading_model_runs_on_onnx_runtime_close_to_eager(guided, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("STRATA_CACHE", str(tmp_path / "cache"))
+    guided.save_pretrained(tmp_path / "guided", dtype=torch.float32)
+    loaded = ImageDiffusionModel.from_pretrained(tmp_path / "guided", text=guided.text)
+    assert loaded.runs_on_onnx()
+    x, ctx, mask = torch.randn(3, TINY.latent_channels, 16, 16), torch.randn(3, 12, 384), torch.ones(3, 12)
+    for scale in (1.0, 4.0, 8.0):
+        torch.testing.assert_close(loaded.denoise(x, torch.tensor(400), ctx, mask, torch.tensor([scale])),
+                                   guided.denoise(x, torch.tensor(400), ctx, mask, torch.tensor([scale])),
+                                   atol=1e-4, rtol=1e-4)
+
+
+def test_distillation_step_matches_its_formula(model, guided) -> None:
+    """The loss against an independent computation: teacher's unguided and guided predictions in
+    two separate calls, u + w·(c − u), min-SNR weights — from the same random draws."""
+    from diffusers import DDPMScheduler
+
+    from strata.models.image_diffusion import guidance_features
+    from strata.train.image import GuidanceTeacher, distillation_step
+
+    sched = DDPMScheduler(beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction")
+    x0 = images_to_latents(torch.rand(3, 4, 64, 64), TINY)
+    ctx, mask = model.text_encoder().encode(["red apple", "", "cat"])
+    empty_ctx, empty_mask = model.text_encoder().encode([""])
+    teacher = GuidanceTeacher(model.unet, (empty_ctx[0], empty_mask[0]), 1.0, 8.0)
+    with torch.no_grad():
+        loss = distillation_step(guided.unet, teacher, sched, x0, ctx, mask, torch.Generator().manual_seed(3), 5.0,
+                                 GUIDED.guidance_embedding)
+        g = torch.Generator().manual_seed(3)
+        t = torch.randint(0, 1000, (3,), generator=g)
+        noise = torch.randn(x0.shape, generator=g)
+        w = 1.0 + 7.0 * torch.rand(3, generator=g)
+        x_t = sched.add_noise(x0, noise, t)
+        u = model.unet(x_t, t, encoder_hidden_states=empty_ctx.expand(3, -1, -1), encoder_attention_mask=empty_mask.expand(3, -1)).sample
+        c = model.unet(x_t, t, encoder_hidden_states=ctx, encoder_attention_mask=mask).sample
+        pred = guided.unet(x_t, t, encoder_hidden_states=ctx, encoder_attention_mask=mask,
+                           timestep_cond=guidance_features(w, GUIDED.guidance_embedding)).sample
+        snr = sched.alphas_cumprod[t] / (1 - sched.alphas_cumprod[t])
+        weight = torch.clamp(snr, max=5.0) / (snr + 1)
+        target = u + w.view(-1, 1, 1, 1) * (c - u)
+        expected = (weight * ((pred - target) ** 2).mean(dim=(1, 2, 3))).mean()
+    torch.testing.assert_close(loss, expected, atol=1e-5, rtol=1e-4)
+    # the dropped prompt's target is the unguided prediction whatever its scale
+    torch.testing.assert_close(target[1], u[1], atol=1e-5, rtol=1e-5)

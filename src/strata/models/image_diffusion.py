@@ -64,6 +64,8 @@ class ImageDiffusionConfig:
             model with them was distilled to give classifier-free guidance's result at scale w in
             one call (Meng et al. 2023, stage one): the pipeline runs the UNet once per step
             instead of twice (:func:`guidance_features`, ``configs/image_guidance.yaml``).
+        guidance_range: the scales such a model learned (w_min, w_max); outside them, and with a
+            negative prompt, guidance takes two calls as usual.
     """
 
     image_size: int = 64
@@ -82,6 +84,7 @@ class ImageDiffusionConfig:
     prediction_type: str = "v_prediction"
     inpaint: bool = False
     guidance_embedding: int = 0
+    guidance_range: tuple[float, float] = (1.0, 12.0)
 
     def __post_init__(self) -> None:
         if self.latent not in ("unshuffle", "autoencoder"):
@@ -316,7 +319,8 @@ class ImageDiffusionModel:
             scale = torch.ones(x.shape[0]) if guidance is None else guidance.reshape(-1).expand(x.shape[0])
             guide = guidance_features(scale, self.cfg.guidance_embedding)
         if not self.runs_on_onnx():
-            return self.unet(x, t, encoder_hidden_states=context, encoder_attention_mask=mask, timestep_cond=guide).sample
+            extra = {} if guide is None else {"timestep_cond": guide}  # any UNet without the input keeps working
+            return self.unet(x, t, encoder_hidden_states=context, encoder_attention_mask=mask, **extra).sample
         if self._runtime is None:
             self._runtime = onnx_unet(self, x, t, context, mask, guide)
         return self._runtime(x, t, context, mask, guide)

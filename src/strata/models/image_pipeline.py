@@ -152,10 +152,24 @@ def seed_noise(cfg: ImageDiffusionConfig, seed: int) -> torch.Tensor:
     return torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed))
 
 
+def two_calls(model: ImageDiffusionModel, negative: str, guidance: float) -> bool:
+    """Whether guidance runs the UNet twice per step (unguided + guided, then mixed).
+
+    Not at guidance 1 (the plain conditional model), nor for a model that reads the scale
+    (``guidance_embedding``) within the scales it learned — unless a negative prompt is given:
+    it learned the direction away from the empty prompt only.
+    """
+    if guidance == 1.0:
+        return False
+    lo, hi = model.cfg.guidance_range
+    return not (model.cfg.guidance_embedding and not negative and lo <= guidance <= hi)
+
+
 def _encode(model: ImageDiffusionModel, prompt: str, negative: str, guidance: float,
             count: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cross-attention context and mask: [negative × count, prompt × count] with guidance, else prompt × count."""
-    texts = [negative, prompt] if guidance != 1.0 else [prompt]
+    """Cross-attention context and mask: [negative × count, prompt × count] when guidance takes
+    two calls (:func:`two_calls`), else prompt × count."""
+    texts = [negative, prompt] if two_calls(model, negative, guidance) else [prompt]
     context, mask = model.text_encoder().encode(texts)
     return context.repeat_interleave(count, dim=0), mask.repeat_interleave(count, dim=0)
 
@@ -171,7 +185,9 @@ def _scheduler(cfg: ImageDiffusionConfig, sampler: str, steps: int, thresholding
 def _denoise(model: ImageDiffusionModel, scheduler, latents: torch.Tensor, timesteps, context: torch.Tensor,
              mask: torch.Tensor, guidance: float, callback: Callable[[Progress], None] | None,
              cond: torch.Tensor | None = None) -> torch.Tensor:
-    """Run ``timesteps`` of the sampler from ``latents``, with classifier-free guidance unless it is 1.
+    """Run ``timesteps`` of the sampler from ``latents``, with classifier-free guidance unless it is 1:
+    two calls a step when ``context`` holds [negative, prompt] rows (:func:`_encode`), else one
+    (a model that reads the scale gives the guided prediction itself).
 
     ``cond``: an inpainting model's extra input (:func:`inpaint_conditioning`), the same for the
     guided and unguided halves — guidance steers by the text only.
@@ -187,14 +203,15 @@ def _denoise(model: ImageDiffusionModel, scheduler, latents: torch.Tensor, times
 def _sample(model: ImageDiffusionModel, scheduler, latents: torch.Tensor, timesteps, context: torch.Tensor,
             mask: torch.Tensor, guidance: float, callback: Callable[[Progress], None] | None,
             cond: torch.Tensor | None) -> torch.Tensor:
-    use_cfg = guidance != 1.0
+    use_cfg = context.shape[0] == 2 * latents.shape[0]
+    scale = None if use_cfg else torch.tensor([guidance])  # read by a model with guidance features only
     for i, t in enumerate(timesteps):
         x_in = scheduler.scale_model_input(latents, t)
         if cond is not None:
             x_in = torch.cat([x_in, cond], dim=1)
         if use_cfg:
             x_in = torch.cat([x_in, x_in])
-        out = model.denoise(x_in, t, context, mask)
+        out = model.denoise(x_in, t, context, mask, scale)
         if use_cfg:
             unguided, guided = out.chunk(2)
             out = unguided + guidance * (guided - unguided)

@@ -171,7 +171,7 @@ class GuidanceTeacher:
 
     unet: torch.nn.Module
     empty: tuple[torch.Tensor, torch.Tensor]  # the empty prompt's context and mask (the unguided half)
-    w_min: float
+    w_min: float  # the scales the student learns (model.guidance_range)
     w_max: float
 
 
@@ -179,7 +179,7 @@ def distillation_step(student, teacher: GuidanceTeacher, noise_sched, x0, contex
                       min_snr_gamma: float, guidance_dim: int, cond: torch.Tensor | None = None) -> torch.Tensor:
     """Guidance-distillation loss for one batch (Meng et al. 2023, stage one, in v-space).
 
-    Each sample gets a scale w ~ U[w_min, w_max]; the target is the teacher's guided prediction
+    Each sample gets a scale w ~ U[w_min, w_max] (``model.guidance_range``); the target is the teacher's guided prediction
     ``u + w·(c − u)`` (unguided u from the empty prompt, c from the sample's prompt — a dropped
     prompt thus gives u: the student keeps the unguided model two-call guidance needs). The
     student reads w as features and is trained to match in one call; same min-SNR weights as
@@ -217,13 +217,13 @@ def load_teacher(cfg: TrainConfig, bank: "CaptionBank") -> tuple[GuidanceTeacher
     if not directory.is_absolute():
         directory = REPO_WEIGHTS.parents[1] / directory
     teacher = ImageDiffusionModel.from_pretrained(directory)
-    if dataclasses.replace(cfg.model, guidance_embedding=0) != teacher.cfg:
+    if dataclasses.replace(cfg.model, guidance_embedding=0, guidance_range=teacher.cfg.guidance_range) != teacher.cfg:
         raise StrataError(f"the teacher in {directory} has another architecture than the student minus its guidance "
                           "input; distill from the model this recipe's model section was copied from")
     teacher.unet.float().eval().requires_grad_(False)
     empty = bank.get([None])
-    return GuidanceTeacher(teacher.unet, (empty[0][0], empty[1][0]), float(spec["w_min"]), float(spec["w_max"])), \
-        teacher.weights_sha256
+    w_min, w_max = cfg.model.guidance_range
+    return GuidanceTeacher(teacher.unet, (empty[0][0], empty[1][0]), float(w_min), float(w_max)), teacher.weights_sha256
 
 
 def lr_at(step: int, tc: dict, cooldown_from: int | None = None) -> float:
@@ -429,7 +429,8 @@ def _init_from_export(directory: Path, cfg: TrainConfig, unet: torch.nn.Module, 
     exported = ImageDiffusionModel.from_pretrained(directory)
     # A text-to-image export may start an inpainting run (conv_in widened with zeros), and any
     # export a guidance distillation (a zero projection of the scale): both start unchanged.
-    grown = dataclasses.replace(exported.cfg, inpaint=cfg.model.inpaint, guidance_embedding=cfg.model.guidance_embedding)
+    grown = dataclasses.replace(exported.cfg, inpaint=cfg.model.inpaint, guidance_embedding=cfg.model.guidance_embedding,
+                                guidance_range=cfg.model.guidance_range)
     if grown != cfg.model or (exported.cfg.guidance_embedding not in (0, cfg.model.guidance_embedding)):
         raise StrataError(f"the model in {directory} has a different architecture from the config's model section; "
                           "use the config it was trained with")
