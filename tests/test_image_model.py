@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 
@@ -473,3 +474,11 @@ def test_distillation_step_matches_its_formula(model, guided) -> None:
     torch.testing.assert_close(loss, expected, atol=1e-5, rtol=1e-4)
     # the dropped prompt's target is the unguided prediction whatever its scale
     torch.testing.assert_close(target[1], u[1], atol=1e-5, rtol=1e-5)
+
+
+def test_guidance_input_config_is_checked_and_left_out_of_older_configs() -> None:
+    with pytest.raises(ModelError, match="even width"):
+        dataclasses.replace(TINY, guidance_embedding=3)
+    assert "guidance" not in TINY.to_json()  # what older strata versions read
+    assert ImageDiffusionConfig.from_dict(json.loads(TINY.to_json())) == TINY
+    assert ImageDiffusionConfig.from_dict(json.loads(GUIDED.to_json())) == GUIDED

@@ -281,13 +281,15 @@ def test_a_nodes_newer_result_replaces_the_older_one_in_memory_not_on_disk(tmp_p
     store = Store(tmp_path)
     base = with_param(CHAIN, "end", "factor", 1.5)
     first, _ = run(store, base)
-    second, _ = run(store, with_param(CHAIN, "end", "factor", 0.5))
+    second, _ = run(store, with_param(CHAIN, "end", "factor", 0.3))  # values unlike any other node's
     old, new, m = first.refs["end"]["image"], second.refs["end"]["image"], first.refs["m"]["image"]
     assert len({old, new, m}) == 3
     assert new in store._values and m in store._values and old not in store._values
     np.testing.assert_allclose(store.get_value(old).rgb, 0.75, atol=1e-6)  # decoded again from its blob
     third, _ = run(store, base)  # back to the first value: a cache hit from disk
     assert third.executed == [] and third.refs["end"]["image"] == old
+    run(store, with_param(CHAIN, "end", "factor", 0.25))  # a cache hit was the newest too: it leaves now
+    assert old not in store._values and new not in store._values
 
 
 def test_a_superseded_value_that_another_node_made_too_stays_in_memory(tmp_path):

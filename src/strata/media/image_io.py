@@ -437,7 +437,8 @@ def _quantize(pixels: np.ndarray, bit_depth: int) -> np.ndarray:
     return in_strips_into(strip, np.empty(pixels.shape, np.uint8 if bit_depth == 8 else np.uint16), pixels)
 
 
-# Rows per deflate call: bounds the filtered copy (~4 MB for a 4096-wide RGBA 8-bit strip).
+# Bytes of raw rows per deflate call and IDAT chunk (e.g. 256 rows of a 4096-wide RGBA 8-bit image):
+# bounds the filtered and byte-swapped copies, and keeps every chunk far below PNG's 2³¹ limit.
 _PNG_STRIP_BYTES = 4 << 20
 
 
@@ -464,34 +465,39 @@ def _encode_png(a: np.ndarray, metadata: Provenance | None) -> bytes:
     38 ms vs 243 ms (+16 % bytes). ISA-L's deflate is 4–5× faster than zlib's level 1 at the same
     size; the Up filter is one vectorized subtraction (Paeth in numpy cost more than it saved,
     per-row filter choice gained < 2 %). Metadata chunks go right after IHDR, before the pixels,
-    so readers that stop at the first IDAT (Pillow's open) still see them.
+    so readers that stop at the first IDAT (Pillow's open) still see them. One IDAT chunk per strip
+    of rows (PNG readers join consecutive IDATs).
     """
     from isal import isal_zlib
 
     h, w, c = a.shape
     depth = a.dtype.itemsize * 8
-    # PNG stores 16-bit samples big-endian; filters work on bytes whatever the depth.
-    rows = (a.astype(">u2") if depth == 16 else a).reshape(h, w * c).view(np.uint8)
+    row_bytes = w * c * a.dtype.itemsize
     deflate = isal_zlib.compressobj(1)
     idat = []
-    step = max(1, _PNG_STRIP_BYTES // rows.shape[1])
-    filtered = np.empty((min(step, h), rows.shape[1] + 1), np.uint8)
+    step = max(1, _PNG_STRIP_BYTES // row_bytes)
+    filtered = np.empty((min(step, h), row_bytes + 1), np.uint8)
     filtered[:, 0] = 2  # filter type Up: each byte minus the byte above it (mod 256)
     for top in range(0, h, step):
         n = min(step, h - top)
+        # The strip and the row above it; PNG stores 16-bit samples big-endian, and filters work
+        # on bytes whatever the depth.
+        lines = a[max(top - 1, 0):top + n].reshape(-1, w * c)
+        lines = (lines.astype(">u2") if depth == 16 else lines).view(np.uint8)
         out = filtered[:n]
         if top:
-            np.subtract(rows[top:top + n], rows[top - 1:top + n - 1], out=out[:, 1:])
+            np.subtract(lines[1:], lines[:-1], out=out[:, 1:])
         else:  # the first row has no row above: Up leaves it as it is
-            out[0, 1:] = rows[0]
-            np.subtract(rows[1:n], rows[:n - 1], out=out[1:, 1:])
-        idat.append(deflate.compress(out))
-    idat.append(deflate.flush())
+            out[0, 1:] = lines[0]
+            np.subtract(lines[1:], lines[:-1], out=out[1:, 1:])
+        piece = deflate.compress(out)
+        if piece:
+            idat.append(_png_chunk(b"IDAT", piece))
+    idat.append(_png_chunk(b"IDAT", deflate.flush()))
     color_type = 6 if c == 4 else 2  # RGBA or RGB
     ihdr = struct.pack(">IIBBBBB", w, h, depth, color_type, 0, 0, 0)
     extra = _png_metadata_chunks(metadata) if metadata is not None else []
-    return b"".join([PNG_SIGNATURE, _png_chunk(b"IHDR", ihdr), *extra, _png_chunk(b"IDAT", b"".join(idat)),
-                     _png_chunk(b"IEND", b"")])
+    return b"".join([PNG_SIGNATURE, _png_chunk(b"IHDR", ihdr), *extra, *idat, _png_chunk(b"IEND", b"")])
 
 
 def _flatten(image: Image, background: tuple[float, float, float] | None, fmt: str) -> Image:

@@ -89,6 +89,9 @@ class ImageDiffusionConfig:
     def __post_init__(self) -> None:
         if self.latent not in ("unshuffle", "autoencoder"):
             raise ModelError(f"latent must be 'unshuffle' or 'autoencoder', got {self.latent!r}")
+        if self.guidance_embedding and (self.guidance_embedding < 2 or self.guidance_embedding % 2):
+            raise ModelError(f"guidance_embedding must be 0 or an even width ≥ 2 (sin and cos halves), "
+                             f"got {self.guidance_embedding}")
 
     @property
     def latent_channels(self) -> int:
@@ -104,7 +107,11 @@ class ImageDiffusionConfig:
         return self.image_size // self.unshuffle
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2)
+        d = asdict(self)
+        if not self.guidance_embedding:  # a model without the input: the config older strata versions read
+            d.pop("guidance_embedding")
+            d.pop("guidance_range")
+        return json.dumps(d, indent=2)
 
     @classmethod
     def from_dict(cls, d: dict) -> "ImageDiffusionConfig":

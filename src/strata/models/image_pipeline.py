@@ -162,7 +162,7 @@ def two_calls(model: ImageDiffusionModel, negative: str, guidance: float) -> boo
     if guidance == 1.0:
         return False
     lo, hi = model.cfg.guidance_range
-    return not (model.cfg.guidance_embedding and not negative and lo <= guidance <= hi)
+    return not (model.cfg.guidance_embedding and not negative.strip() and lo <= guidance <= hi)
 
 
 def _encode(model: ImageDiffusionModel, prompt: str, negative: str, guidance: float,

@@ -107,7 +107,14 @@ class Store:
                 old, _ = self._values.popitem(last=False)
                 del self._value_bytes[old]
 
-    def _supersede(self, slot: tuple[str, str], blob_ids: set[str]) -> None:
+    def newest_result(self, slot: tuple[str, str], refs: dict[str, AssetRef]) -> None:
+        """``refs`` are now the newest result of ``slot`` (workflow name, node id), computed or a
+        cache hit: the slot's previous values leave the in-memory cache (see :meth:`cache_record`).
+
+        Runs in one process share a Store one after another (each run ends with :meth:`flush`, so
+        a dropped value's blob is on disk); concurrent runs on one Store object are not supported.
+        """
+        blob_ids = {r for ref in refs.values() for r in (ref if isinstance(ref, list) else [ref])}
         with self._values_lock:
             previous = self._newest.get(slot, set())
             self._newest[slot] = blob_ids
@@ -170,7 +177,7 @@ class Store:
             refs[name], r = self._encode(value, blobs)
             rows += r
         if slot is not None:
-            self._supersede(slot, {blob_id for blob_id, _, _ in rows})
+            self.newest_result(slot, refs)
 
         def persist() -> None:
             for blob_id, data in blobs:

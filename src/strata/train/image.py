@@ -369,8 +369,12 @@ def train(
                               "(its encoder makes other latents); restore it or start a new run")
     teacher, teacher_id = load_teacher(cfg, bank)
     if state is not None and state.get("teacher", "") != teacher_id:
-        raise StrataError("the guidance teacher is not the one this run started with (its weights changed); "
-                          "restore it (e.g. `git checkout` the teacher's weights) or start a new run")
+        raise StrataError("the guidance teacher is not the one this run started with (its weights changed, or the "
+                          "recipe's data.distill_guidance was added or removed); restore it (e.g. `git checkout` the "
+                          "teacher's weights) or start a new run")
+    if teacher is not None and state is None and init_from is None:
+        raise StrataError("a guidance distillation starts from its teacher: pass --init-from with the teacher's "
+                          f"folder ({cfg.data['distill_guidance']['teacher']})")
     latents = dataset_latents(images, sample_model)
     print(f"run dir {rdir} | step {step} | UNet {param_count(unet) / 1e6:.1f} M params | {len(rows)} images | "
           f"{threads} thread(s)", flush=True)

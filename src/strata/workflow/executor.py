@@ -217,17 +217,18 @@ class Executor:
                 **fields: Any) -> None:
         """Record a node's state in the history. ``later`` (cached and skipped nodes) keeps it
         until the next record or the run's end, so a rerun of mostly cached nodes commits once
-        instead of once per node; nothing is lost, since a cached node's result is in the store
-        whether or not the run's history lists it yet."""
+        instead of once per node. Meanwhile readers of the history see those nodes late, and a
+        hard kill (no ``_finish``) leaves the run without them; their results are in the store
+        either way, so a rerun finds them. One run at a time per Executor (as for ``cancel``)."""
         self._unrecorded.append(NodeRecord(pn.node.id, pn.spec.op, pn.spec.version, pn.params, key, status, seq,
                                            **fields))
         if not later:
             self._write_records(run_id)
 
     def _write_records(self, run_id: str) -> None:
-        records, self._unrecorded = self._unrecorded, []
-        if records:
-            self.store.db.record_nodes(run_id, records)
+        if self._unrecorded:
+            self.store.db.record_nodes(run_id, self._unrecorded)
+            self._unrecorded = []  # only once written: a failed write leaves them for _finish to retry
 
     def _finish(self, result: RunResult, t0: float) -> None:
         self._write_records(result.run_id)
@@ -280,6 +281,7 @@ class Executor:
         if stored is not None:
             refs[nid] = stored
             result.cached.append(nid)
+            self.store.newest_result((plan.workflow.name, nid), stored)
             self._record(run_id, pn, seq, "cached", key, later=True, edges=_edge_rows(input_refs, stored))
             self.bus.emit(NodeCached(run_id, nid, op, key))
             return
