@@ -70,7 +70,7 @@ def unet_flops(model: ImageDiffusionModel, batch: int) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
     x, t, ctx, mask, scale = unet_inputs(model, batch)
-    guide = guidance_features(scale.expand(batch), model.cfg.guidance_embedding) if model.cfg.guidance_embedding else None
+    guide = guide_of(model, scale, batch)
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model.unet(x, t, encoder_hidden_states=ctx, encoder_attention_mask=mask, timestep_cond=guide)
     return int(counter.get_total_flops())
@@ -82,6 +82,11 @@ def unet_inputs(model: ImageDiffusionModel, batch: int) -> tuple[torch.Tensor, .
     x = torch.randn(batch, cfg.unet_in_channels, cfg.latent_size, cfg.latent_size)
     ctx, mask = model.text_encoder().encode(["a red apple"] * batch)
     return x, torch.tensor(500), ctx, mask, torch.tensor([DEFAULT_GUIDANCE])
+
+
+def guide_of(model: ImageDiffusionModel, scale: torch.Tensor, batch: int) -> torch.Tensor | None:
+    """The guidance features a model that reads the scale gets (None for the others)."""
+    return guidance_features(scale.expand(batch), model.cfg.guidance_embedding) if model.cfg.guidance_embedding else None
 
 
 def rows_per_image(model: ImageDiffusionModel) -> int:
@@ -99,7 +104,7 @@ def runtime_comparison(model: ImageDiffusionModel, repeats: int) -> dict:
     out: dict = {}
     for batch in (rows_per_image(model), 8 * rows_per_image(model)):
         x, t, ctx, mask, scale = unet_inputs(model, batch)
-        guide = guidance_features(scale.expand(batch), model.cfg.guidance_embedding) if model.cfg.guidance_embedding else None
+        guide = guide_of(model, scale, batch)
         pipeline = median_time(lambda: model.denoise(x, t, ctx, mask, scale), repeats)
         with torch.no_grad():
             eager = median_time(lambda: model.unet(x, t, encoder_hidden_states=ctx, encoder_attention_mask=mask,

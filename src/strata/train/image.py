@@ -143,25 +143,34 @@ def dataset_fingerprint(rows: list[dict]) -> str:
 # ---- one training step ----------------------------------------------------------------------
 
 
-def training_step(unet, noise_sched, x0, context, mask, g: torch.Generator, min_snr_gamma: float,
-                  cond: torch.Tensor | None = None) -> torch.Tensor:
-    """v-prediction loss for one batch (min-SNR-γ weighted, Hang et al. 2023, eq. 8 for v).
-
-    ``cond``: an inpainting model's extra input (masked latent + mask), concatenated to x_t.
-    """
-    b = x0.shape[0]
-    t = torch.randint(0, noise_sched.config.num_train_timesteps, (b,), generator=g)
+def _noised_batch(noise_sched, x0: torch.Tensor, g: torch.Generator, cond: torch.Tensor | None):
+    """(t, noise, UNet input) for a batch: a random timestep per sample, x_t, and an inpainting
+    model's extra input (masked latent + mask) concatenated to it."""
+    t = torch.randint(0, noise_sched.config.num_train_timesteps, (x0.shape[0],), generator=g)
     noise = torch.randn(x0.shape, generator=g)
     x_t = noise_sched.add_noise(x0, noise, t)
-    target = noise_sched.get_velocity(x0, noise, t)
-    x_in = x_t if cond is None else torch.cat([x_t, cond], dim=1)
-    pred = unet(x_in, t, encoder_hidden_states=context, encoder_attention_mask=mask).sample
+    return t, noise, (x_t if cond is None else torch.cat([x_t, cond], dim=1))
+
+
+def _weighted_mse(noise_sched, t: torch.Tensor, pred: torch.Tensor, target: torch.Tensor, min_snr_gamma: float) -> torch.Tensor:
+    """Min-SNR-γ weighted MSE (Hang et al. 2023, eq. 8 for v)."""
     ab = noise_sched.alphas_cumprod[t]
     snr = ab / (1 - ab)
     # For v-targets the MSE already carries a factor (SNR + 1); min-SNR weight = min(SNR, γ) / (SNR + 1).
     w = torch.clamp(snr, max=min_snr_gamma) / (snr + 1) if min_snr_gamma > 0 else torch.ones_like(snr)
-    per = F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))
-    return (w * per).mean()
+    return (w * F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))).mean()
+
+
+def training_step(unet, noise_sched, x0, context, mask, g: torch.Generator, min_snr_gamma: float,
+                  cond: torch.Tensor | None = None) -> torch.Tensor:
+    """v-prediction loss for one batch (min-SNR-γ weighted).
+
+    ``cond``: an inpainting model's extra input (masked latent + mask), concatenated to x_t.
+    """
+    t, noise, x_in = _noised_batch(noise_sched, x0, g, cond)
+    target = noise_sched.get_velocity(x0, noise, t)
+    pred = unet(x_in, t, encoder_hidden_states=context, encoder_attention_mask=mask).sample
+    return _weighted_mse(noise_sched, t, pred, target, min_snr_gamma)
 
 
 @dataclass
@@ -186,10 +195,7 @@ def distillation_step(student, teacher: GuidanceTeacher, noise_sched, x0, contex
     :func:`training_step`.
     """
     b = x0.shape[0]
-    t = torch.randint(0, noise_sched.config.num_train_timesteps, (b,), generator=g)
-    noise = torch.randn(x0.shape, generator=g)
-    x_t = noise_sched.add_noise(x0, noise, t)
-    x_in = x_t if cond is None else torch.cat([x_t, cond], dim=1)
+    t, _, x_in = _noised_batch(noise_sched, x0, g, cond)
     scale = teacher.w_min + (teacher.w_max - teacher.w_min) * torch.rand(b, generator=g)
     with torch.no_grad():
         empty_ctx = teacher.empty[0].expand(b, -1, -1)
@@ -200,10 +206,7 @@ def distillation_step(student, teacher: GuidanceTeacher, noise_sched, x0, contex
         target = unguided + scale[:, None, None, None] * (guided - unguided)
     pred = student(x_in, t, encoder_hidden_states=context, encoder_attention_mask=mask,
                    timestep_cond=guidance_features(scale, guidance_dim)).sample
-    ab = noise_sched.alphas_cumprod[t]
-    snr = ab / (1 - ab)
-    w = torch.clamp(snr, max=min_snr_gamma) / (snr + 1) if min_snr_gamma > 0 else torch.ones_like(snr)
-    return (w * F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))).mean()
+    return _weighted_mse(noise_sched, t, pred, target, min_snr_gamma)
 
 
 def load_teacher(cfg: TrainConfig, bank: "CaptionBank") -> tuple[GuidanceTeacher | None, str]:
