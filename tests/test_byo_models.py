@@ -286,6 +286,13 @@ def test_unknown_sampler_lists_the_supported_ones(tiny, config):
         validate(workflow("mine", sampler="Restart"))
 
 
+def test_guidance_stop_is_refused_for_a_user_model(tiny, config):
+    assert add("mine", tiny["sd15"]).exit_code == 0
+    failed = Executor(Store(config / "store"), models=default_registry()).run(
+        workflow("mine", count=1, guidance_stop=0.5))
+    assert "a diffusers model guides every step" in failed.failed["gen"]
+
+
 @pytest.mark.parametrize("source", ["sd15", "sd15-file"])
 def test_a1111_txt2img_with_a_user_model(tiny, config, source):
     from fastapi.testclient import TestClient

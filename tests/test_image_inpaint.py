@@ -35,7 +35,7 @@ class _ConstText:
     def __init__(self, cfg: ImageDiffusionConfig):
         self.cfg = cfg
 
-    def encode(self, prompts, warn_truncation=True):
+    def encode(self, prompts, warn_truncation=True, remember=False):
         n = self.cfg.text_tokens + self.cfg.pooled_repeats
         ctx = torch.stack([torch.full((n, self.cfg.text_dim), float(len(p)) / 10) for p in prompts])
         return ctx, torch.ones(len(prompts), n)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import time
 
@@ -20,7 +21,7 @@ from strata.models.image_diffusion import (
     images_to_latents,
     latents_to_images,
 )
-from strata.models.image_pipeline import SAMPLERS, Progress, generate
+from strata.models.image_pipeline import SAMPLERS, Progress, generate, variation
 from strata.train.image import TrainConfig, ema_update, lr_at, training_step
 
 TINY = ImageDiffusionConfig(block_channels=(16, 32), attention_levels=(1,), attention_heads=2, text_tokens=8)
@@ -114,6 +115,31 @@ def test_defaults_are_the_shared_sampling_defaults(model: ImageDiffusionModel) -
 def test_long_prompt_is_truncated_with_a_warning(model: ImageDiffusionModel) -> None:
     with pytest.warns(UserWarning, match="the text encoder keeps 6"):
         generate(model, "a very long prompt about a red apple on a table in the morning sun", steps=1)
+
+
+def test_remembered_encodings_depend_on_the_prompt_alone(monkeypatch) -> None:
+    import strata.models.image_diffusion as image_diffusion
+
+    enc = TextEncoder(TINY)
+    alone, alone_mask = enc.encode(["red apple"])  # encoded alone, not remembered
+    ctx, mask = enc.encode(["", "red apple", ""], remember=True)
+    assert torch.equal(ctx[1], alone[0]) and torch.equal(mask[1], alone_mask[0])
+    assert torch.equal(ctx[0], ctx[2]) and torch.equal(ctx[0], enc.encode([""])[0][0])
+    # A remembered prompt is not encoded again; the oldest leave once the limit is reached.
+    calls = []
+    real = enc._encode
+    monkeypatch.setattr(enc, "_encode", lambda prompts: calls.append(prompts) or real(prompts))
+    monkeypatch.setattr(image_diffusion, "REMEMBERED_PROMPTS", 2)
+    again, _ = enc.encode(["red apple", ""], remember=True)
+    assert calls == [] and torch.equal(again[0], alone[0])
+    enc.encode(["cat"], remember=True)  # "red apple" is now the oldest
+    enc.encode(["red apple"], remember=True)
+    assert calls == [["cat"], ["red apple"]]
+    # Truncation still warns for a remembered prompt.
+    long = "a very long prompt about a red apple on a table in the morning sun"
+    enc.encode([long], remember=True)
+    with pytest.warns(UserWarning, match="the text encoder keeps 6"):
+        enc.encode([long], remember=True)
 
 
 def test_latent_round_trip_is_lossless_where_visible() -> None:
@@ -416,10 +442,10 @@ def test_a_guidance_reading_model_takes_one_call_a_step_within_its_range(guided,
     one = generate(guided, "red apple", count=3, seed=1, steps=2, guidance=5.0)
     assert calls == [(3, 5.0), (3, 5.0)]
     calls.clear()
-    generate(guided, "red apple", count=3, seed=1, steps=2, guidance=5.0, negative_prompt="blue")
+    generate(guided, "red apple", count=3, seed=1, steps=2, guidance=5.0, negative_prompt="blue", guidance_stop=1)
     assert calls == [(6, None), (6, None)]  # a negative prompt: the usual two calls (the model at w = 1)
     calls.clear()
-    generate(guided, "red apple", count=3, seed=1, steps=2, guidance=20.0)
+    generate(guided, "red apple", count=3, seed=1, steps=2, guidance=20.0, guidance_stop=1)
     assert calls == [(6, None), (6, None)]  # beyond the scales it learned: two calls
     calls.clear()
     generate(guided, "red apple", count=1, seed=1, steps=2, guidance=1.0)
@@ -428,6 +454,28 @@ def test_a_guidance_reading_model_takes_one_call_a_step_within_its_range(guided,
     # the scale it reads changes the picture, and one call gives what the denoiser says at that scale
     other = generate(guided, "red apple", count=3, seed=1, steps=2, guidance=7.0)
     assert _bytes(one) != _bytes(other)
+
+
+def test_guidance_stops_after_its_share_of_the_steps(model, monkeypatch) -> None:
+    from strata.models.samplers import BUILTIN_GUIDANCE_STOP
+
+    calls = _calls(model, monkeypatch)
+    rows = {}
+    for stop in (1.0, 0.5, 0.25, 0.0, None):
+        calls.clear()
+        rows[stop] = generate(model, "red apple", count=2, seed=3, steps=4, guidance=6.0, guidance_stop=stop)
+        guided = math.ceil((BUILTIN_GUIDANCE_STOP if stop is None else stop) * 4)
+        assert [b for b, _ in calls] == [4] * guided + [2] * (4 - guided), stop  # [unguided, prompt] rows, then prompt
+    # No guided step is the plain conditional model: the same bytes as guidance 1.
+    assert _bytes(rows[0.0]) == _bytes(generate(model, "red apple", count=2, seed=3, steps=4, guidance=1.0))
+    assert len({tuple(_bytes(r)) for r in rows.values()}) == 4  # None is the default share, 0.5
+    # Image-to-image counts the share over the whole schedule: strength 0.5 of 4 steps runs the
+    # last two, past a stop of 0.5, so they are unguided.
+    calls.clear()
+    variation(model, rows[1.0].images[0], "red apple", strength=0.5, steps=4, guidance=6.0, guidance_stop=0.5)
+    assert [b for b, _ in calls] == [1, 1]
+    with pytest.raises(StrataError, match="guidance_stop must be between 0 and 1"):
+        generate(model, "red apple", steps=2, guidance_stop=1.5)
 
 
 def test_a_guidance_reading_model_runs_on_onnx_runtime_close_to_eager(guided, tmp_path, monkeypatch) -> None:

@@ -98,7 +98,7 @@ def test_groups_after_the_first_come_after_the_ops_own_params() -> None:
 
 
 def test_the_generation_ops_share_their_sampling_params() -> None:
-    sampling = ["prompt", "negative", "count", "seed", "steps", "guidance", "sampler"]
+    sampling = ["prompt", "negative", "count", "seed", "steps", "guidance", "sampler", "guidance_stop"]
     model = ["model", "lora", "precision", "attention_slicing"]
     for op, own in (("image.generate", ["size", "width", "height", "background"]),
                     ("image.variation", ["strength"]), ("image.inpaint", ["strength"])):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import traceback
 
 import pytest
 import yaml
@@ -34,6 +35,12 @@ def invoke(*args: str):
     return result
 
 
+def explain(result) -> str:
+    """A failed invocation's exit code, output and traceback, for the assertion message."""
+    tb = "".join(traceback.format_exception(result.exception)) if result.exception else ""
+    return f"exit {result.exit_code}\n--- output ---\n{result.output}\n--- exception ---\n{tb}"
+
+
 def events(output: str) -> list[dict]:
     return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
 
@@ -57,9 +64,10 @@ def test_set_and_seed_flags_change_exactly_what_they_should(env):
     tmp, wf = env
     invoke("run", str(wf), "--out", str(tmp / "o"), "--json")
     r = invoke("run", str(wf), "--out", str(tmp / "o"), "--json", "--set", "end.factor=0.5")
-    assert [e["node"] for e in events(r.output) if e["event"] == "node_finished"] == ["end"]
+    assert r.exit_code == 0, explain(r)
+    assert [e["node"] for e in events(r.output) if e["event"] == "node_finished"] == ["end"], explain(r)
     r = invoke("run", str(wf), "--out", str(tmp / "o"), "--json", "--seed", "4")
-    assert [e["node"] for e in events(r.output) if e["event"] == "node_finished"] == ["n", "m", "end"]
+    assert [e["node"] for e in events(r.output) if e["event"] == "node_finished"] == ["n", "m", "end"], explain(r)
 
 
 def test_bad_input_exits_2_with_the_message(env):

@@ -56,6 +56,8 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed", help="seed of the first image"),
         steps: int = typer.Option(20, "--steps", help="denoising steps"),
         guidance: float = typer.Option(DEFAULT_GUIDANCE, "--guidance", help="classifier-free guidance scale"),
+        guidance_stop: Optional[float] = typer.Option(
+            None, "--guidance-stop", help="share of the steps guided, 0..1 (default: the model's; built-in 0.5)"),
         sampler: str = typer.Option("dpmpp", "--sampler", help="dpmpp | euler | ddim, or an A1111 name ('Euler a', ...)"),
         width: Optional[int] = typer.Option(None, "--width", help="px (your own models; default: native)"),
         height: Optional[int] = typer.Option(None, "--height", help="px (your own models; default: native)"),
@@ -85,7 +87,7 @@ def register(app: typer.Typer) -> None:
             params["background"] = background
         if model:
             params["model"] = model
-        for name, value in (("width", width), ("height", height)):
+        for name, value in (("width", width), ("height", height), ("guidance_stop", guidance_stop)):
             if value is not None:
                 params[name] = value
         if lora:

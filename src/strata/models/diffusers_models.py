@@ -440,6 +440,9 @@ def run(
     import torch
 
     s = Sampling(**sampling)
+    if s.guidance_stop not in (None, 1.0):
+        raise ModelError(f"guidance_stop {s.guidance_stop}: a diffusers model guides every step; leave "
+                         "guidance_stop unset (or 1) — it applies to the built-in model")
     pipe = model.pipeline(capability)
     vae_scale = getattr(pipe, "vae_scale_factor", 8)
     for label, value in (("width", width), ("height", height)):

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import warnings
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -227,6 +229,10 @@ def latents_to_images(latents: torch.Tensor, cfg: ImageDiffusionConfig) -> torch
 # ---- text encoder ---------------------------------------------------------------------------
 
 
+# Prompt encodings a TextEncoder keeps for inference (~37 KB each).
+REMEMBERED_PROMPTS = 128
+
+
 class TextEncoder:
     """Frozen MiniLM: prompts → (context (B, R+T, 384), mask (B, R+T)) for cross-attention.
 
@@ -251,13 +257,20 @@ class TextEncoder:
         self.model = AutoModel.from_pretrained(str(path), local_files_only=True).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
+        self._remembered: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+        self._remembered_lock = threading.Lock()  # the server's workers share one encoder
 
     @torch.no_grad()
-    def encode(self, prompts: list[str], *, warn_truncation: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        """Encode prompts. Prompts longer than ``text_tokens`` tokens are truncated (with a warning)."""
-        T, R = self.cfg.text_tokens, self.cfg.pooled_repeats
-        tok = self.tokenizer(prompts, padding="max_length", truncation=True, max_length=T, return_tensors="pt",
-                             return_overflowing_tokens=False, return_length=False)
+    def encode(self, prompts: list[str], *, warn_truncation: bool = True,
+               remember: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encode prompts. Prompts longer than ``text_tokens`` tokens are truncated (with a warning).
+
+        ``remember`` (inference): each prompt is encoded alone, so its encoding depends on the
+        prompt only, not on the batch it came in (batched matmuls may differ in the last bits),
+        and the last :data:`REMEMBERED_PROMPTS` encodings are kept — the empty negative prompt of
+        every guided generation, or a prompt run again with other seeds, is encoded once.
+        """
+        T = self.cfg.text_tokens
         if warn_truncation:
             full = self.tokenizer(prompts, add_special_tokens=True)["input_ids"]
             long = [(p, len(ids)) for p, ids in zip(prompts, full) if len(ids) > T]
@@ -268,6 +281,28 @@ class TextEncoder:
                     StrataWarning,
                     stacklevel=2,
                 )
+        if not remember:
+            return self._encode(prompts)
+        rows = []
+        for prompt in prompts:
+            with self._remembered_lock:
+                row = self._remembered.get(prompt)
+                if row is not None:
+                    self._remembered.move_to_end(prompt)
+            if row is None:
+                context, mask = self._encode([prompt])
+                row = (context[0], mask[0])
+                with self._remembered_lock:
+                    self._remembered[prompt] = row
+                    while len(self._remembered) > REMEMBERED_PROMPTS:
+                        self._remembered.popitem(last=False)
+            rows.append(row)
+        return torch.stack([c for c, _ in rows]), torch.stack([m for _, m in rows])
+
+    def _encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        T, R = self.cfg.text_tokens, self.cfg.pooled_repeats
+        tok = self.tokenizer(prompts, padding="max_length", truncation=True, max_length=T, return_tensors="pt",
+                             return_overflowing_tokens=False, return_length=False)
         states = self.model(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"]).last_hidden_state
         mask = tok["attention_mask"].to(states.dtype)
         pooled = (states * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)  # sentence-transformers mean pooling

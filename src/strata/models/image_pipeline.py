@@ -11,9 +11,12 @@ name from ``SAMPLERS`` (a dict, so adding one is one line).
 from __future__ import annotations
 
 import contextlib
+import copy
+import functools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -22,7 +25,7 @@ import torch
 from strata.errors import ModelError, StrataError
 from strata.media.image import Image
 from strata.models.image_diffusion import ImageDiffusionConfig, ImageDiffusionModel, inpaint_conditioning
-from strata.models.samplers import DEFAULT_GUIDANCE, Sampling, SamplingArgs
+from strata.models.samplers import BUILTIN_GUIDANCE_STOP, DEFAULT_GUIDANCE, Sampling, SamplingArgs
 
 if TYPE_CHECKING:  # **kwargs typing only (PEP 692)
     from typing_extensions import Unpack
@@ -33,32 +36,33 @@ MAX_GUIDANCE = 30.0
 MAX_COUNT = 64
 
 
-def _dpmpp(cfg: ImageDiffusionConfig, thresholding: bool):
+def _dpmpp(schedule: dict, thresholding: bool):
     from diffusers import DPMSolverMultistepScheduler
 
     return DPMSolverMultistepScheduler(
-        **_schedule(cfg), algorithm_type="dpmsolver++", solver_order=2,
+        **schedule, algorithm_type="dpmsolver++", solver_order=2,
         thresholding=thresholding, sample_max_value=1.0, lower_order_final=True,
     )
 
 
-def _euler(cfg: ImageDiffusionConfig, thresholding: bool):
+def _euler(schedule: dict, thresholding: bool):
     from diffusers import EulerDiscreteScheduler
 
     # Euler works in sigma space and has no thresholding option; it is ignored here.
-    return EulerDiscreteScheduler(**_schedule(cfg), timestep_spacing="trailing")
+    return EulerDiscreteScheduler(**schedule, timestep_spacing="trailing")
 
 
-def _ddim(cfg: ImageDiffusionConfig, thresholding: bool):
+def _ddim(schedule: dict, thresholding: bool):
     from diffusers import DDIMScheduler
 
     return DDIMScheduler(
-        **_schedule(cfg), thresholding=thresholding, sample_max_value=1.0,
+        **schedule, thresholding=thresholding, sample_max_value=1.0,
         clip_sample=False, set_alpha_to_one=True, timestep_spacing="trailing",
     )
 
 
 def _schedule(cfg: ImageDiffusionConfig) -> dict:
+    """The model's training noise schedule, as a diffusers scheduler's config takes it."""
     return {
         "num_train_timesteps": cfg.num_train_timesteps,
         "beta_schedule": cfg.beta_schedule,
@@ -87,6 +91,13 @@ class GenerateResult:
     seeds: list[int]
 
 
+def guided_steps(s: Sampling) -> int:
+    """How many of the schedule's first steps run classifier-free guidance (``guidance_stop``);
+    at least one when the share is above 0, so a one-step run with guidance is guided."""
+    stop = BUILTIN_GUIDANCE_STOP if s.guidance_stop is None else s.guidance_stop
+    return math.ceil(stop * s.steps)
+
+
 def check_args(s: Sampling, *, size: int, cfg: ImageDiffusionConfig) -> None:
     """Raise StrataError naming the parameter, its value and the allowed range if any is bad."""
     if not 1 <= s.count <= MAX_COUNT:
@@ -99,6 +110,8 @@ def check_args(s: Sampling, *, size: int, cfg: ImageDiffusionConfig) -> None:
         raise StrataError(f"unknown sampler {s.sampler!r}; choose one of {sorted(SAMPLERS)}")
     if s.seed < 0:
         raise StrataError(f"seed must be ≥ 0, got {s.seed}")
+    if s.guidance_stop is not None and not 0.0 <= s.guidance_stop <= 1.0:
+        raise StrataError(f"guidance_stop must be between 0 and 1 (the share of steps guided), got {s.guidance_stop}")
     if size != cfg.image_size:
         raise StrataError(f"size must be {cfg.image_size} for this model (it generates {cfg.image_size}×"
                           f"{cfg.image_size}); got {size}. Resize afterwards with an enhance op.")
@@ -128,7 +141,8 @@ def generate(
         **sampling: :class:`~strata.models.samplers.Sampling`'s settings — negative_prompt,
             count (1..64), seed (≥ 0), steps (1..200), guidance (0..30, default
             :data:`~strata.models.samplers.DEFAULT_GUIDANCE`) and sampler ("dpmpp" =
-            DPM-Solver++ 2M, default; "euler"; "ddim").
+            DPM-Solver++ 2M, default; "euler"; "ddim") and guidance_stop (0..1, the share of
+            steps guided; default :data:`~strata.models.samplers.BUILTIN_GUIDANCE_STOP`).
     """
     s = Sampling(**sampling)
     cfg = model.cfg
@@ -142,7 +156,7 @@ def generate(
     # 4. timesteps, 5. denoise, 6. decode
     scheduler = _scheduler(cfg, s.sampler, s.steps, thresholding)
     latents = _denoise(model, scheduler, noise * scheduler.init_noise_sigma, scheduler.timesteps, context, mask,
-                       s.guidance, callback, inpaint_conditioning(model, None, None, s.count))
+                       s.guidance, guided_steps(s), callback, inpaint_conditioning(model, None, None, s.count))
     return GenerateResult(images=_decode(model, latents), seeds=s.seeds)
 
 
@@ -170,24 +184,31 @@ def _encode(model: ImageDiffusionModel, prompt: str, negative: str, guidance: fl
     """Cross-attention context and mask: [negative × count, prompt × count] when guidance takes
     two calls (:func:`two_calls`), else prompt × count."""
     texts = [negative, prompt] if two_calls(model, negative, guidance) else [prompt]
-    context, mask = model.text_encoder().encode(texts)
+    context, mask = model.text_encoder().encode(texts, remember=True)
     return context.repeat_interleave(count, dim=0), mask.repeat_interleave(count, dim=0)
 
 
 def _scheduler(cfg: ImageDiffusionConfig, sampler: str, steps: int, thresholding: bool | None):
     if thresholding is None:
         thresholding = cfg.latent == "unshuffle"
-    scheduler = SAMPLERS[sampler](cfg, thresholding)
+    # A copy of a made one: making a scheduler integrates its noise schedule (~3 ms, each call).
+    scheduler = copy.deepcopy(_scheduler_template(sampler, thresholding, **_schedule(cfg)))
     scheduler.set_timesteps(steps)
     return scheduler
 
 
+@functools.lru_cache(maxsize=16)
+def _scheduler_template(sampler: str, thresholding: bool, **schedule: Any):
+    return SAMPLERS[sampler](schedule, thresholding)
+
+
 def _denoise(model: ImageDiffusionModel, scheduler, latents: torch.Tensor, timesteps, context: torch.Tensor,
-             mask: torch.Tensor, guidance: float, callback: Callable[[Progress], None] | None,
+             mask: torch.Tensor, guidance: float, guided: int, callback: Callable[[Progress], None] | None,
              cond: torch.Tensor | None = None) -> torch.Tensor:
     """Run ``timesteps`` of the sampler from ``latents``, with classifier-free guidance unless it is 1:
     two calls a step when ``context`` holds [negative, prompt] rows (:func:`_encode`), else one
-    (a model that reads the scale gives the guided prediction itself).
+    (a model that reads the scale gives the guided prediction itself). Only the first ``guided``
+    steps are guided (:func:`guided_steps`); the later ones run the prompt rows alone.
 
     ``cond``: an inpainting model's extra input (:func:`inpaint_conditioning`), the same for the
     guided and unguided halves — guidance steers by the text only.
@@ -197,24 +218,26 @@ def _denoise(model: ImageDiffusionModel, scheduler, latents: torch.Tensor, times
     if callback is not None and export_pending(model):  # otherwise a silent ~5 s stall at step 0
         callback(Progress(0, len(timesteps), "exporting the UNet to ONNX Runtime (first use, ~5 s)"))
     with one_torch_thread_while_sampling() if model.runs_on_onnx() else contextlib.nullcontext():
-        return _sample(model, scheduler, latents, timesteps, context, mask, guidance, callback, cond)
+        return _sample(model, scheduler, latents, timesteps, context, mask, guidance, guided, callback, cond)
 
 
 def _sample(model: ImageDiffusionModel, scheduler, latents: torch.Tensor, timesteps, context: torch.Tensor,
-            mask: torch.Tensor, guidance: float, callback: Callable[[Progress], None] | None,
+            mask: torch.Tensor, guidance: float, guided: int, callback: Callable[[Progress], None] | None,
             cond: torch.Tensor | None) -> torch.Tensor:
     use_cfg = context.shape[0] == 2 * latents.shape[0]
     scale = None if use_cfg else torch.tensor([guidance])  # read by a model with guidance features only
+    n = latents.shape[0]
     for i, t in enumerate(timesteps):
         x_in = scheduler.scale_model_input(latents, t)
         if cond is not None:
             x_in = torch.cat([x_in, cond], dim=1)
-        if use_cfg:
-            x_in = torch.cat([x_in, x_in])
-        out = model.denoise(x_in, t, context, mask, scale)
-        if use_cfg:
-            unguided, guided = out.chunk(2)
-            out = unguided + guidance * (guided - unguided)
+        if use_cfg and i < guided:
+            unguided, conditional = model.denoise(torch.cat([x_in, x_in]), t, context, mask, scale).chunk(2)
+            out = unguided + guidance * (conditional - unguided)
+        elif use_cfg:  # past guidance_stop: the prompt rows alone
+            out = model.denoise(x_in, t, context[n:], mask[n:], scale)
+        else:
+            out = model.denoise(x_in, t, context, mask, scale)
         latents = scheduler.step(out, t, latents).prev_sample
         if not torch.isfinite(latents).all():
             raise ModelError(f"sampling diverged at step {i + 1} (non-finite values); try fewer steps or lower guidance")
@@ -292,8 +315,8 @@ def variation(
     scheduler = _scheduler(cfg, s.sampler, s.steps, thresholding)
     start, latents = _start_latents(model, scheduler, rgba, noise, strength, s.steps)
     context, tmask = _encode(model, prompt, s.negative_prompt, s.guidance, count)
-    latents = _denoise(model, scheduler, latents, scheduler.timesteps[start:], context, tmask, s.guidance, callback,
-                       cond)
+    latents = _denoise(model, scheduler, latents, scheduler.timesteps[start:], context, tmask, s.guidance,
+                       guided_steps(s) - start, callback, cond)
     return GenerateResult(images=[finish(out) for out in _decode(model, latents)], seeds=seeds)
 
 
@@ -389,6 +412,7 @@ def interpolate(
     steps: int = 20,
     guidance: float = DEFAULT_GUIDANCE,
     sampler: str = "dpmpp",
+    guidance_stop: float | None = None,
     thresholding: bool | None = None,
     callback: Callable[[Progress], None] | None = None,
 ) -> GenerateResult:
@@ -401,8 +425,8 @@ def interpolate(
     frames have no seed of their own).
     """
     cfg = model.cfg
-    check_args(Sampling(negative_prompt, 1, min(seed_a, seed_b), steps, guidance, sampler), size=cfg.image_size,
-               cfg=cfg)
+    s = Sampling(negative_prompt, 1, min(seed_a, seed_b), steps, guidance, sampler, guidance_stop)
+    check_args(s, size=cfg.image_size, cfg=cfg)
     if not 2 <= frames <= 240:
         raise StrataError(f"frames must be between 2 and 240, got {frames}")
     ctx_a, mask_a = _encode(model, prompt_a, negative_prompt, guidance, 1)
@@ -419,7 +443,7 @@ def interpolate(
         noise = noise_a if k == 0 else noise_b if k == frames - 1 else slerp(noise_a, noise_b, u)
         scheduler = _scheduler(cfg, sampler, steps, thresholding)
         latents = _denoise(model, scheduler, noise[None] * scheduler.init_noise_sigma, scheduler.timesteps, context,
-                           mask, guidance, None, inpaint_conditioning(model, None, None, 1))
+                           mask, guidance, guided_steps(s), None, inpaint_conditioning(model, None, None, 1))
         images += _decode(model, latents)
         if callback is not None:
             callback(Progress(k + 1, frames))

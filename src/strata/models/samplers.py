@@ -43,6 +43,17 @@ A1111_SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
 #: that knee, and is what Stable Diffusion models expect too (diffusers' default; A1111's is 7).
 DEFAULT_GUIDANCE = 7.5
 
+#: Share of the denoising steps, from the first, that the built-in model runs guidance on
+#: (``guidance_stop``); the later, low-noise steps run the prompt alone — one UNet call instead
+#: of two. Guidance decides what is drawn while the layout forms; near the end it only sharpens
+#: and saturates (Kynkäänniemi et al. 2024 guide a middle interval only; A1111's "negative
+#: guidance minimum sigma" and diffusers' guider ``stop`` skip the end for speed). Measured on
+#: the shipped weights (quality.py's 100 concepts × 4 seeds, 20 steps, guidance 7.5): adherence
+#: top-5 31.0 % guiding every step, 31.3 % the first 16, 30.3 % the first 13, 30.3 % the first
+#: 10 — within 3 of 400 images — while the 10 single calls cut a generation's time by 10 % (one
+#: image: 0.477 → 0.431 s) to 17 % (eight: 2.11 → 1.75 s), measured in one process, 2 threads.
+BUILTIN_GUIDANCE_STOP = 0.5
+
 # strata's short names (the built-in model's samplers) and the A1111 sampler each one is.
 SHORT_NAMES: dict[str, str] = {"dpmpp": "DPM++ 2M", "euler": "Euler", "ddim": "DDIM"}
 
@@ -72,6 +83,7 @@ class SamplingArgs(TypedDict, total=False):
     steps: int
     guidance: float
     sampler: str
+    guidance_stop: float | None
 
 
 @dataclass(frozen=True)
@@ -86,6 +98,10 @@ class Sampling:
         steps: denoising steps.
         guidance: classifier-free guidance scale (1 = no guidance, 0 = unconditional).
         sampler: a short name ("dpmpp" = DPM-Solver++ 2M, "euler", "ddim") or an A1111 name.
+        guidance_stop: share of the steps, from the first, that run guidance (0..1; 1 = every
+            step); the rest run the prompt alone, one UNet call instead of two. None = the
+            model's default: :data:`BUILTIN_GUIDANCE_STOP` for the built-in model, every step
+            for a diffusers model (which takes no other value).
     """
 
     negative_prompt: str = ""
@@ -94,6 +110,7 @@ class Sampling:
     steps: int = 20
     guidance: float = DEFAULT_GUIDANCE
     sampler: str = "dpmpp"
+    guidance_stop: float | None = None
 
     @property
     def seeds(self) -> list[int]:

@@ -44,6 +44,8 @@ Count = Annotated[int, Field(ge=1, le=64, description="images to make; image i u
 Seed = Annotated[int, Field(ge=0, le=2**63 - 1, description="seed of the first image")]
 Steps = Annotated[int, Field(ge=1, le=200, description="denoising steps")]
 Guidance = Annotated[float, Field(ge=0, le=30, description="classifier-free guidance scale (1 = none)")]
+GuidanceStop = Annotated[float | None, Field(ge=0, le=1, description="share of the steps, from the first, that are "
+                                             "guided; the rest cost one call (default: the model's)")]
 SamplerParam = Annotated[Sampler, Field(description="dpmpp/euler/ddim, or an A1111 sampler name "
                                                     "('Euler a', 'DPM++ 2M Karras', ...)")]
 Side = Annotated[int | None, Field(ge=8, le=4096, description="px, multiple of 8 (default: the model's native size)")]
@@ -65,6 +67,7 @@ def sampling_params(
     steps: Steps = Sampling.steps,
     guidance: Guidance = Sampling.guidance,
     sampler: SamplerParam = Sampling.sampler,
+    guidance_stop: GuidanceStop = Sampling.guidance_stop,
 ) -> None:
     """What and how to sample: the params every generation op starts with, declared once
     (``@node(..., params=(sampling_params, model_params))``), with the pipelines' defaults."""
@@ -81,7 +84,7 @@ def model_params(
     the registered model the engine loads (``loaded_model``); the ops themselves ignore it."""
 
 
-@node("image.generate", layer="generate", version=2, model="text-to-image", params=(sampling_params, model_params))
+@node("image.generate", layer="generate", version=3, model="text-to-image", params=(sampling_params, model_params))
 def generate(
     *,
     count: Count = 4,
@@ -104,6 +107,10 @@ def generate(
         steps: 1..200 (default 20).
         guidance: 0..30 (default 7.5: where the built-in model's adherence stops rising; what
             Stable Diffusion models expect too).
+        guidance_stop: 0..1, the share of the steps, from the first, that run guidance; the
+            later ones run the prompt alone, one UNet call instead of two (default: the model's —
+            0.5 for the built-in model, where adherence stays the same; every step for a user model,
+            which takes no other value).
         sampler: dpmpp (default), euler, ddim, or an A1111 name (user models take them all;
             the built-in model uses its sampler of the same family and says so).
         size: square output side (default: the model's native size; the built-in model makes
@@ -131,7 +138,7 @@ def generate(
     return [Image(composite_over(opaque, im.pixels, "normal")) for im in images]
 
 
-@node("image.variation", layer="generate", version=2, model="image-to-image", params=(sampling_params, model_params))
+@node("image.variation", layer="generate", version=3, model="image-to-image", params=(sampling_params, model_params))
 def variation(
     image: Image,
     *,
@@ -149,14 +156,14 @@ def variation(
     Args:
         image: the starting image.
         strength: 0..1 (default 0.6): how much of the denoising to redo; 1 ignores the image.
-        prompt, negative, count, seed, steps, guidance, sampler, model, lora, precision,
+        prompt, negative, count, seed, steps, guidance, guidance_stop, sampler, model, lora, precision,
             attention_slicing: as for ``image.generate``. Runs ``round(steps × strength)`` steps.
     """
     return _image_to_image("image-to-image", image, None, loaded_model=loaded_model, strength=strength,
                            progress=progress, **sampling)
 
 
-@node("image.inpaint", layer="generate", version=3, model="inpaint", params=(sampling_params, model_params))
+@node("image.inpaint", layer="generate", version=4, model="inpaint", params=(sampling_params, model_params))
 def inpaint(
     image: Image,
     mask: Mask,
@@ -177,7 +184,7 @@ def inpaint(
     Args:
         image, mask: the picture and what to repaint (same size; soft edges blend).
         strength: 0..1 (default 1): how much of the masked area to redo; lower keeps its colors.
-        prompt, negative, count, seed, steps, guidance, sampler, model, lora, precision,
+        prompt, negative, count, seed, steps, guidance, guidance_stop, sampler, model, lora, precision,
             attention_slicing: as for ``image.generate``.
     """
     if mask.size != image.size:
@@ -295,7 +302,7 @@ def _builtin_call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> list[Ima
         raise OpError(str(exc), param=_param_named_in(str(exc))) from None
 
 
-@node("image.interpolate", layer="generate", version=2, model="text-to-image")
+@node("image.interpolate", layer="generate", version=3, model="text-to-image")
 def interpolate(
     *,
     prompt: Prompt,
@@ -307,6 +314,7 @@ def interpolate(
     steps: Steps = 20,
     guidance: Guidance = DEFAULT_GUIDANCE,
     sampler: SamplerParam = "dpmpp",
+    guidance_stop: GuidanceStop = None,
     model: ModelId = None,
     loaded_model: Any = None,
     progress: Callable[..., None] | None = None,
@@ -321,7 +329,7 @@ def interpolate(
         prompt / prompt_b: first and last prompt (prompt_b defaults to prompt: a seed morph).
         seed / seed_b: first and last seed (seed_b defaults to seed + 1).
         frames: 2..240 (default 8).
-        negative, steps, guidance, sampler, model: as for ``image.generate``.
+        negative, steps, guidance, sampler, guidance_stop, model: as for ``image.generate``.
     """
     from strata.models.image_pipeline import interpolate as run_interpolate
 
@@ -331,10 +339,10 @@ def interpolate(
     return _builtin_call(run_interpolate, loaded_model, prompt, prompt_b or prompt, seed_a=seed,
                          seed_b=seed + 1 if seed_b is None else seed_b, frames=frames, negative_prompt=negative,
                          steps=steps, guidance=guidance, sampler=_builtin_sampler(sampler),
-                         callback=_reporter(progress))
+                         guidance_stop=guidance_stop, callback=_reporter(progress))
 
 
 def _param_named_in(message: str) -> str | None:
     head = message.split(" ", 1)[0]
-    return head if head in {"count", "steps", "guidance", "sampler", "seed", "size", "background", "width",
+    return head if head in {"count", "steps", "guidance", "guidance_stop", "sampler", "seed", "size", "background", "width",
                             "height", "strength", "frames"} else None
