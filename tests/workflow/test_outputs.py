@@ -43,17 +43,24 @@ def test_same_workflow_and_seed_give_identical_files_in_fresh_stores(tmp_path, m
 
 
 def _spy_writes(monkeypatch, log: list) -> None:
-    """Log each file hand-off: ("stored", name) for the cheap stored-bytes pass, ("encode", name)
-    for the full write (encode/sign) that goes to the pool."""
+    """Log each node's hand-off to the writer ("handed", node), and each file's write: ("stored",
+    name) for the cheap stored-bytes pass, ("encode", name) for the full write (encode/sign)
+    that goes to the pool."""
     import strata.workflow.outputs as outputs
 
     real = outputs.OutputWriter._write
+    real_done = outputs.OutputWriter.node_done
 
     def spy(self, job, cached_only=False):
         log.append(("stored" if cached_only else "encode", job[3].name))
         return real(self, job, cached_only)
 
+    def handed(self, node_id, refs, **kwargs):
+        log.append(("handed", node_id))
+        return real_done(self, node_id, refs, **kwargs)
+
     monkeypatch.setattr(outputs.OutputWriter, "_write", spy)
+    monkeypatch.setattr(outputs.OutputWriter, "node_done", handed)
 
 
 def _encoded(log: list) -> list[str]:
@@ -102,8 +109,9 @@ def test_files_are_written_while_later_nodes_run(tmp_path, monkeypatch):
 
     store = Store(tmp_path / "store")
     result = Executor(store, sinks=[record]).run(parse_workflow(WF), out_dir=tmp_path / "out")
-    first_write = log.index(("stored", "s.png"))
-    assert log.index(("node_finished", "s")) < first_write < log.index(("node_started", "many"))
+    handed = log.index(("handed", "s"))
+    assert log.index(("node_finished", "s")) < handed < log.index(("node_started", "many"))
+    assert ("stored", "s.png") not in log  # "s" ran: its files went to the pool without a stored-bytes pass
     written = [p for kind, p in log if kind == "output_written"]
     assert [os.path.basename(p) for p in written] == ["s.png", "s.jpg", "s.webp", "s.tif"]
     assert log.index(("node_finished", "many")) < log.index(("output_written", written[0]))

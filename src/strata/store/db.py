@@ -231,10 +231,13 @@ class HistoryDB:
         c.executemany("INSERT INTO edges (run_id, node_id, role, port, idx, asset_id) VALUES (?,?,?,?,?,?)",
                       [(run_id, node_id, *r) for r in rows])
 
-    def add_export(self, path: str, file_sha256: str, asset_id: str, run_id: str, node_id: str, output: str) -> None:
+    def add_exports(self, rows: Sequence[tuple[str, str, str, str, str, str]]) -> None:
+        """Record written files, (path, file sha256, asset id, run id, node id, output) each, in
+        one transaction."""
+        now = time.time()
         with self.tx() as c:
-            c.execute("INSERT INTO exports (path, file_sha256, asset_id, run_id, node_id, output, created) "
-                      "VALUES (?,?,?,?,?,?,?)", (path, file_sha256, asset_id, run_id, node_id, output, time.time()))
+            c.executemany("INSERT INTO exports (path, file_sha256, asset_id, run_id, node_id, output, created) "
+                          "VALUES (?,?,?,?,?,?,?)", [(*row, now) for row in rows])
 
     def referenced_blob_ids(self) -> Iterator[str]:
         for row in self.conn.execute("SELECT id FROM assets"):

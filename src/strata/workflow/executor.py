@@ -157,8 +157,8 @@ class Executor:
                 for seq, pn in enumerate(plan.nodes):
                     self._check_cancel()
                     self._run_node(plan, pn, seq, run_id, refs, models, broken, result, no_cache)
-                    if writer is not None and pn.node.id in refs:
-                        writer.node_done(pn.node.id, refs)  # its files are written while the run goes on
+                    if writer is not None and pn.node.id in refs:  # its files are written while the run goes on
+                        writer.node_done(pn.node.id, refs, executed=pn.node.id not in result.cached)
                 if writer is not None:
                     try:
                         result.outputs = writer.finish()

@@ -250,8 +250,13 @@ class OutputWriter:
         self._files: dict[str, list[_File]] = {}  # output name → its files, in order
         self._made_dir = False  # out_dir is made with the first file (a run whose nodes all fail makes none)
 
-    def node_done(self, node_id: str, refs: dict[str, dict[str, AssetRef]]) -> None:
-        """Start writing the files of ``node_id``'s outputs (its value and its inputs' are in ``refs``)."""
+    def node_done(self, node_id: str, refs: dict[str, dict[str, AssetRef]], *, executed: bool = False) -> None:
+        """Start writing the files of ``node_id``'s outputs (its value and its inputs' are in ``refs``).
+
+        ``executed``: the node ran in this run (it was not a cache hit), so its files are new
+        in all likelihood: they go to the pool at once, without first looking for stored bytes
+        on this thread (the pool job still finds them if the value was made before).
+        """
         for filename in self._by_node.get(node_id, ()):
             src = self.plan.outputs[filename]
             ref = refs[src.node][src.output]
@@ -270,7 +275,7 @@ class OutputWriter:
                     if not self._made_dir:
                         self.out_dir.mkdir(parents=True, exist_ok=True)
                         self._made_dir = True
-                    done = self._write(file.job, cached_only=True)
+                    done = None if executed else self._write(file.job, cached_only=True)
                     if done is None:
                         done = pool.submit(self._write, file.job) if pool is not None else self._write(file.job)
                 except Exception as exc:  # noqa: BLE001 - reported by finish(), after the nodes still to run
@@ -291,6 +296,9 @@ class OutputWriter:
         and the first error of a file that failed."""
         error: BaseException | None = None
         written: dict[str, list[Path]] = {}
+        exports: list[tuple[str, str, str, str, str, str]] = []
+        events: list[OutputWritten] = []
+        newly: list[_File] = []
         for filename in self.plan.outputs:
             for file in self._files.get(filename, ()):
                 if not file.settled():
@@ -303,11 +311,17 @@ class OutputWriter:
                 written.setdefault(filename, []).append(path)
                 if file.recorded:
                     continue
-                file.recorded = True
                 src, asset_id = file.job[0], file.job[1]
-                self.store.db.add_export(str(path.resolve()), digest, asset_id, self.run_id, src.node, src.output)
-                if self.bus is not None:
-                    self.bus.emit(OutputWritten(self.run_id, str(path), src.node, src.output))
+                exports.append((str(path.resolve()), digest, asset_id, self.run_id, src.node, src.output))
+                events.append(OutputWritten(self.run_id, str(path), src.node, src.output))
+                newly.append(file)
+        if exports:
+            self.store.db.add_exports(exports)  # one commit for all of them
+            for file in newly:
+                file.recorded = True
+        if self.bus is not None:
+            for event in events:
+                self.bus.emit(event)
         return written, error
 
     def finish(self) -> dict[str, list[Path]]:
