@@ -469,11 +469,11 @@ def test_guidance_stops_after_its_share_of_the_steps(model, monkeypatch) -> None
     # No guided step is the plain conditional model: the same bytes as guidance 1.
     assert _bytes(rows[0.0]) == _bytes(generate(model, "red apple", count=2, seed=3, steps=4, guidance=1.0))
     assert len({tuple(_bytes(r)) for r in rows.values()}) == 4  # None is the default share, 0.5
-    # Image-to-image counts the share over the whole schedule: strength 0.5 of 4 steps runs the
-    # last two, past a stop of 0.5, so they are unguided.
+    # Image-to-image counts the share over the steps it runs: strength 0.75 of 4 steps runs 3,
+    # the first 2 of them guided at a stop of 0.5.
     calls.clear()
-    variation(model, rows[1.0].images[0], "red apple", strength=0.5, steps=4, guidance=6.0, guidance_stop=0.5)
-    assert [b for b, _ in calls] == [1, 1]
+    variation(model, rows[1.0].images[0], "red apple", strength=0.75, steps=4, guidance=6.0, guidance_stop=0.5)
+    assert [b for b, _ in calls] == [2, 2, 1]
     with pytest.raises(StrataError, match="guidance_stop must be between 0 and 1"):
         generate(model, "red apple", steps=2, guidance_stop=1.5)
 

@@ -91,11 +91,12 @@ class GenerateResult:
     seeds: list[int]
 
 
-def guided_steps(s: Sampling) -> int:
-    """How many of the schedule's first steps run classifier-free guidance (``guidance_stop``);
+def guided_steps(s: Sampling, steps: int | None = None) -> int:
+    """How many of the first of ``steps`` steps that run (default ``s.steps``; image-to-image
+    runs fewer) are guided (``guidance_stop``, a share of them, as diffusers' guiders count it);
     at least one when the share is above 0, so a one-step run with guidance is guided."""
     stop = BUILTIN_GUIDANCE_STOP if s.guidance_stop is None else s.guidance_stop
-    return math.ceil(stop * s.steps)
+    return math.ceil(stop * (s.steps if steps is None else steps))
 
 
 def check_args(s: Sampling, *, size: int, cfg: ImageDiffusionConfig) -> None:
@@ -315,8 +316,9 @@ def variation(
     scheduler = _scheduler(cfg, s.sampler, s.steps, thresholding)
     start, latents = _start_latents(model, scheduler, rgba, noise, strength, s.steps)
     context, tmask = _encode(model, prompt, s.negative_prompt, s.guidance, count)
-    latents = _denoise(model, scheduler, latents, scheduler.timesteps[start:], context, tmask, s.guidance,
-                       guided_steps(s) - start, callback, cond)
+    run = scheduler.timesteps[start:]
+    latents = _denoise(model, scheduler, latents, run, context, tmask, s.guidance, guided_steps(s, len(run)),
+                       callback, cond)
     return GenerateResult(images=[finish(out) for out in _decode(model, latents)], seeds=seeds)
 
 

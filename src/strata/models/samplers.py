@@ -99,7 +99,8 @@ class Sampling:
         guidance: classifier-free guidance scale (1 = no guidance, 0 = unconditional).
         sampler: a short name ("dpmpp" = DPM-Solver++ 2M, "euler", "ddim") or an A1111 name.
         guidance_stop: share of the steps, from the first, that run guidance (0..1; 1 = every
-            step); the rest run the prompt alone, one UNet call instead of two. None = the
+            step; of the steps that run — image-to-image runs fewer); the rest run the prompt
+            alone, one UNet call instead of two. None = the
             model's default: :data:`BUILTIN_GUIDANCE_STOP` for the built-in model, every step
             for a diffusers model (which takes no other value).
     """
