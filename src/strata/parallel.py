@@ -65,8 +65,11 @@ def parallel_map(fn: Callable[[T], R], items: Iterable[T], *, pool: str) -> list
 
 
 def _in_a_shared_pool() -> bool:
+    # A pool's threads are named "strata-<pool>_<i>"; one dict lookup (no iteration over _POOLS,
+    # which another thread may be adding a pool to).
     name = threading.current_thread().name
-    return any(name.startswith(f"strata-{pool}_") for pool in _POOLS)
+    pool, sep, index = name.removeprefix("strata-").rpartition("_")
+    return name.startswith("strata-") and bool(sep) and index.isdigit() and pool in _POOLS
 
 
 STRIP_PIXELS = 1 << 16  # 1 MB per float32 RGBA strip: an op's temporaries fit in the L2/L3 caches
