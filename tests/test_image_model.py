@@ -474,6 +474,10 @@ def test_guidance_stops_after_its_share_of_the_steps(model, monkeypatch) -> None
     calls.clear()
     variation(model, rows[1.0].images[0], "red apple", strength=0.75, steps=4, guidance=6.0, guidance_stop=0.5)
     assert [b for b, _ in calls] == [2, 2, 1]
+    from strata.models.image_pipeline import guided_steps
+    from strata.models.samplers import Sampling
+
+    assert [guided_steps(Sampling(steps=10, guidance_stop=x)) for x in (0.3, 0.31, 0.7, 1.0)] == [3, 4, 7, 10]
     with pytest.raises(StrataError, match="guidance_stop must be between 0 and 1"):
         generate(model, "red apple", steps=2, guidance_stop=1.5)
 

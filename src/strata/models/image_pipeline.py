@@ -96,7 +96,8 @@ def guided_steps(s: Sampling, steps: int | None = None) -> int:
     runs fewer) are guided (``guidance_stop``, a share of them, as diffusers' guiders count it);
     at least one when the share is above 0, so a one-step run with guidance is guided."""
     stop = BUILTIN_GUIDANCE_STOP if s.guidance_stop is None else s.guidance_stop
-    return math.ceil(stop * (s.steps if steps is None else steps))
+    # Rounded first: 0.3 × 10 is 3.0000000000000004 in floating point, and is 3 steps.
+    return math.ceil(round(stop * (s.steps if steps is None else steps), 9))
 
 
 def check_args(s: Sampling, *, size: int, cfg: ImageDiffusionConfig) -> None:
