@@ -117,6 +117,31 @@ def test_long_prompt_is_truncated_with_a_warning(model: ImageDiffusionModel) -> 
         generate(model, "a very long prompt about a red apple on a table in the morning sun", steps=1)
 
 
+def test_the_text_encoder_runs_on_onnx_runtime_close_to_pytorch_and_caches_its_graph(tmp_path, monkeypatch) -> None:
+    import strata.models.onnx_runtime as onnx_runtime
+    from strata.files import user_cache_dir
+
+    monkeypatch.setenv("STRATA_CACHE", str(tmp_path / "cache"))
+    prompts = ["red apple", "a shiny red apple, 3d", ""]
+    enc = TextEncoder(TINY)
+    onnx_ctx, onnx_mask = enc.encode(prompts)
+    (graph,) = user_cache_dir("text").glob("minilm-*.onnx")
+    monkeypatch.setenv("STRATA_UNET_RUNTIME", "torch")
+    torch_ctx, torch_mask = enc.encode(prompts)
+    assert torch.equal(onnx_mask, torch_mask) and not torch.equal(onnx_ctx, torch_ctx)  # two runtimes ran
+    torch.testing.assert_close(onnx_ctx, torch_ctx, atol=1e-4, rtol=0)
+    # Any batch and token count (the scorer pads to the longest prompt of a batch).
+    ids = enc.tokenizer(prompts, padding="longest", return_tensors="pt")
+    eager = enc.token_states(ids["input_ids"], ids["attention_mask"])
+    monkeypatch.delenv("STRATA_UNET_RUNTIME")
+    torch.testing.assert_close(enc.token_states(ids["input_ids"], ids["attention_mask"]), eager, atol=1e-4, rtol=0)
+    # Another process (a new encoder) opens the cached graph: no export, and PyTorch's MiniLM is never loaded.
+    monkeypatch.setattr(onnx_runtime, "export_graph", lambda *a, **k: pytest.fail("exported again despite the cache"))
+    again = TextEncoder(TINY)
+    assert torch.equal(again.encode(prompts)[0], onnx_ctx) and again._model is None
+    assert list(user_cache_dir("text").glob("minilm-*.onnx")) == [graph]
+
+
 def test_remembered_encodings_depend_on_the_prompt_alone(monkeypatch) -> None:
     import strata.models.image_diffusion as image_diffusion
 

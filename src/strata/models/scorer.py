@@ -149,14 +149,14 @@ class PooledTextEncoder:
 
     @torch.no_grad()
     def encode(self, prompts: list[str]) -> torch.Tensor:
-        tokenizer, model = self.encoder.tokenizer, self.encoder.model
+        tokenizer = self.encoder.tokenizer
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-        out = torch.zeros(len(prompts), model.config.hidden_size)
+        out = torch.zeros(len(prompts), self.encoder.hidden_size)
         for start in range(0, len(order), 256):
             idx = order[start:start + 256]
             tok = tokenizer([prompts[i] for i in idx], padding="longest", truncation=True,
                             max_length=self.max_tokens, return_tensors="pt")
-            states = model(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"]).last_hidden_state
+            states = self.encoder.token_states(tok["input_ids"], tok["attention_mask"])
             mask = tok["attention_mask"].to(states.dtype)[..., None]
             out[idx] = (states * mask).sum(1) / mask.sum(1)
         return out

@@ -3,59 +3,41 @@
 Why: on this 2-core CPU a call of the shipped UNet took 21 ms in ONNX Runtime against 44 ms
 as a frozen TorchScript graph (what strata used before) and ~75 ms eagerly at batch 2 (one
 image with guidance), and 93–106 vs 133 ms (TorchScript) at batch 16 (eight images).
-``bench/generate.py`` measures it against eager PyTorch in every run.
-The network is small and its feature maps tiny (16×16 down to 2×2), so per-op overhead
-dominates; ONNX Runtime's CPU graph optimizations (convolutions in its blocked NCHWc layout,
-fused activations and normalizations, one planned memory arena) remove most of it. Outputs
-match eager PyTorch within ~5e-6 per call.
+``bench/generate.py`` measures it against eager PyTorch in every run. Outputs match eager
+PyTorch within ~5e-6 per call.
 
-The UNet is exported once with ``torch.onnx`` — dynamic batch and token axes, so one graph
-serves any ``count`` — which takes a few seconds, into the user cache (``$STRATA_CACHE/unet``,
-see :func:`strata.files.user_cache_dir`), named by the weights hash and the torch, diffusers
-and onnxruntime versions and written atomically; later processes only open a session on it
-(~1 s). A cache file ONNX Runtime cannot open is exported again. Only weights loaded from a
-folder run here (they have a hash and never change); a model being trained runs eagerly.
-
-``STRATA_UNET_RUNTIME=torch`` runs the UNet eagerly in PyTorch instead (for debugging, or a
-platform without ONNX Runtime).
+The UNet is exported with dynamic batch and token axes, so one graph serves any ``count``; the
+export, the cache (``$STRATA_CACHE/unet``, by weights hash) and the fallbacks are
+:mod:`strata.models.onnx_runtime`'s. Only weights loaded from a folder run here (they have a hash
+and never change); a model being trained runs eagerly. ``STRATA_UNET_RUNTIME=torch`` runs the
+UNet eagerly in PyTorch instead.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
-import os
 import threading
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 import torch
 
-from strata.errors import ModelError
-from strata.files import atomic_write_bytes, mark_used, prune_cache, user_cache_dir
+from strata.files import user_cache_dir
+from strata.models.onnx_runtime import EXPORT_LOCK, OPSET, cached_session, export_graph, runtime_versions
 
 if TYPE_CHECKING:
     from strata.models.image_diffusion import ImageDiffusionModel
 
-ENV_RUNTIME = "STRATA_UNET_RUNTIME"
-#: Bump when the exported graph changes (inputs, opset, export options): old cache files are then ignored.
+#: Bump when the exported graph changes (inputs, export options): old cache files are then ignored.
 EXPORT_VERSION = 1
-OPSET = 17
 #: Exported graphs kept in the cache (the most recently used; older weights' and versions' go).
 KEEP_GRAPHS = 3
 INPUTS = ("x", "t", "ctx", "mask", "guide")  # "guide": only a UNet with guidance features
-_EXPORT_LOCK = threading.Lock()
 _SAMPLING_LOCK = threading.Lock()
 _sampling = {"loops": 0, "budget": 0}  # sampling loops running now; torch's thread count before the first
-
-
-def onnx_enabled() -> bool:
-    """False when ``STRATA_UNET_RUNTIME`` asks for eager PyTorch ("torch")."""
-    return os.environ.get(ENV_RUNTIME, "onnx").strip().lower() != "torch"
 
 
 class _UNetCall(torch.nn.Module):
@@ -79,52 +61,32 @@ def cache_path(weights_sha256: str, unet_config: dict) -> Path:
     diffusers and onnxruntime versions (any of them can change the graph or its file format).
     """
     import diffusers
-    import onnxruntime as ort
 
     # Without diffusers' bookkeeping keys ("_class_name", "_use_default_values", ...): they do not
     # change the graph, and "_use_default_values" is a list made from a set, in an order that
     # changes with each process's string hashing — it made every process export again (~5 s).
     graph_config = {k: v for k, v in unet_config.items() if not k.startswith("_")}
     config = hashlib.sha256(json.dumps(graph_config, sort_keys=True, default=str).encode()).hexdigest()
-    versions = f"torch{torch.__version__.split('+')[0]}-diffusers{diffusers.__version__}-ort{ort.__version__}"
+    versions = f"{runtime_versions()}-diffusers{diffusers.__version__}"
     return user_cache_dir("unet") / (f"unet-{weights_sha256[:16]}-{config[:8]}-v{EXPORT_VERSION}-opset{OPSET}-"
                                      f"{versions}.onnx")
 
 
 def export_onnx(unet: torch.nn.Module, example: tuple[torch.Tensor, ...]) -> bytes:
     """The UNet as ONNX bytes (fp32, dynamic batch and token axes), traced on ``example`` inputs."""
-    buf = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # the tracer warns about diffusers' shape-dependent Python branches
-        torch.onnx.export(
-            _UNetCall(unet).eval(), example, buf, input_names=list(INPUTS[:len(example)]), output_names=["out"],
-            opset_version=OPSET, dynamo=False,
-            dynamic_axes={"x": {0: "batch"}, "t": {0: "batch"}, "ctx": {0: "batch", 1: "tokens"},
-                          "mask": {0: "batch", 1: "tokens"}, "out": {0: "batch"},
-                          **({"guide": {0: "batch"}} if len(example) > 4 else {})})
-    return buf.getvalue()
+    return export_graph(
+        _UNetCall(unet), example, input_names=list(INPUTS[:len(example)]), output_names=["out"],
+        dynamic_axes={"x": {0: "batch"}, "t": {0: "batch"}, "ctx": {0: "batch", 1: "tokens"},
+                      "mask": {0: "batch", 1: "tokens"}, "out": {0: "batch"},
+                      **({"guide": {0: "batch"}} if len(example) > 4 else {})})
 
 
 class OnnxUNet:
     """An ONNX Runtime session running one UNet; call it like :meth:`ImageDiffusionModel.denoise`."""
 
     def __init__(self, unet: torch.nn.Module, example: tuple[torch.Tensor, ...], weights_sha256: str):
-        path = _graph_path(unet, weights_sha256)
-        from_cache = path.is_file()
-        if from_cache:
-            mark_used(path)
-        try:
-            graph = path if from_cache else _export_to(path, unet, example)
-            try:
-                self.session = _open(graph)
-            except Exception:  # noqa: BLE001 - a damaged or truncated cache file: make it again, once
-                if not from_cache:
-                    raise
-                path.unlink(missing_ok=True)
-                self.session = _open(_export_to(path, unet, example))
-        except Exception as e:  # noqa: BLE001 - any export/open failure: say what to do
-            raise ModelError(f"could not run the image model's UNet on ONNX Runtime ({type(e).__name__}: {e}); "
-                             f"set {ENV_RUNTIME}=torch to run it in PyTorch") from e
+        self.session = cached_session(_graph_path(unet, weights_sha256), lambda: export_onnx(unet, example),
+                                      keep=KEEP_GRAPHS, threads=thread_budget(), what="the image model's UNet")
         self.input_names = [i.name for i in self.session.get_inputs()]
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, mask: torch.Tensor,
@@ -132,27 +94,6 @@ class OnnxUNet:
         feeds = dict(zip(INPUTS, as_inputs(x, t, context, mask, guide)))
         out = self.session.run(None, {k: v.numpy() for k, v in feeds.items() if k in self.input_names})[0]
         return torch.from_numpy(np.asarray(out))
-
-
-def _export_to(path: Path, unet: torch.nn.Module, example: tuple[torch.Tensor, ...]) -> Path | bytes:
-    """Export into the cache; the bytes themselves when the cache folder is not writable."""
-    data = export_onnx(unet, example)
-    try:
-        atomic_write_bytes(path, data)
-    except OSError:  # a read-only home: run from memory, export again next time
-        return data
-    prune_cache(path.parent, "unet-*.onnx", keep=KEEP_GRAPHS)
-    return path
-
-
-def _open(graph: Path | bytes):  # noqa: ANN202 - onnxruntime.InferenceSession, imported lazily
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = thread_budget()  # the budget torch was given (--threads)
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(graph if isinstance(graph, bytes) else str(graph), sess_options=options,
-                                providers=["CPUExecutionProvider"])
 
 
 @contextlib.contextmanager
@@ -212,11 +153,10 @@ def onnx_unet(model: "ImageDiffusionModel", x: torch.Tensor, t: torch.Tensor, co
               mask: torch.Tensor, guide: torch.Tensor | None = None) -> OnnxUNet:
     """The model's :class:`OnnxUNet` (exported on these inputs, or opened from the cache), made once.
 
-    One lock for the process: ``torch.onnx.export`` keeps process-wide state, so two exports must
-    never overlap (the server's workers may start generating at the same moment), and threads
+    Under the process's export lock (:data:`strata.models.onnx_runtime.EXPORT_LOCK`): threads
     waiting here get the session the first one made instead of exporting again.
     """
-    with _EXPORT_LOCK:
+    with EXPORT_LOCK:
         if model._runtime is None:
             model._runtime = OnnxUNet(model.unet, as_inputs(x, t, context, mask, guide), model.weights_sha256)
         return model._runtime
