@@ -124,6 +124,11 @@ def test_the_text_encoder_runs_on_onnx_runtime_close_to_pytorch_and_caches_its_g
     monkeypatch.setenv("STRATA_CACHE", str(tmp_path / "cache"))
     prompts = ["red apple", "a shiny red apple, 3d", ""]
     enc = TextEncoder(TINY)
+    assert enc.export_pending()
+    # The first use says what the pause before step 0 is.
+    heard: list[Progress] = []
+    generate(ImageDiffusionModel.random(TINY, seed=0, text=enc), "red apple", steps=1, callback=heard.append)
+    assert "exporting the text encoder" in (heard[0].message or "") and heard[0].step == 0 and not enc.export_pending()
     onnx_ctx, onnx_mask = enc.encode(prompts)
     (graph,) = user_cache_dir("text").glob("minilm-*.onnx")
     monkeypatch.setenv("STRATA_UNET_RUNTIME", "torch")

@@ -344,21 +344,12 @@ class TextEncoder:
         return torch.from_numpy(np.asarray(out))
 
     def _open_session(self, ids: torch.Tensor, attention: torch.Tensor) -> Any:
-        from strata.files import user_cache_dir
-        from strata.models.onnx_runtime import EXPORT_LOCK, OPSET, cached_session, export_graph, runtime_versions
+        from strata.models.onnx_runtime import EXPORT_LOCK, cached_session, export_graph
         from strata.models.unet_onnx import thread_budget
 
         with EXPORT_LOCK:  # threads that arrive together share the first one's session
             if self._session is not None:
                 return self._session
-            # The graph's identity: the weights file by path, size and time (a package's files
-            # never change in place; hashing 90 MB would cost every process ~60 ms), and the config.
-            weights = self.path / "model.safetensors"
-            stat = weights.stat() if weights.is_file() else None
-            identity = json.dumps([str(weights.resolve()), stat and stat.st_size, stat and stat.st_mtime_ns,
-                                   (self.path / "config.json").read_text()])
-            digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
-            path = user_cache_dir("text") / f"minilm-{digest}-v{TEXT_EXPORT_VERSION}-opset{OPSET}-{runtime_versions()}.onnx"
 
             def export() -> bytes:
                 return export_graph(_TokenStates(self.model), (ids, attention), input_names=["ids", "attention"],
@@ -366,7 +357,27 @@ class TextEncoder:
                                     dynamic_axes={"ids": {0: "batch", 1: "tokens"}, "attention": {0: "batch", 1: "tokens"},
                                                   "states": {0: "batch", 1: "tokens"}})
 
-            return cached_session(path, export, keep=2, threads=thread_budget(), what="the text encoder")
+            return cached_session(self._graph_path(), export, keep=2, threads=thread_budget(), what="the text encoder")
+
+    def _graph_path(self) -> Path:
+        """Where this encoder's ONNX graph is cached. Its identity: the weights file by path, size
+        and time (a package's files never change in place; hashing 90 MB would cost every process
+        ~60 ms), and the config."""
+        from strata.files import user_cache_dir
+        from strata.models.onnx_runtime import OPSET, runtime_versions
+
+        weights = self.path / "model.safetensors"
+        stat = weights.stat() if weights.is_file() else None
+        identity = json.dumps([str(weights.resolve()), stat and stat.st_size, stat and stat.st_mtime_ns,
+                               (self.path / "config.json").read_text()])
+        digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
+        return user_cache_dir("text") / f"minilm-{digest}-v{TEXT_EXPORT_VERSION}-opset{OPSET}-{runtime_versions()}.onnx"
+
+    def export_pending(self) -> bool:
+        """True when the next encoding exports the graph first (on ONNX Runtime, no session yet, none cached)."""
+        from strata.models.onnx_runtime import onnx_enabled
+
+        return onnx_enabled() and self._session is None and not self._graph_path().is_file()
 
 
 class _TokenStates(torch.nn.Module):

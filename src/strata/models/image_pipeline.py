@@ -152,7 +152,7 @@ def generate(
     # 1. check inputs
     check_args(s, size=size, cfg=cfg)
     # 2. encode the prompt once for the whole batch (and the negative prompt for guidance)
-    context, mask = _encode(model, prompt, s.negative_prompt, s.guidance, s.count)
+    context, mask = _encode(model, prompt, s.negative_prompt, s.guidance, s.count, callback, s.steps)
     # 3. prepare latents: one CPU generator per image, so image i depends only on its seed
     noise = torch.stack([seed_noise(cfg, seed) for seed in s.seeds])
     # 4. timesteps, 5. denoise, 6. decode
@@ -181,12 +181,16 @@ def two_calls(model: ImageDiffusionModel, negative: str, guidance: float) -> boo
     return not (model.cfg.guidance_embedding and not negative.strip() and lo <= guidance <= hi)
 
 
-def _encode(model: ImageDiffusionModel, prompt: str, negative: str, guidance: float,
-            count: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _encode(model: ImageDiffusionModel, prompt: str, negative: str, guidance: float, count: int,
+            callback: Callable[[Progress], None] | None = None, total: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Cross-attention context and mask: [negative × count, prompt × count] when guidance takes
-    two calls (:func:`two_calls`), else prompt × count."""
+    two calls (:func:`two_calls`), else prompt × count. ``callback`` hears ``Progress(0, total,
+    message)`` before a first-use export of the text encoder's graph."""
     texts = [negative, prompt] if two_calls(model, negative, guidance) else [prompt]
-    context, mask = model.text_encoder().encode(texts, remember=True)
+    encoder = model.text_encoder()
+    if callback is not None and encoder.export_pending():  # otherwise a silent ~3 s stall before step 0
+        callback(Progress(0, total, "exporting the text encoder to ONNX Runtime (first use, ~3 s)"))
+    context, mask = encoder.encode(texts, remember=True)
     return context.repeat_interleave(count, dim=0), mask.repeat_interleave(count, dim=0)
 
 
@@ -316,8 +320,8 @@ def variation(
     noise = torch.stack([seed_noise(cfg, seed) for seed in seeds])
     scheduler = _scheduler(cfg, s.sampler, s.steps, thresholding)
     start, latents = _start_latents(model, scheduler, rgba, noise, strength, s.steps)
-    context, tmask = _encode(model, prompt, s.negative_prompt, s.guidance, count)
     run = scheduler.timesteps[start:]
+    context, tmask = _encode(model, prompt, s.negative_prompt, s.guidance, count, callback, len(run))
     latents = _denoise(model, scheduler, latents, run, context, tmask, s.guidance, guided_steps(s, len(run)),
                        callback, cond)
     return GenerateResult(images=[finish(out) for out in _decode(model, latents)], seeds=seeds)
@@ -432,7 +436,7 @@ def interpolate(
     check_args(s, size=cfg.image_size, cfg=cfg)
     if not 2 <= frames <= 240:
         raise StrataError(f"frames must be between 2 and 240, got {frames}")
-    ctx_a, mask_a = _encode(model, prompt_a, negative_prompt, guidance, 1)
+    ctx_a, mask_a = _encode(model, prompt_a, negative_prompt, guidance, 1, callback, frames)
     ctx_b, mask_b = _encode(model, prompt_b, negative_prompt, guidance, 1)
     # Both prompts' tokens stay visible in between (a padded position of one is a real token
     # of the other); the ends use their own masks, so they match plain generation exactly.
