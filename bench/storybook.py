@@ -14,9 +14,10 @@ and writing the output files included):
   must be exactly ``<line>`` and its descendants in the workflow graph, and none of them an
   image or ``sound.music`` node.
 
-The voice's optimized graph and the image model's exported ONNX UNet live in a per-user cache
-(``$STRATA_CACHE``; here a temp folder). They are built once, in processes of their own before
-the timed runs and timed separately (``voice_cache_build_s``, ``unet_cache_build_s``), so the
+The voice's optimized graph and the image model's exported ONNX graphs (UNet and text encoder)
+live in a per-user cache (``$STRATA_CACHE``; here a temp folder). They are built once, in processes
+of their own before the timed runs and timed separately (``voice_cache_build_s``,
+``unet_cache_build_s``: both image graphs), so the
 cold run is what every run after a user's first one meets: an empty store, warm caches. ``voice_load`` compares loading the voice the way piper
 does (patch + optimize in memory, onnxruntime's default session) with the cached graph, each
 in a fresh process.
@@ -56,7 +57,7 @@ UNET_EXPORT = r'''
 from strata.models.builtin import image_model_dir
 from strata.models.image_diffusion import ImageDiffusionModel
 from strata.models.image_pipeline import generate
-generate(ImageDiffusionModel.from_pretrained(image_model_dir()), "warm-up", steps=1)  # exports the UNet into the cache
+generate(ImageDiffusionModel.from_pretrained(image_model_dir()), "warm-up", steps=1)  # exports the UNet and the text encoder into the cache
 '''
 
 VOICE_LOAD = r'''
