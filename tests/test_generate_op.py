@@ -57,9 +57,8 @@ def test_generate_through_the_engine(registry, tmp_path, monkeypatch):
     assert len(images) == 2 and images[0].pixels.shape == (64, 64, 4)
     steps = [(e.step, e.total, e.message) for e in sink if isinstance(e, NodeProgress)]
     # First-use exports (the text encoder's, then the UNet's) are announced at step 0, then the steps run.
-    announced = [m for step, total, m in steps if step == 0 and total == 2]
-    assert steps[len(announced):] == [(1, 2, None), (2, 2, None)]
-    assert any("the UNet" in m for m in announced) and all("ONNX Runtime" in m for m in announced)
+    assert [s[:2] for s in steps] == [(0, 2), (0, 2), (1, 2), (2, 2)] and steps[2][2] is None and steps[3][2] is None
+    assert "text encoder to ONNX Runtime" in steps[0][2] and "UNet to ONNX Runtime" in steps[1][2]
     assert "ONNX Runtime" in next(e for e in sink if isinstance(e, NodeProgress)).to_json()["message"]
     # The workflow seed fills the op's seed; provenance names prompt, seed, model and hash.
     # Image i of a batch was made from seed + i, and its file says so (as A1111 does).

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from strata.errors import ModelError, StrataError
+from strata.errors import ModelError, StrataError, StrataWarning
 from strata.media.image import Image
 from strata.models.image_diffusion import (
     ImageDiffusionConfig,
@@ -131,20 +131,55 @@ def test_the_text_encoder_runs_on_onnx_runtime_close_to_pytorch_and_caches_its_g
     assert "exporting the text encoder" in (heard[0].message or "") and heard[0].step == 0 and not enc.export_pending()
     onnx_ctx, onnx_mask = enc.encode(prompts)
     (graph,) = user_cache_dir("text").glob("minilm-*.onnx")
+    assert enc._model is None  # loaded only to export; the session replaced it
+    # STRATA_UNET_RUNTIME=torch: PyTorch's MiniLM runs (the session is never asked), within 1e-4.
     monkeypatch.setenv("STRATA_UNET_RUNTIME", "torch")
+    monkeypatch.setattr(enc, "_session", _NoRuns(enc._session))
     torch_ctx, torch_mask = enc.encode(prompts)
-    assert torch.equal(onnx_mask, torch_mask) and not torch.equal(onnx_ctx, torch_ctx)  # two runtimes ran
+    assert torch.equal(onnx_mask, torch_mask) and enc._model is not None
     torch.testing.assert_close(onnx_ctx, torch_ctx, atol=1e-4, rtol=0)
-    # Any batch and token count (the scorer pads to the longest prompt of a batch).
+    # Any batch and token count (the scorer pads to the longest prompt of a batch), int32 ids too.
     ids = enc.tokenizer(prompts, padding="longest", return_tensors="pt")
     eager = enc.token_states(ids["input_ids"], ids["attention_mask"])
-    monkeypatch.delenv("STRATA_UNET_RUNTIME")
-    torch.testing.assert_close(enc.token_states(ids["input_ids"], ids["attention_mask"]), eager, atol=1e-4, rtol=0)
+    monkeypatch.undo()
+    monkeypatch.setenv("STRATA_CACHE", str(tmp_path / "cache"))
+    on_onnx = enc.token_states(ids["input_ids"].int(), ids["attention_mask"].int())
+    torch.testing.assert_close(on_onnx, eager, atol=1e-4, rtol=0)
     # Another process (a new encoder) opens the cached graph: no export, and PyTorch's MiniLM is never loaded.
     monkeypatch.setattr(onnx_runtime, "export_graph", lambda *a, **k: pytest.fail("exported again despite the cache"))
     again = TextEncoder(TINY)
     assert torch.equal(again.encode(prompts)[0], onnx_ctx) and again._model is None
     assert list(user_cache_dir("text").glob("minilm-*.onnx")) == [graph]
+
+
+class _NoRuns:
+    """A stand-in session that fails the test if it is run."""
+
+    def __init__(self, session) -> None:
+        self.session = session
+
+    def run(self, *args, **kwargs):
+        pytest.fail("the ONNX Runtime session ran although PyTorch was asked for")
+
+
+def test_a_text_encoder_whose_graph_cannot_be_made_warns_once_and_runs_in_pytorch(tmp_path, monkeypatch) -> None:
+    import strata.models.onnx_runtime as onnx_runtime
+
+    monkeypatch.setenv("STRATA_CACHE", str(tmp_path / "cache"))
+    calls = []
+
+    def broken(*args, **kwargs):
+        calls.append(1)
+        raise RuntimeError("exporter exploded")
+
+    monkeypatch.setattr(onnx_runtime, "export_graph", broken)
+    enc = TextEncoder(TINY)
+    with pytest.warns(StrataWarning, match="exporter exploded.*runs in PyTorch instead"):
+        ctx, _ = enc.encode(["red apple"])
+    again, _ = enc.encode(["red apple"])  # remembered: no second attempt, no second warning
+    assert calls == [1] and torch.equal(ctx, again) and not enc.export_pending()
+    monkeypatch.setenv("STRATA_UNET_RUNTIME", "torch")
+    assert torch.equal(enc.encode(["red apple"])[0], ctx)  # exactly PyTorch's result
 
 
 def test_remembered_encodings_depend_on_the_prompt_alone(monkeypatch) -> None:

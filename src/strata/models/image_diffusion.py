@@ -264,6 +264,7 @@ class TextEncoder:
         self._remembered: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
         self._remembered_lock = threading.Lock()  # the server's workers share one encoder
         self._session: Any = None  # ONNX Runtime session, made on first use (see token_states)
+        self._eager = False  # the session could not be made: PyTorch runs (see _open_session)
 
     @property
     def model(self) -> torch.nn.Module:
@@ -333,22 +334,27 @@ class TextEncoder:
     def token_states(self, ids: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
         """MiniLM's token states (B, T, 384) for token ids and their attention mask (B, T), any B
         and T: on ONNX Runtime (5 vs 15 ms a prompt on this 2-core machine, within ~3e-5 of
-        PyTorch), or eagerly with ``STRATA_UNET_RUNTIME=torch``."""
+        PyTorch), or eagerly with ``STRATA_UNET_RUNTIME=torch`` — and, with a warning, when the
+        graph cannot be exported or opened (the text encoder always has PyTorch to fall back on)."""
         from strata.models.onnx_runtime import onnx_enabled
 
-        if not onnx_enabled():
-            return self.model(input_ids=ids, attention_mask=attention).last_hidden_state
-        if self._session is None:
-            self._session = self._open_session(ids, attention)
-        out = self._session.run(None, {"ids": ids.numpy(), "attention": attention.numpy()})[0]
-        return torch.from_numpy(np.asarray(out))
+        # The graph is traced on int64 inputs (what the tokenizer returns): any other integer type is converted.
+        ids, attention = ids.to(torch.int64).contiguous(), attention.to(torch.int64).contiguous()
+        if onnx_enabled() and not self._eager:
+            session = self._session if self._session is not None else self._open_session(ids, attention)
+            if session is not None:
+                out = session.run(None, {"ids": ids.numpy(), "attention": attention.numpy()})[0]
+                return torch.from_numpy(np.asarray(out))
+        return self.model(input_ids=ids, attention_mask=attention).last_hidden_state
 
     def _open_session(self, ids: torch.Tensor, attention: torch.Tensor) -> Any:
+        """The session (made once: threads that arrive together wait for the first one's), or None
+        after a failure, which is warned about once and remembered (PyTorch runs from then on)."""
         from strata.models.onnx_runtime import EXPORT_LOCK, cached_session, export_graph
         from strata.models.unet_onnx import thread_budget
 
-        with EXPORT_LOCK:  # threads that arrive together share the first one's session
-            if self._session is not None:
+        with EXPORT_LOCK:
+            if self._session is not None or self._eager:
                 return self._session
 
             def export() -> bytes:
@@ -357,27 +363,37 @@ class TextEncoder:
                                     dynamic_axes={"ids": {0: "batch", 1: "tokens"}, "attention": {0: "batch", 1: "tokens"},
                                                   "states": {0: "batch", 1: "tokens"}})
 
-            return cached_session(self._graph_path(), export, keep=2, threads=thread_budget(), what="the text encoder")
+            try:
+                self._session = cached_session(self._graph_path(), export, keep=2, threads=thread_budget(),
+                                               what="the text encoder")
+            except ModelError as exc:
+                self._eager = True
+                warnings.warn(f"{exc}; the text encoder runs in PyTorch instead (slower, same results to ~3e-5)",
+                              StrataWarning, stacklevel=3)
+                return None
+            with self._model_lock:
+                self._model = None  # loaded only to export: the session replaces it (~90 MB); reloaded if ever needed
+            return self._session
 
     def _graph_path(self) -> Path:
-        """Where this encoder's ONNX graph is cached. Its identity: the weights file by path, size
-        and time (a package's files never change in place; hashing 90 MB would cost every process
-        ~60 ms), and the config."""
+        """Where this encoder's ONNX graph is cached: named by the sha256 of its weight files and
+        config (hashed once per process, ~60 ms — less than loading the PyTorch model it spares),
+        so reinstalls and other checkouts sharing the cache find it, and other weights never do."""
         from strata.files import user_cache_dir
         from strata.models.onnx_runtime import OPSET, runtime_versions
+        from strata.store.blobs import sha256_file_cached
 
-        weights = self.path / "model.safetensors"
-        stat = weights.stat() if weights.is_file() else None
-        identity = json.dumps([str(weights.resolve()), stat and stat.st_size, stat and stat.st_mtime_ns,
-                               (self.path / "config.json").read_text()])
-        digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
-        return user_cache_dir("text") / f"minilm-{digest}-v{TEXT_EXPORT_VERSION}-opset{OPSET}-{runtime_versions()}.onnx"
+        files = sorted(f for f in self.path.iterdir() if f.suffix in (".safetensors", ".bin") or f.name == "config.json")
+        identity = hashlib.sha256(json.dumps([(f.name, sha256_file_cached(f)) for f in files]).encode()).hexdigest()
+        return (user_cache_dir("text") /
+                f"minilm-{identity[:16]}-v{TEXT_EXPORT_VERSION}-opset{OPSET}-{runtime_versions()}.onnx")
 
     def export_pending(self) -> bool:
         """True when the next encoding exports the graph first (on ONNX Runtime, no session yet, none cached)."""
         from strata.models.onnx_runtime import onnx_enabled
 
-        return onnx_enabled() and self._session is None and not self._graph_path().is_file()
+        return (onnx_enabled() and not self._eager and self._session is None
+                and not self._graph_path().is_file())
 
 
 class _TokenStates(torch.nn.Module):

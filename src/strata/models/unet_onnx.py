@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from strata.files import user_cache_dir
-from strata.models.onnx_runtime import EXPORT_LOCK, OPSET, cached_session, export_graph, runtime_versions
+from strata.models.onnx_runtime import EXPORT_LOCK, OPSET, cached_session, export_graph
 
 if TYPE_CHECKING:
     from strata.models.image_diffusion import ImageDiffusionModel
@@ -61,13 +61,14 @@ def cache_path(weights_sha256: str, unet_config: dict) -> Path:
     diffusers and onnxruntime versions (any of them can change the graph or its file format).
     """
     import diffusers
+    import onnxruntime as ort
 
     # Without diffusers' bookkeeping keys ("_class_name", "_use_default_values", ...): they do not
     # change the graph, and "_use_default_values" is a list made from a set, in an order that
     # changes with each process's string hashing — it made every process export again (~5 s).
     graph_config = {k: v for k, v in unet_config.items() if not k.startswith("_")}
     config = hashlib.sha256(json.dumps(graph_config, sort_keys=True, default=str).encode()).hexdigest()
-    versions = f"{runtime_versions()}-diffusers{diffusers.__version__}"
+    versions = f"torch{torch.__version__.split('+')[0]}-diffusers{diffusers.__version__}-ort{ort.__version__}"
     return user_cache_dir("unet") / (f"unet-{weights_sha256[:16]}-{config[:8]}-v{EXPORT_VERSION}-opset{OPSET}-"
                                      f"{versions}.onnx")
 

@@ -81,7 +81,9 @@ class CaptionBank:
     """Text encodings of caption variants, computed on first use and kept in memory (fp16).
 
     Captions are a pure function of (caption_seed, item, variant), so the cache never changes
-    results: a resumed run re-encodes what it needs and gets the same numbers.
+    results: a resumed run re-encodes what it needs and gets the same numbers — on the same text
+    encoder runtime (ONNX Runtime and PyTorch differ by ~3e-5, below the fp16 they are kept in
+    for most values; see ``TextEncoder.token_states``).
     """
 
     rows: list[dict]
