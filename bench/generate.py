@@ -168,6 +168,7 @@ def main() -> None:
         }
     results["matmul_gflops_per_s"] = round(matmul_gflops(), 2)
     results["unet_runtime"] = "onnxruntime" if model.weights_sha256 else "torch eager (random weights, no hash)"
+    results["text_runtime"] = "onnxruntime" if enc._session is not None else "torch eager"
     results["unet_call"] = runtime_comparison(model, args.repeats)
     results["targets"] = {"images_1_s": 0.4, "images_8_s": 2.0}
     results["meets_targets"] = {"images_1": results["images_1"]["total_s"] <= 0.4,
