@@ -51,6 +51,19 @@ def machine() -> dict[str, Any]:
     return info
 
 
+def carried_over(name: str, key: str) -> dict[str, Any]:
+    """Block ``key`` of the existing ``results/NAME.json``, for a run that skips measuring it; the
+    block keeps (or gets) a ``measured`` date, so the new file says how old that part is."""
+    path = RESULTS / f"{name}.json"
+    try:
+        old = json.loads(path.read_text())
+        block = dict(old[key])
+    except (OSError, ValueError, KeyError) as exc:
+        raise SystemExit(f"cannot carry '{key}' over from {path} ({exc}); run the benchmark without the skip option") from None
+    block.setdefault("measured", old.get("date"))
+    return block
+
+
 def write_result(name: str, data: dict[str, Any]) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"

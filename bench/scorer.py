@@ -1,6 +1,7 @@
 """The text-image scorer: retrieval on held-out images, and choosing among generated candidates.
 
     python bench/scorer.py                  # ~5 min: held-out run + shipped scorer + shipped image model
+    python bench/scorer.py --keep-retrieval # only (b), e.g. for new image weights; (a) is carried over
     → bench/results/scorer.json
 
 (a) **Retrieval on held-out images.** A scorer trained with one emoji source held out
@@ -31,7 +32,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_result  # noqa: E402
+from _common import carried_over, write_result  # noqa: E402
 from quality import N_CONCEPTS, classifiers, concept_images, eval_concepts  # noqa: E402
 
 from strata.models.builtin import image_model_dir, scorer_model_dir  # noqa: E402
@@ -70,6 +71,24 @@ def within_concept_auc(per: list[dict]) -> float | None:
     return wins / pairs if pairs else None
 
 
+def measure_retrieval(run: Path, text: PooledTextEncoder, x: torch.Tensor, y: torch.Tensor, src: list[str],
+                      rows: list[dict], concepts: list[str]) -> dict:
+    """(a): the held-out run's scorer on the images of the source it never saw."""
+    held_scorer, info = load_run(run)
+    held_scorer.text = text
+    held = info["data"].get("holdout_source")
+    if not held:
+        raise SystemExit(f"{run} trained on every source; train one with --holdout-source")
+    mask = torch.tensor([s == held for s in src])
+    ret = retrieval(held_scorer, x[mask], y[mask], concepts)
+    return ret | {"held_out_source": held, "run": str(run), "run_step": int(info["step"]),
+                  "concepts": len(concepts), "images": int(mask.sum()),
+                  "chance_top1": 1 / len(concepts), "chance_top5": 5 / len(concepts),
+                  "trained_on": f"every emoji of the other sources ({len(rows) - sum(r['source'] == held for r in rows)} "
+                                f"images, the 100 concepts included); no {held} image",
+                  "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--heldout-run", type=Path, default=HELDOUT_RUN, help="run dir of the held-out scorer")
@@ -77,6 +96,10 @@ def main() -> None:
     ap.add_argument("--model", type=Path, help="exported image model dir (default: the shipped weights/image)")
     ap.add_argument("--select-concepts", type=int, default=50)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--keep-retrieval", action="store_true",
+                    help="carry (a) over from the existing bench/results/scorer.json instead of measuring it: (a) "
+                         "depends only on the held-out scorer run (~20 min to retrain on a new machine), not on "
+                         "the image model; the result says when (a) was measured")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     t0 = time.time()
@@ -87,19 +110,11 @@ def main() -> None:
     text = PooledTextEncoder()  # MiniLM once, shared by both scorers
 
     # (a) retrieval on the source the held-out scorer never saw
-    held_scorer, info = load_run(args.heldout_run)
-    held_scorer.text = text
-    held = info["data"].get("holdout_source")
-    if not held:
-        raise SystemExit(f"{args.heldout_run} trained on every source; train one with --holdout-source")
-    mask = torch.tensor([s == held for s in src])
-    ret = retrieval(held_scorer, x[mask], y[mask], concepts)
-    ret |= {"held_out_source": held, "run": str(args.heldout_run), "run_step": int(info["step"]),
-            "concepts": len(concepts), "images": int(mask.sum()),
-            "chance_top1": 1 / len(concepts), "chance_top5": 5 / len(concepts),
-            "trained_on": f"every emoji of the other sources ({len(rows) - sum(r['source'] == held for r in rows)} "
-                          f"images, the 100 concepts included); no {held} image"}
-    print(f"retrieval on held-out {held}: {json.dumps(ret)}", flush=True)
+    if args.keep_retrieval:
+        ret = carried_over("scorer", "retrieval")
+    else:
+        ret = measure_retrieval(args.heldout_run, text, x, y, src, rows, concepts)
+    print(f"retrieval: {json.dumps(ret)}", flush=True)
 
     # (b) selection among generated candidates, judged by bench/quality.py's classifier
     clf, _ = classifiers(x, y, src, len(concepts), 600)
